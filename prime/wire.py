@@ -1,0 +1,182 @@
+"""msgpack codec for ``prime.msgs``: shape checks, never an exception.
+
+Trust is added in stages (STYLE.md): bytes, then ``decode`` (shape: this module),
+then a verifier (signature: ``prime.auth``), then the core (meaning). ``decode``
+returns an ``Envelope`` or a short reason such as ``"po_ack:count"``; it never
+raises and never allocates without bound: msgpack is called with explicit
+``max_*_len`` limits, maps, strings and extension types are refused, and every
+count or size taken from the wire is checked against a named bound.
+
+Envelope layout (a msgpack array)::
+
+    [sender, mt_num, mt_index, sig, [path digests...], body]
+
+``body`` is the msgpack encoding of ``[tag, *fields]``; it is carried as a bin
+so the exact signed bytes survive re-encoding. The Merkle leaf covers the
+signer id and the body (``leaf_bytes``); ``mt_num``/``mt_index``/``path`` say
+where the leaf sits in its signed batch, ``mt_num == 1`` meaning a direct
+signature over the leaf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from prime import msgs
+from prime.msgs import MESSAGES, REJECTED_TAGS, BadField, Message
+
+ENVELOPE_BYTES_MAX = 1 << 20  # hard ceiling; configs set a lower per-socket limit
+MT_NUM_MAX = 256
+PATH_DIGESTS_MAX = 8  # log2(MT_NUM_MAX)
+SENDER_MAX = msgs.U32
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Envelope:
+    """A signed message as it travels: signer, Merkle position, signature, body.
+
+    ``raw`` is the exact wire encoding and defines equality, so two envelopes are
+    the same message exactly when their bytes are the same.
+    """
+
+    sender: int
+    mt_num: int
+    mt_index: int
+    sig: bytes
+    path: tuple[bytes, ...]
+    body: bytes
+    msg: Any  # the decoded Message
+    raw: bytes
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Envelope) and self.raw == other.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    @property
+    def leaf_bytes(self) -> bytes:
+        return leaf_bytes(self.sender, self.body)
+
+    def __repr__(self) -> str:
+        return f"Envelope(from={self.sender}, {self.msg!r})"
+
+
+def leaf_bytes(sender: int, body: bytes) -> bytes:
+    """What a signature covers for one message: its signer and its body."""
+    return sender.to_bytes(4, "big") + body
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_body(msg: Message) -> bytes:
+    """``[tag, *fields]`` as msgpack bytes."""
+    out: list[Any] = [msg.TAG]
+    for name, spec in msg.SPECS:
+        out.append(spec.encode(getattr(msg, name)))
+    return msgpack.packb(out, use_bin_type=True)
+
+
+def make_envelope(
+    *,
+    sender: int,
+    body: bytes,
+    msg: Message,
+    sig: bytes,
+    mt_num: int = 1,
+    mt_index: int = 1,
+    path: tuple[bytes, ...] = (),
+) -> Envelope:
+    """Wrap a signed body. Used by signers; the result carries its wire bytes."""
+    raw = msgpack.packb([sender, mt_num, mt_index, sig, list(path), body], use_bin_type=True)
+    return Envelope(sender, mt_num, mt_index, sig, path, body, msg, raw)
+
+
+def _unpack(raw: bytes) -> Any:
+    n = len(raw)
+    return msgpack.unpackb(
+        raw,
+        use_list=False,
+        raw=False,
+        strict_map_key=True,
+        max_bin_len=n,
+        max_str_len=0,
+        max_array_len=min(n, 4096),
+        max_map_len=0,
+        max_ext_len=0,
+    )
+
+
+def decode(raw: bytes, *, size_max: int = ENVELOPE_BYTES_MAX) -> Envelope | str:
+    """Decode one envelope from the network. Returns an Envelope or a reason."""
+    if type(raw) is not bytes:
+        return "not_bytes"
+    if len(raw) > size_max:
+        return "too_large"
+    return decode_envelope_at_depth(raw, 0)
+
+
+def decode_envelope_at_depth(raw: bytes, depth: int) -> Envelope | str:
+    """Decode an envelope that is ``depth`` levels deep inside another message."""
+    try:
+        outer = _unpack(raw)
+    except Exception:  # msgpack raises many types on garbage; all mean "malformed"
+        return "msgpack"
+    if type(outer) is not tuple or len(outer) != 6:
+        return "envelope"
+    sender, mt_num, mt_index, sig, path, body = outer
+    if type(sender) is not int or not 1 <= sender <= SENDER_MAX:
+        return "sender"
+    if type(mt_num) is not int or not 1 <= mt_num <= MT_NUM_MAX or mt_num & (mt_num - 1):
+        return "mt_num"  # H9: a power of two in 1..256
+    if type(mt_index) is not int or not 1 <= mt_index <= mt_num:
+        return "mt_index"  # H9
+    if type(sig) is not bytes or not 1 <= len(sig) <= msgs.SIGNATURE_BYTES_MAX:
+        return "sig"
+    if type(path) is not tuple or len(path) != mt_num.bit_length() - 1:
+        return "path"
+    for d in path:
+        if type(d) is not bytes or len(d) != msgs.DIGEST_SIZE:
+            return "path"
+    if type(body) is not bytes:
+        return "body"
+    msg = decode_body(body, depth)
+    if isinstance(msg, str):
+        return msg
+    return Envelope(sender, mt_num, mt_index, sig, path, body, msg, raw)
+
+
+def decode_body(body: bytes, depth: int = 0) -> Message | str:
+    """Decode ``[tag, *fields]`` into its message class, checking every field."""
+    try:
+        arr = _unpack(body)
+    except Exception:
+        return "body_msgpack"
+    if type(arr) is not tuple or not arr or type(arr[0]) is not int:
+        return "body"
+    tag = arr[0]
+    if tag in REJECTED_TAGS:
+        return REJECTED_TAGS[tag]
+    cls = MESSAGES.get(tag)
+    if cls is None:
+        return "tag"
+    specs = cls.SPECS
+    if len(arr) != len(specs) + 1:
+        return f"{cls.NAME}:field_count"
+    values = []
+    for (name, spec), value in zip(specs, arr[1:]):
+        try:
+            values.append(spec.check(value, depth))
+        except BadField as e:
+            return f"{cls.NAME}:{name}:{e}"
+        except RecursionError:
+            return f"{cls.NAME}:{name}:depth"
+    msg = cls(*values)
+    reason = msg.invalid()
+    if reason is not None:
+        return f"{cls.NAME}:{reason}"
+    return msg
