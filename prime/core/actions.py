@@ -1,0 +1,56 @@
+"""The core's only outputs. The driver performs them; the core performs nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prime.msgs import Message, Update
+from prime.wire import Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``env`` to replica ``dest`` only."""
+
+    dest: int
+    env: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send ``env`` to every other replica."""
+
+    env: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Ordinal ``ordinal`` is executed: hand its events to the application, in
+    order. An empty ``updates`` is the synthetic CLIENT_NO_OP (PROTOCOL.md 2.3.5)."""
+
+    ordinal: int
+    updates: tuple[Update, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SignJob:
+    """Sign ``bodies`` and answer with ``CryptoDone(job_id, envelopes)``.
+
+    ``direct``: sign each body on its own (messages that others embed);
+    otherwise sign them as one Merkle batch (PROTOCOL.md 4.2)."""
+
+    job_id: int
+    messages: tuple[Message, ...]
+    bodies: tuple[bytes, ...]
+    direct: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StateTransferNeeded:
+    """The replica jumped over ordinals ``<= ordinal`` without delivering them:
+    the application must fetch its state as of that ordinal from a peer."""
+
+    ordinal: int
+
+
+Action = Send | Broadcast | Deliver | SignJob | StateTransferNeeded

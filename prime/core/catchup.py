@@ -1,0 +1,181 @@
+"""Catch-up: ORD certificates, filling a missed ordinal, and the jump (PROTOCOL.md 2.7).
+
+Every replica periodically broadcasts the ORD certificate of its newest
+normally ordered ordinal: the pre-prepare plus ``2f+k+1`` matching Commits, a
+self-contained proof that the ordinal was decided (Q6). A replica that is
+behind uses a certificate in one of two ways:
+
+* *fill*: the certificate is for ``ARU+1``. It is exactly a commit certificate,
+  so the ordinal is installed and executed as if ordered here: no gap, no
+  state transfer. (This is the ordinal-by-ordinal catch-up the original left
+  unimplemented, for the common case of one lost pre-prepare.)
+* *jump*: the certificate is further ahead. The replica adopts its matrix as
+  the execution point, skips delivery of the ordinals in between, and tells its
+  application to transfer state (``StateTransferNeeded``), then introduces a
+  CLIENT_STATE_TRANSFER marker that every replica delivers.
+
+Hardening adopted (PROTOCOL.md 9):
+* H6: a certificate counts only if its pre-prepare is signed by
+  ``leader(PP.view)``, its Commits come from distinct replicas and carry the
+  PP's view, sequence and digest, and the certificate's own view equals the
+  PP's (the wire codec checks the field bindings, this module the signers).
+* H12: a leader that jumps never moves its next ordinal backwards.
+* H13: no jump while a peer is merely a few ordinals ahead for a moment: the
+  gap must reach ``jump_gap_ordinals_min``, or the same certificate must stay
+  ahead for a whole catch-up period in which we made no progress.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prime.core import actions as A
+from prime.core.order import OrdSlot, pre_prepare_digest
+from prime.core.quorum import leader_of
+from prime.msgs import OrdCert, OrdKind, UpdateKind
+from prime.wire import Envelope
+
+if TYPE_CHECKING:
+    from prime.core.replica import Replica
+
+
+class Catchup:
+    """ORD certificates and the jump of one replica."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.r = replica
+        self.last_ord_cert: OrdCert | None = None  # our own newest (unsigned body)
+        self.peer_certs: dict[int, Envelope] = {}  # newest valid cert per peer
+        self.next_catchup_id = 1
+        self.next_catchup_time_us = 0
+        self.aru_at_last_attempt = -1
+
+    # --------------------------------------------------------------- producing
+
+    def on_executed_commit(self, slot: OrdSlot) -> None:
+        assert slot.pp is not None and slot.commit_cert
+        self.last_ord_cert = OrdCert(
+            slot.view, slot.seq, int(OrdKind.COMMIT), 1, slot.pp, slot.commit_cert
+        )
+        if not self.r.timer_armed("ord_cert"):
+            self.r.set_timer("ord_cert", self.r.now_us + self.r.p.ord_cert_period_us)
+
+    def on_ord_cert_timeout(self) -> None:
+        if self.last_ord_cert is not None:
+            self.r.sign_and_send(self.last_ord_cert)
+            self.r.set_timer("ord_cert", self.r.now_us + self.r.p.ord_cert_period_us)
+
+    # --------------------------------------------------------------- receiving
+
+    def valid_certificate(self, cert: OrdCert) -> bool:
+        """H6 checks that need N and the quorum sizes (the codec checked the rest)."""
+        pp_env = cert.pre_prepare
+        pp = pp_env.msg
+        if pp_env.sender != leader_of(pp.view, self.r.n):
+            return False
+        if len(pp.rows) != self.r.n or any(
+            row is not None and len(row.msg.cum_aru) != self.r.n for row in pp.rows
+        ):
+            return False
+        if len(cert.commits) != self.r.q.certificate:
+            return False
+        ppd = pre_prepare_digest(pp)
+        return all(c.msg.digest == ppd and 1 <= c.sender <= self.r.n for c in cert.commits)
+
+    def on_ord_cert(self, via: int, env: Envelope) -> None:
+        sender = env.sender
+        if sender == self.r.me or not 1 <= sender <= self.r.n:
+            return
+        cert: OrdCert = env.msg
+        if not self.valid_certificate(cert):
+            self.r.drop("ord_cert:invalid")
+            return
+        stored = self.peer_certs.get(sender)
+        if stored is None or cert.seq > stored.msg.seq:
+            self.peer_certs[sender] = env
+        if self.r.ord.aru < cert.seq and not self.r.timer_armed("catchup"):
+            delay = max(self.r.p.catchup_epsilon_us, self.next_catchup_time_us - self.r.now_us)
+            self.r.set_timer("catchup", self.r.now_us + delay)
+
+    def on_catchup_timeout(self) -> None:
+        """Scan peers round-robin for a certificate ahead of us; fill or jump."""
+        n, aru = self.r.n, self.r.ord.aru
+        self.next_catchup_time_us = self.r.now_us + self.r.p.catchup_period_us
+        ahead: Envelope | None = None
+        for i in range(n):
+            peer = (self.next_catchup_id - 1 + i) % n + 1
+            env = self.peer_certs.get(peer)
+            if env is not None and env.msg.seq > aru:
+                ahead = env
+                self.next_catchup_id = peer % n + 1
+                break
+        if ahead is None:
+            self.aru_at_last_attempt = -1
+            return
+        self.r.set_timer("catchup", self.next_catchup_time_us)
+        cert: OrdCert = ahead.msg
+        if cert.view != self.r.view:
+            return  # view changes are not part of this core yet
+        if cert.seq == aru + 1:
+            self.fill(cert)
+        elif cert.seq - aru >= self.r.p.jump_gap_ordinals_min or self.aru_at_last_attempt == aru:
+            self.jump(cert)
+        self.aru_at_last_attempt = self.r.ord.aru
+
+    # ------------------------------------------------------------------ fill
+
+    def fill(self, cert: OrdCert) -> None:
+        """Install a certificate for ``ARU+1`` as that ordinal's commit certificate.
+
+        The certificate proves the decision, so it also overrides a different
+        pre-prepare a two-faced leader may have shown us for this ordinal."""
+        order = self.r.ord
+        slot = order._slot(cert.seq, "ord_cert")
+        if slot is None or slot.ordered:
+            return
+        if slot.pp is None or slot.ppd != pre_prepare_digest(cert.pre_prepare.msg):
+            order._install_pp(slot, cert.pre_prepare)
+        slot.commit_cert = tuple(cert.commits)
+        slot.ordered = True
+        order.try_execute()
+
+    # ------------------------------------------------------------------ jump
+
+    def jump(self, cert: OrdCert) -> None:
+        """Adopt certificate ``cert`` as our execution point (2.7 "Jump")."""
+        r, order, po = self.r, self.r.ord, self.r.po
+        j = cert.seq
+        assert j > order.aru
+        r.stats.jumps += 1
+        for seq in [s for s in order.history if s <= j]:
+            del order.history[seq]
+        order.aru = j
+        order.high_seq = max(order.high_seq, j)
+        order.pp_aru = max(order.pp_aru, j)
+        slot = OrdSlot(j)
+        order.history[j] = slot
+        order._install_pp(slot, cert.pre_prepare)
+        slot.commit_cert = tuple(cert.commits)
+        slot.ordered = slot.executed = slot.reconciled = slot.sent_prepare = True
+        order.last_executed_pop = slot.pop
+        order.blocked_on = set()
+        self.last_ord_cert = cert
+        if not r.timer_armed("ord_cert"):
+            r.set_timer("ord_cert", r.now_us + r.p.ord_cert_period_us)
+        for s in range(1, r.n + 1):
+            p = slot.pop[s - 1]
+            po.jump_originator(s, p)
+        for row in cert.pre_prepare.msg.rows:
+            if row is not None:
+                po.apply_po_aru(row)
+        po.send_po_aru()
+        if r.is_leader:
+            order.should_send_pp = True
+            order.seq = max(order.seq, j + 1)  # H12: never re-propose used ordinals
+        r.emit(A.StateTransferNeeded(j))
+        po.stamp_and_submit(UpdateKind.CLIENT_STATE_TRANSFER, j.to_bytes(8, "big"))
+        order.send_prepares()
+        order.try_execute()
+
+    def collection_sizes(self) -> dict[str, int]:
+        return {"peer_certs": len(self.peer_certs)}

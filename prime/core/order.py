@@ -1,0 +1,414 @@
+"""Global ordering and execution: PRE_PREPARE, PREPARE, COMMIT (PROTOCOL.md 2.3).
+
+The leader periodically proposes its summary matrix in a pre-prepare; replicas
+agree on it with a Prepare and a Commit round (the paper's "global ordering",
+DSN'08 section 4.3). An ordered pre-prepare makes eligible, for each originator
+``s``, the requests between the previous ordinal's and this ordinal's
+``proof_aru(s)`` (Q2); they execute in a deterministic order (originator id,
+then PO seq, then position in the request).
+
+Invariants:
+* S1/S6: an ordinal is ordered only with ``2f+k+1`` Commits on one pre-prepare
+  digest (PPD), prepared only with ``2f+k`` Prepares from non-leaders on it.
+* S2: ordinals execute as ``ARU+1, ARU+2, ...``, each exactly once.
+* S4: each PO id executes at most once, only after it is eligible, and only
+  through its certified copy (H3).
+* S5: a pre-prepare whose proof-ARU vector goes backwards is never prepared.
+
+Hardening adopted here (PROTOCOL.md 9):
+* H1: a prepare certificate sends our Commit on *either* path (Prepares after
+  the PP, or the PP after the Prepares).
+* H2: when a PP completes, both certificates are re-checked, so Commits that
+  arrived first are not stranded.
+* H4: a PP must carry exactly N rows, row ``i`` null or signed by ``i``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prime.core import actions as A
+from prime.core.quorum import matrix_pop
+from prime.msgs import Commit, OrdKind, Prepare, PrePrepare, Update, UpdateKind
+from prime.types import PO_ZERO, PoSeq
+from prime.wire import Envelope
+
+if TYPE_CHECKING:
+    from prime.core.replica import Replica
+
+Pop = tuple[PoSeq, ...]
+CLIENT_DONE_ABOVE_MAX = 4096  # out-of-order executed stamps remembered per client
+
+
+def pre_prepare_digest(pp: PrePrepare) -> bytes:
+    """PPD = H(seq || view || row_1 || ... || row_N) over the signed rows (2.3.1);
+    timestamps are not covered, null rows hash as a zero length."""
+    h = hashlib.sha256(b"prime-ppd")
+    h.update(pp.seq.to_bytes(8, "big"))
+    h.update(pp.view.to_bytes(4, "big"))
+    for row in pp.rows:
+        raw = b"" if row is None else row.raw
+        h.update(len(raw).to_bytes(4, "big"))
+        h.update(raw)
+    return h.digest()
+
+
+@dataclass(slots=True)
+class OrdSlot:
+    """Everything known about one ordinal (PROTOCOL.md 3.2)."""
+
+    seq: int
+    view: int = 0
+    pp: Envelope | None = None
+    ppd: bytes = b""
+    pop: Pop = ()
+    kind: OrdKind = OrdKind.COMMIT
+    prepares: dict[int, Envelope] = field(default_factory=dict)
+    commits: dict[int, Envelope] = field(default_factory=dict)
+    prepare_cert: tuple[Envelope, ...] = ()
+    commit_cert: tuple[Envelope, ...] = ()
+    sent_prepare: bool = False
+    ordered: bool = False
+    executed: bool = False
+    reconciled: bool = False
+    po_slot_list: list[tuple[int, PoSeq]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ClientDone:
+    """Which of one client's stamps were executed: all ``<= below``, plus ``above``."""
+
+    below: PoSeq = PO_ZERO
+    above: set[int] = field(default_factory=set)
+
+
+class Order:
+    """Global-ordering and execution state of one replica."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.r = replica
+        self.aru = 0  # highest executed ordinal (all below executed)
+        self.pp_aru = 0  # all PPs up to here complete and accepted
+        self.high_seq = 0  # highest prepare-certified ordinal
+        self.seq = 1  # leader: next ordinal to assign
+        self.should_send_pp = False
+        self.history: dict[int, OrdSlot] = {}
+        self.blocked_on: set[tuple[int, PoSeq]] = set()  # requests ARU+1 waits for
+        self.client_done: dict[int, ClientDone] = {}
+        self.zero_pop: Pop = tuple([PO_ZERO] * replica.n)
+        self.last_executed_pop: Pop = self.zero_pop
+
+    # ------------------------------------------------------------ slot helpers
+
+    def _slot(self, seq: int, reason: str) -> OrdSlot | None:
+        if seq <= self.aru:
+            return None
+        slot = self.history.get(seq)
+        if slot is None:
+            if seq > self.aru + self.r.p.ordinal_window_max:
+                self.r.drop(reason + ":window")
+                return None
+            slot = OrdSlot(seq)
+            self.history[seq] = slot
+        return slot
+
+    def pop_of(self, seq: int) -> Pop | None:
+        """proof_aru vector of ordinal ``seq``'s decided matrix (zeros for 0)."""
+        if seq == 0:
+            return self.zero_pop
+        slot = self.history.get(seq)
+        if slot is None or slot.pp is None:
+            return self.last_executed_pop if seq == self.aru else None
+        return slot.pop
+
+    # --------------------------------------------------------- PRE_PREPARE (2.3.1)
+
+    def on_newer_summary(self) -> None:
+        if self.r.is_leader:
+            self.should_send_pp = True
+
+    def on_pre_prepare_timeout(self) -> None:
+        if not self.r.is_leader:
+            return
+        self.r.set_timer("pre_prepare", self.r.now_us + self.r.p.pre_prepare_period_us)
+        if not self.should_send_pp or not self.r.view_change_done:
+            return
+        if self.seq > self.aru + self.r.p.ordinal_window_max // 2:
+            return  # do not run further ahead than replicas accept
+        self.should_send_pp = False
+        rows = tuple(self.r.po.cum_acks[1:])
+        pp = PrePrepare(self.seq, self.r.view, self.r.now_us, rows)
+        self.seq += 1
+        self.r.stats.pre_prepares_sent += 1
+        self.r.sign_and_send(pp)
+
+    def on_pre_prepare(self, via: int, env: Envelope) -> None:
+        pp: PrePrepare = env.msg
+        if pp.view != self.r.view or env.sender != self.r.leader:
+            self.r.drop("pre_prepare:view_or_leader")
+            return
+        if len(pp.rows) != self.r.n:
+            self.r.drop("pre_prepare:rows")  # H4
+            return
+        for row in pp.rows:
+            if row is not None and len(row.msg.cum_aru) != self.r.n:
+                self.r.drop("pre_prepare:row_shape")
+                return
+        slot = self._slot(pp.seq, "pre_prepare")
+        if slot is None:
+            return
+        if slot.pp is not None:
+            if slot.pp.raw != env.raw and slot.ppd != pre_prepare_digest(pp):
+                self.r.stats.equivocations_seen += 1  # flooding exposes a two-faced leader
+            return
+        self._install_pp(slot, env)
+        if not self.r.is_leader and env.sender != self.r.me:
+            self.r.forward(env)  # flood each new PP once (2.3.1 step 4)
+        self._on_pp_complete(slot)
+
+    def _install_pp(self, slot: OrdSlot, env: Envelope) -> None:
+        pp: PrePrepare = env.msg
+        slot.pp = env
+        slot.view = pp.view
+        slot.ppd = pre_prepare_digest(pp)
+        vectors = [None if row is None else row.msg.cum_aru for row in pp.rows]
+        slot.pop = matrix_pop(vectors, self.r.n, self.r.q.eligibility_rank)
+
+    def _on_pp_complete(self, slot: OrdSlot) -> None:
+        # H1/H2: re-check both certificates now that the PP is here.
+        self._check_prepare_cert(slot)
+        self._check_commit_cert(slot)
+        assert slot.pp is not None
+        for row in slot.pp.msg.rows:
+            if row is not None:
+                self.r.po.apply_po_aru(row)
+        if slot.seq == self.pp_aru + 1:
+            self.send_prepares()
+
+    def send_prepares(self) -> None:
+        """Accept consecutive complete PPs, checking backward progress (S5)."""
+        while True:
+            g = self.pp_aru + 1
+            slot = self.history.get(g)
+            if g <= self.aru:
+                self.pp_aru = g
+                continue
+            if slot is None or slot.pp is None:
+                return
+            prev = self.pop_of(g - 1)
+            if prev is None:
+                return
+            if any(c < p for c, p in zip(slot.pop, prev)):
+                self.r.stats.backward_progress_rejected += 1
+                return  # invalid PP: no Prepare; the leader's TAT will grow
+            self.r.po.raise_proof_points(slot.pop)
+            if not self.r.is_leader and not slot.sent_prepare:
+                self.r.sign_and_send(Prepare(g, slot.view, slot.ppd))
+            slot.sent_prepare = True
+            self.pp_aru = g
+            self.r.recon.reconcile(slot)
+
+    # ------------------------------------------------------------ PREPARE (2.3.2)
+
+    def on_prepare(self, via: int, env: Envelope) -> None:
+        msg: Prepare = env.msg
+        if msg.view != self.r.view or env.sender == self.r.leader:
+            self.r.drop("prepare:view_or_leader")
+            return
+        slot = self._slot(msg.seq, "prepare")
+        if slot is None or env.sender in slot.prepares:
+            return
+        slot.prepares[env.sender] = env
+        self._check_prepare_cert(slot)
+
+    def _check_prepare_cert(self, slot: OrdSlot) -> None:
+        if slot.pp is None or slot.prepare_cert or slot.ordered:
+            return
+        matching = [
+            e
+            for _, e in sorted(slot.prepares.items())
+            if e.msg.view == slot.view and e.msg.digest == slot.ppd
+        ]
+        if len(matching) < self.r.q.prepare:
+            return
+        slot.prepare_cert = tuple(matching[: self.r.q.prepare])
+        self.high_seq = max(self.high_seq, slot.seq)
+        self.r.sign_and_send(Commit(slot.seq, slot.view, slot.ppd))  # H1
+
+    # ------------------------------------------------------------- COMMIT (2.3.3)
+
+    def on_commit(self, via: int, env: Envelope) -> None:
+        msg: Commit = env.msg
+        if msg.view != self.r.view:
+            self.r.drop("commit:view")
+            return
+        slot = self._slot(msg.seq, "commit")
+        if slot is None or env.sender in slot.commits:
+            return
+        slot.commits[env.sender] = env
+        self._check_commit_cert(slot)
+
+    def _check_commit_cert(self, slot: OrdSlot) -> None:
+        if slot.pp is None or slot.ordered:
+            return
+        matching = [
+            e
+            for _, e in sorted(slot.commits.items())
+            if e.msg.view == slot.view and e.msg.digest == slot.ppd
+        ]
+        if len(matching) < self.r.q.certificate:
+            return
+        slot.commit_cert = tuple(matching[: self.r.q.certificate])
+        slot.ordered = True
+        self.try_execute()
+
+    # ----------------------------------------------------------- EXECUTE (2.3.5)
+
+    def eligible(self, slot: OrdSlot) -> list[tuple[int, PoSeq]] | None:
+        """The PO ids ordinal ``slot`` makes eligible, in execution order (2.3.4)."""
+        prev = self.pop_of(slot.seq - 1)
+        if prev is None:
+            return None
+        out: list[tuple[int, PoSeq]] = []
+        for s in range(1, self.r.n + 1):
+            p, c = prev[s - 1], slot.pop[s - 1]
+            if p[0] < c[0]:
+                p = (c[0], 0)  # the old incarnation's unexecuted tail is abandoned
+            for j in range(p[1] + 1, c[1] + 1):
+                out.append((s, (c[0], j)))
+        return out
+
+    def on_request_available(self, s: int, po: PoSeq) -> None:
+        """A request (or an ack making its copy certified) arrived."""
+        if (s, po) in self.blocked_on:
+            self.try_execute()
+
+    def try_execute(self) -> None:
+        """Execute ordered ordinals in order while their requests are here (2.3.5)."""
+        while True:
+            slot = self.history.get(self.aru + 1)
+            if slot is None or not slot.ordered or slot.pp is None:
+                return
+            ids = self.eligible(slot)
+            if ids is None:
+                return
+            po = self.r.po
+            missing = {
+                (s, q)
+                for s, q in ids
+                if q > po.last_executed[s] and po.executable_copy(s, q) is None
+            }
+            if missing:
+                self.blocked_on = missing
+                return
+            self.blocked_on = set()
+            self._execute(slot, ids)
+
+    def _execute(self, slot: OrdSlot, ids: list[tuple[int, PoSeq]]) -> None:
+        g = slot.seq
+        assert g == self.aru + 1, (g, self.aru)
+        prev = self.pop_of(g - 1)
+        assert prev is not None
+        po = self.r.po
+        slot.executed = True
+        self.aru = g
+        for s in range(1, self.r.n + 1):
+            if prev[s - 1][0] < slot.pop[s - 1][0]:
+                po.abandon_older_incarnation(s, prev[s - 1], slot.pop[s - 1][0])
+        updates: list[Update] = []
+        for s, q in ids:
+            if q <= po.last_executed[s]:
+                continue
+            env = po.executable_copy(s, q)
+            assert env is not None
+            for u in env.msg.updates:
+                if self._first_execution(u.msg):
+                    updates.append(u.msg)
+                else:
+                    self.r.stats.updates_duplicate_skipped += 1
+            po.mark_executed(s, q)
+            slot.po_slot_list.append((s, q))
+        self.last_executed_pop = slot.pop
+        self.r.stats.ordinals_executed += 1
+        self.r.stats.updates_delivered += len(updates)
+        self.r.emit(A.Deliver(g, tuple(updates)))
+        if not slot.reconciled:
+            self.r.recon.reconcile(slot)
+        if slot.kind == OrdKind.COMMIT and slot.commit_cert:
+            self.r.catchup.on_executed_commit(slot)
+        self._collect(g - self.r.p.gc_lag_ordinals)
+
+    def _first_execution(self, u: Update) -> bool:
+        """Duplicate suppression by client stamp, deterministic across replicas.
+
+        A Byzantine originator can re-introduce a client's signed update it saw
+        elsewhere; only its first execution is delivered (validity, S4). Stamps
+        are tracked exactly (a watermark plus a bounded set above it), so a
+        replayed later stamp never hides an earlier one still to come."""
+        if u.kind != UpdateKind.APP:
+            return True  # daemon markers are per-(originator, incarnation) and unique
+        done = self.client_done.get(u.client)
+        if done is None:
+            done = self.client_done[u.client] = ClientDone()
+        stamp = (u.incarnation, u.seq)
+        if u.incarnation > done.below[0]:
+            done.below, done.above = (u.incarnation, 0), set()
+        elif u.incarnation < done.below[0]:
+            return False
+        if stamp <= done.below or u.seq in done.above:
+            return False
+        if u.seq == done.below[1] + 1:
+            nxt = u.seq
+            while nxt + 1 in done.above:
+                nxt += 1
+                done.above.discard(nxt)
+            done.below = (u.incarnation, nxt)
+        else:
+            if len(done.above) >= CLIENT_DONE_ABOVE_MAX:
+                return False
+            done.above.add(u.seq)
+        return True
+
+    def _collect(self, g: int) -> None:
+        """Garbage-collect executed ordinals up to ``g`` (3.4)."""
+        for seq in sorted(s for s in self.history if s <= g):
+            slot = self.history[seq]
+            if not slot.executed or not slot.reconciled:
+                continue
+            for s, q in slot.po_slot_list:
+                self.r.po.collect(s, q)
+            del self.history[seq]
+
+    # ------------------------------------------------------ retransmission (2.8)
+
+    def on_retrans_timeout(self) -> None:
+        self.r.set_timer("ord_retrans", self.r.now_us + self.r.p.retrans_period_us)
+        for seq in range(self.aru + 1, self.pp_aru + 1):
+            slot = self.history.get(seq)
+            if slot is None or slot.pp is None:
+                continue
+            if self.r.is_leader:
+                self.r.forward(slot.pp)
+            elif self.r.me in slot.prepares:
+                self.r.forward(slot.prepares[self.r.me])
+            if self.r.me in slot.commits:
+                self.r.forward(slot.commits[self.r.me])
+
+    # ----------------------------------------------------------------- checks
+
+    def invariants(self) -> None:
+        assert self.aru >= 0 and self.high_seq >= 0
+        assert self.aru not in self.history or self.history[self.aru].executed
+        nxt = self.history.get(self.aru + 1)
+        assert nxt is None or not nxt.executed, "S2: ordinals execute in order"
+        assert len(self.history) <= self.r.p.ordinal_window_max + self.r.p.gc_lag_ordinals + 1
+        assert len(self.client_done) <= self.r.p.num_clients + self.r.n
+
+    def collection_sizes(self) -> dict[str, int]:
+        return {
+            "ord_history": len(self.history),
+            "blocked_on": len(self.blocked_on),
+            "client_done": sum(1 + len(d.above) for d in self.client_done.values()),
+        }

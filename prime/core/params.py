@@ -1,0 +1,82 @@
+"""The protocol parameters the core reads, as one frozen value.
+
+Kept separate from ``prime.config`` so the core depends on nothing with files
+or environment: ``Params.from_config`` adapts a loaded configuration, and the
+simulator builds ``Params`` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from prime.core.quorum import Quorums
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    f: int = 1
+    k: int = 0
+    num_clients: int = 150
+    max_po_in_flight: int = 20
+    po_request_bytes_max: int = 9000
+    gc_lag_ordinals: int = 1
+    use_erasure_codes: bool = False
+    # cryptography
+    sig_debounce_us: int = 1000
+    sig_batch_count_max: int = 128
+    # periodic sending
+    pre_prepare_period_us: int = 20_000
+    po_tick_us: int = 2_000
+    po_job_spacing_ticks: int = 3
+    retrans_period_us: int = 1_000_000
+    ord_cert_period_us: int = 2_000_000
+    # catch-up
+    catchup_period_us: int = 1_000_000
+    catchup_epsilon_us: int = 20_000
+    jump_gap_ordinals_min: int = 4
+    # bounds on what peers can make us store (every collection has a _max)
+    ordinal_window_max: int = 2_000  # ordinal slots accepted beyond ARU
+    po_window_max: int = 4_000  # PO slots accepted beyond an originator's white line
+    request_copies_max: int = 4  # distinct versions kept of one PO id (equivocation)
+    # simulator-only negative control: weaken every quorum by this much
+    quorum_weaken_by: int = 0
+    quorums: Quorums = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert self.f >= 0 and self.k >= 0
+        assert self.n <= 31, "bitmaps are 32-bit"
+        assert self.gc_lag_ordinals >= 1, "slot ARU is the previous PP of ARU+1"
+        assert self.sig_batch_count_max <= 256
+        object.__setattr__(self, "quorums", Quorums(self.f, self.k, self.quorum_weaken_by))
+
+    @property
+    def n(self) -> int:
+        return 3 * self.f + 2 * self.k + 1
+
+    def with_(self, **changes: Any) -> Params:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Params:
+        """Adapt a ``prime.config.Config`` (duck-typed: groups of attributes)."""
+        s, c, p, u = cfg.system, cfg.cryptography, cfg.periodic, cfg.catchup
+        return cls(
+            f=s.f,
+            k=s.k,
+            num_clients=s.num_clients,
+            max_po_in_flight=s.max_po_in_flight,
+            po_request_bytes_max=s.po_request_bytes_max,
+            gc_lag_ordinals=s.gc_lag_ordinals,
+            use_erasure_codes=s.use_erasure_codes,
+            sig_debounce_us=c.sig_debounce_us,
+            sig_batch_count_max=c.sig_batch_count_max,
+            pre_prepare_period_us=p.pre_prepare_period_us,
+            po_tick_us=p.po_tick_us,
+            po_job_spacing_ticks=p.po_job_spacing_ticks,
+            retrans_period_us=p.retrans_period_us,
+            ord_cert_period_us=p.ord_cert_period_us,
+            catchup_period_us=u.catchup_period_us,
+            catchup_epsilon_us=u.catchup_epsilon_us,
+            jump_gap_ordinals_min=u.jump_gap_ordinals_min,
+        )

@@ -1,0 +1,461 @@
+"""Pre-ordering: PO_REQUEST, PO_ACK, PO_ARU and the proof matrix (PROTOCOL.md 2.1, 2.2).
+
+Every replica disseminates the updates it introduced and collects proof that
+``2f+k+1`` replicas hold them *before* the leader is involved (the paper's
+"pre-ordering" phase, DSN'08 section 4.2). The leader then orders only compact
+summary vectors, so it cannot censor or delay individual updates unnoticed.
+
+State per originator ``s`` (PROTOCOL.md 3.1): ``aru[s]`` (contiguous receipt),
+``max_acked[s]``, ``cum_aru[s]`` (contiguous receipt *with* a PO certificate:
+Q1), ``white_line[s]`` (garbage-collection point), ``last_executed[s]``, and
+the summary matrix ``cum_acks[r]`` (the newest PO_ARU accepted from ``r``).
+
+Invariants:
+* S11: ``cum_aru[s]`` never advances over a request unless the copy held here
+  has ``2f+k+1`` acks carrying its digest.
+* H3: a request is executable only through a copy whose digest has ``2f+k+1``
+  acks; a second version signed by an equivocating originator is kept apart
+  (at most ``request_copies_max`` versions) and never replaces the first.
+* L8: at most ``max_po_in_flight`` own PO-Requests are un-executed.
+* Every stored PO slot lies within ``po_window_max`` of its originator's white
+  line, so a peer cannot make us store without bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prime import msgs
+from prime.core.quorum import compare_vectors, matrix_pop
+from prime.msgs import PoAck, PoAru, PoRequest, ProofMatrix, Update, UpdateKind
+from prime.types import PO_ZERO, PoSeq
+from prime.wire import Envelope
+
+if TYPE_CHECKING:
+    from prime.core.replica import Replica
+
+PoId = tuple[int, int, int]  # (originator, incarnation, seq)
+
+
+def request_digest(env: Envelope) -> bytes:
+    """The PO-Request digest: H(entire wire bytes, signature included) (2.2.1)."""
+    return hashlib.sha256(env.raw).digest()
+
+
+@dataclass(slots=True)
+class PoSlot:
+    """One PO id: the first copy received, other versions, and the acks seen."""
+
+    request: Envelope | None = None
+    digest: bytes = b""
+    others: dict[bytes, Envelope] = field(default_factory=dict)
+    acks: dict[int, bytes] = field(default_factory=dict)  # acker -> digest it acked
+    ack_counts: dict[bytes, int] = field(default_factory=dict)  # digest -> acks
+
+    def add_ack(self, acker: int, digest: bytes) -> bool:
+        """Record ``acker``'s first ack; False if it had acked already."""
+        if acker in self.acks:
+            return False
+        self.acks[acker] = digest
+        self.ack_counts[digest] = self.ack_counts.get(digest, 0) + 1
+        return True
+
+    def certified_copy(self, quorum: int) -> Envelope | None:
+        """The held copy whose digest has ``quorum`` acks (H3), if any."""
+        if self.request is None:
+            return None
+        counts = self.ack_counts
+        if counts.get(self.digest, 0) >= quorum:
+            return self.request
+        for d, env in self.others.items():
+            if counts.get(d, 0) >= quorum:
+                return env
+        return None
+
+
+class PreOrder:
+    """Pre-ordering state and handlers of one replica."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.r = replica
+        n = replica.n
+        inc = replica.incarnation
+        self.po_seq: PoSeq = (inc, 0)
+        self.po_seq_executed: PoSeq = (inc, 0)
+        # Index 0 unused: arrays are 1-based like replica ids.
+        self.history: list[dict[PoSeq, PoSlot]] = [dict() for _ in range(n + 1)]
+        self.aru: list[PoSeq] = [PO_ZERO] * (n + 1)
+        self.max_acked: list[PoSeq] = [PO_ZERO] * (n + 1)
+        self.cum_aru: list[PoSeq] = [PO_ZERO] * (n + 1)
+        self.cum_aru_updated = False
+        self.cum_max_acked: list[list[PoSeq]] = [[PO_ZERO] * (n + 1) for _ in range(n + 1)]
+        self.cum_acks: list[Envelope | None] = [None] * (n + 1)
+        self.max_num_sent_in_proof: list[PoSeq] = [PO_ZERO] * (n + 1)
+        self.last_executed: list[PoSeq] = [PO_ZERO] * (n + 1)
+        self.white_line: list[PoSeq] = [PO_ZERO] * (n + 1)
+        self.intro_client_seq: dict[int, PoSeq] = {}
+        self.update_queue: deque[Envelope] = deque()
+        self.aru_num = 0
+        # Own incarnation starts at (inc, 0) for our own originator slot.
+        self.aru[replica.me] = self.max_acked[replica.me] = self.cum_aru[replica.me] = (inc, 0)
+        self.white_line[replica.me] = (inc, 0)
+
+    # ------------------------------------------------------------- intake (2.1)
+
+    def announce_incarnation(self) -> None:
+        """Introduce the NEW_INCARNATION marker: our first PO-Request (seq 1)."""
+        self.stamp_and_submit(UpdateKind.NEW_INCARNATION, b"")
+
+    def stamp_and_submit(self, kind: UpdateKind, payload: bytes) -> None:
+        """A daemon-originated update: stamp it with our (incarnation, seq) and sign it."""
+        me = self.r.me
+        inc, seq = self.intro_client_seq.get(me, (self.r.incarnation, 0))
+        stamp = (self.r.incarnation, seq + 1 if inc == self.r.incarnation else 1)
+        self.intro_client_seq[me] = stamp
+        self.r.sign_direct(Update(me, stamp[0], stamp[1], int(kind), payload), dest=-1)
+
+    def on_own_stamped_update(self, via: int, env: Envelope) -> None:
+        """Our own signed daemon update came back from signing: queue it."""
+        if via != self.r.me or env.sender != self.r.me:
+            self.r.drop("update:not_local")
+            return
+        self.update_queue.append(env)
+        self.send_po_requests()
+
+    def on_client_update(self, env: Envelope) -> None:
+        """An UPDATE signed by a client, handed in by the local application."""
+        u = env.msg
+        if not isinstance(u, Update) or u.client != env.sender:
+            self.r.drop("update:signer")  # hardening: server_id == machine_id (2.9)
+            return
+        if not self.r.n < u.client <= self.r.n + self.r.p.num_clients:
+            self.r.drop("update:client_range")
+            return
+        if u.kind != UpdateKind.APP:
+            self.r.drop("update:kind")
+            return
+        stamp = (u.incarnation, u.seq)
+        if stamp <= self.intro_client_seq.get(u.client, PO_ZERO):
+            self.r.drop("update:duplicate")
+            return
+        self.intro_client_seq[u.client] = stamp
+        self.update_queue.append(env)
+        self.send_po_requests()
+
+    def in_flight(self) -> int:
+        return self.po_seq[1] - self.po_seq_executed[1]
+
+    def send_po_requests(self) -> None:
+        """Pack queued updates into PO-Requests while flow control allows (L8)."""
+        budget = self.r.p.po_request_bytes_max
+        while self.update_queue and self.in_flight() < self.r.p.max_po_in_flight:
+            batch: list[Envelope] = []
+            size = 0
+            while self.update_queue and len(batch) < msgs.UPDATES_PER_REQUEST_MAX:
+                nxt = len(self.update_queue[0].raw)
+                if batch and size + nxt > budget:
+                    break
+                batch.append(self.update_queue.popleft())
+                size += nxt
+            self.po_seq = (self.po_seq[0], self.po_seq[1] + 1)
+            self.r.sign_and_send(PoRequest(self.po_seq, tuple(batch)))
+
+    # --------------------------------------------------------- PO_REQUEST (2.2.1)
+
+    def _slot_for(self, s: int, po: PoSeq, reason: str) -> PoSlot | None:
+        """Get or create the PO slot, refusing ids outside the bounded window."""
+        if po <= self.white_line[s]:
+            return None
+        hist = self.history[s]
+        slot = hist.get(po)
+        if slot is not None:
+            return slot
+        wl = self.white_line[s]
+        window = self.r.p.po_window_max
+        if po[0] == wl[0] and po[1] > wl[1] + window:
+            self.r.drop(reason + ":window")
+            return None
+        if po[0] > wl[0] and po[1] > window:
+            self.r.drop(reason + ":window")
+            return None
+        if len(hist) >= 2 * window:
+            self.r.drop(reason + ":full")
+            return None
+        slot = PoSlot()
+        hist[po] = slot
+        return slot
+
+    def on_po_request(self, via: int, env: Envelope) -> None:
+        req: PoRequest = env.msg
+        s = env.sender
+        if not 1 <= s <= self.r.n:
+            self.r.drop("po_request:sender")
+            return
+        for u in req.updates:
+            c = u.msg.client
+            if u.sender != c or (c <= self.r.n and c != s):
+                self.r.drop("po_request:update_signer")
+                return
+            if c > self.r.n + self.r.p.num_clients:
+                self.r.drop("po_request:client_range")
+                return
+        inc = req.po[0]
+        if req.po <= self.white_line[s]:
+            return  # executed and collected
+        if inc > self.aru[s][0]:
+            # The originator restarted: its old incarnation's tail is abandoned.
+            self.max_acked[s] = self.aru[s] = self.cum_aru[s] = (inc, 0)
+        slot = self._slot_for(s, req.po, "po_request")
+        if slot is None:
+            return
+        digest = request_digest(env)
+        if slot.request is None:
+            slot.request, slot.digest = env, digest
+        elif digest != slot.digest and digest not in slot.others:
+            self.r.stats.equivocations_seen += 1
+            if len(slot.others) + 1 < self.r.p.request_copies_max:
+                slot.others[digest] = env
+            else:
+                self.r.drop("po_request:too_many_versions")
+                return
+        else:
+            return  # first copy wins; a duplicate changes nothing
+        self._advance_aru(s)
+        self._advance_cum_aru(s)
+        self.r.ord.on_request_available(s, req.po)
+
+    def _advance_aru(self, s: int) -> None:
+        inc, seq = self.aru[s]
+        hist = self.history[s]
+        while True:
+            slot = hist.get((inc, seq + 1))
+            if slot is None or slot.request is None:
+                break
+            seq += 1
+        self.aru[s] = (inc, seq)
+
+    def _advance_cum_aru(self, s: int) -> None:
+        inc, seq = self.cum_aru[s]
+        hist = self.history[s]
+        quorum = self.r.q.certificate
+        while True:
+            slot = hist.get((inc, seq + 1))
+            if slot is None or slot.certified_copy(quorum) is None:
+                break
+            seq += 1
+        if (inc, seq) != self.cum_aru[s]:
+            self.cum_aru[s] = (inc, seq)
+            self.cum_aru_updated = True
+
+    # ------------------------------------------------------------- PO_ACK (2.2.2)
+
+    def on_po_ack_timeout(self) -> None:
+        self.r.set_timer("po_ack", self.r.now_us + self._job_period_us())
+        self.send_po_acks(retransmit=False)
+
+    def _job_period_us(self) -> int:
+        return self.r.p.po_tick_us * self.r.p.po_job_spacing_ticks
+
+    def _own_incarnation_held(self) -> bool:
+        """Incarnation hold: until our newest incarnation executed, ack only seq-1 requests."""
+        return self.po_seq[0] > self.last_executed[self.r.me][0]
+
+    def send_po_acks(self, *, retransmit: bool) -> None:
+        parts: list[msgs.AckPart] = []
+        hold = self._own_incarnation_held()
+        for s in range(1, self.r.n + 1):
+            aru = self.aru[s]
+            if retransmit:
+                start = self.last_executed[s]
+                if start[0] < aru[0]:
+                    start = (aru[0], 0)
+            else:
+                start = self.max_acked[s]
+                if start[0] < aru[0]:
+                    start = (aru[0], 0)
+            inc = aru[0]
+            for j in range(start[1] + 1, aru[1] + 1):
+                if hold and j != 1:
+                    break
+                slot = self.history[s].get((inc, j))
+                if slot is None or slot.request is None:
+                    continue  # collected: it was ordered without our ack
+                parts.append(msgs.AckPart(s, (inc, j), slot.digest))
+                if (inc, j) > self.max_acked[s]:
+                    self.max_acked[s] = (inc, j)
+        for i in range(0, len(parts), msgs.ACK_PARTS_MAX):
+            self.r.sign_and_send(PoAck(tuple(parts[i : i + msgs.ACK_PARTS_MAX])))
+
+    def on_po_ack(self, via: int, env: Envelope) -> None:
+        a = env.sender
+        if not 1 <= a <= self.r.n:
+            self.r.drop("po_ack:sender")
+            return
+        known = self.cum_max_acked[a]
+        for part in env.msg.parts:
+            s, po = part.originator, part.po
+            if s > self.r.n:
+                self.r.drop("po_ack:originator")
+                continue
+            if po > known[s]:
+                known[s] = po
+            slot = self._slot_for(s, po, "po_ack")
+            if slot is None or not slot.add_ack(a, part.digest):
+                continue
+            if slot.request is not None:
+                self._advance_cum_aru(s)
+                self.r.ord.on_request_available(s, po)
+
+    # ------------------------------------------------------------- PO_ARU (2.2.3)
+
+    def on_po_aru_timeout(self) -> None:
+        self.r.set_timer("po_aru", self.r.now_us + self._job_period_us())
+        if self.cum_aru_updated:
+            self.send_po_aru()
+
+    def send_po_aru(self) -> None:
+        self.cum_aru_updated = False
+        self.aru_num += 1
+        vector = tuple(self.cum_aru[1:])
+        self.r.sign_direct(PoAru(self.po_seq[0], self.aru_num, vector))
+
+    def on_po_aru_message(self, via: int, env: Envelope) -> None:
+        self.apply_po_aru(env)
+
+    def apply_po_aru(self, env: Envelope) -> bool:
+        """The PO_ARU rule (2.2.3), also used for matrix and pre-prepare rows.
+        Returns True if the summary was accepted as strictly newer."""
+        j = env.sender
+        cur: PoAru = env.msg
+        if not 1 <= j <= self.r.n or len(cur.cum_aru) != self.r.n:
+            self.r.drop("po_aru:shape")
+            return False
+        prev_env = self.cum_acks[j]
+        if prev_env is not None:
+            prev: PoAru = prev_env.msg
+            if cur.incarnation < prev.incarnation:
+                return False
+            lower, higher = compare_vectors(cur.cum_aru, prev.cum_aru)
+        else:
+            lower, higher = False, any(v != PO_ZERO for v in cur.cum_aru)
+        if not higher:
+            return False
+        if lower:
+            self.r.drop("po_aru:inconsistent")
+            return False
+        self.cum_acks[j] = env
+        known = self.cum_max_acked[j]
+        for s, v in enumerate(cur.cum_aru, start=1):
+            if v > known[s]:
+                known[s] = v
+        self.r.ord.on_newer_summary()
+        return True
+
+    def matrix_vectors(self) -> list[tuple[PoSeq, ...] | None]:
+        return [None if e is None else e.msg.cum_aru for e in self.cum_acks[1:]]
+
+    # ------------------------------------------------------- PROOF_MATRIX (2.2.4)
+
+    def on_proof_matrix_timeout(self) -> None:
+        self.r.set_timer("proof_matrix", self.r.now_us + self._job_period_us())
+        if self.r.is_leader or not self.r.view_change_done:
+            return
+        pop = matrix_pop(self.matrix_vectors(), self.r.n, self.r.q.eligibility_rank)
+        news = False
+        for s in range(1, self.r.n + 1):
+            if pop[s - 1] > self.max_num_sent_in_proof[s]:
+                self.max_num_sent_in_proof[s] = pop[s - 1]
+                news = True
+        if news:
+            rows = tuple(self.cum_acks[1:])
+            self.r.sign_and_send(ProofMatrix(self.r.now_us, rows), dest=self.r.leader)
+
+    def on_proof_matrix(self, via: int, env: Envelope) -> None:
+        if not self.r.is_leader or env.sender == self.r.me:
+            return
+        for row in env.msg.rows:
+            if row is not None:
+                self.apply_po_aru(row)
+
+    # -------------------------------------------------------- retransmission (2.8)
+
+    def on_retrans_timeout(self) -> None:
+        self.r.set_timer("po_retrans", self.r.now_us + self.r.p.retrans_period_us)
+        me = self.r.me
+        for po, slot in sorted(self.history[me].items()):
+            if po > self.last_executed[me] and slot.request is not None:
+                self.r.forward(slot.request)
+        self.send_po_acks(retransmit=True)
+        self.send_po_aru()
+
+    # ------------------------------------------------------------ execution hooks
+
+    def raise_proof_points(self, pop: tuple[PoSeq, ...]) -> None:
+        for s in range(1, self.r.n + 1):
+            if pop[s - 1] > self.max_num_sent_in_proof[s]:
+                self.max_num_sent_in_proof[s] = pop[s - 1]
+
+    def executable_copy(self, s: int, po: PoSeq) -> Envelope | None:
+        slot = self.history[s].get(po)
+        return None if slot is None else slot.certified_copy(self.r.q.certificate)
+
+    def mark_executed(self, s: int, po: PoSeq) -> None:
+        if po > self.last_executed[s]:
+            self.last_executed[s] = po
+        if s == self.r.me and po > self.po_seq_executed:
+            self.po_seq_executed = po
+            self.send_po_requests()  # flow control may reopen (L8)
+
+    def collect(self, s: int, po: PoSeq) -> None:
+        """Garbage-collect one executed request (3.4)."""
+        self.history[s].pop(po, None)
+        if po > self.white_line[s]:
+            self.white_line[s] = po
+        if po > self.cum_aru[s]:
+            self.cum_aru[s] = po
+            self.cum_aru_updated = True
+        if po > self.aru[s]:
+            self.aru[s] = po
+        if po > self.max_acked[s]:
+            self.max_acked[s] = po
+
+    def abandon_older_incarnation(self, s: int, keep_upto: PoSeq, new_inc: int) -> None:
+        """2.3.5 step 3: drop slots of an abandoned incarnation above ``keep_upto``."""
+        for po in sorted(self.history[s]):
+            if po > keep_upto and po[0] < new_inc:
+                self.collect(s, po)
+
+    def jump_originator(self, s: int, p: PoSeq) -> None:
+        """2.7 jump step 4: everything of ``s`` up to ``p`` counts as executed."""
+        if p > self.max_num_sent_in_proof[s]:
+            self.max_num_sent_in_proof[s] = p
+        for po in [q for q in self.history[s] if q <= p]:
+            del self.history[s][po]
+        for arr in (self.max_acked, self.aru, self.last_executed, self.white_line):
+            if p > arr[s]:
+                arr[s] = p
+        if p > self.cum_aru[s]:
+            self.cum_aru[s] = p
+            self.cum_aru_updated = True
+        self._advance_aru(s)
+        self._advance_cum_aru(s)
+        if s == self.r.me and p > self.po_seq_executed:
+            self.po_seq_executed = min(p, self.po_seq) if p[0] == self.po_seq[0] else self.po_seq_executed
+            self.send_po_requests()
+
+    # ----------------------------------------------------------------- checks
+
+    def invariants(self) -> None:
+        assert self.in_flight() <= self.r.p.max_po_in_flight, "L8 flow control"
+        assert self.po_seq_executed <= self.po_seq
+        assert self.last_executed[self.r.me] <= self.po_seq
+
+    def collection_sizes(self) -> dict[str, int]:
+        return {
+            "po_history": sum(len(h) for h in self.history),
+            "update_queue": len(self.update_queue),
+            "intro_client_seq": len(self.intro_client_seq),
+        }

@@ -1,0 +1,86 @@
+"""Quorum sizes and the order statistics of PROTOCOL.md section 1.2, as pure functions.
+
+Every threshold the protocol uses is computed here from ``(f, k)`` so that a
+deliberately weakened quorum (the simulator's negative control) changes it in
+exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prime.types import PO_ZERO, PoSeq
+
+
+@dataclass(frozen=True, slots=True)
+class Quorums:
+    """The thresholds of PROTOCOL.md 1.2 for one ``(f, k)``."""
+
+    f: int
+    k: int
+    weaken_by: int = 0  # > 0 only in the simulator's negative control
+
+    @property
+    def n(self) -> int:
+        return 3 * self.f + 2 * self.k + 1
+
+    @property
+    def certificate(self) -> int:
+        """Q1, Q4, Q6, Q7, Q13, Q15, Q16, Q17, Q19: 2f+k+1."""
+        return 2 * self.f + self.k + 1 - self.weaken_by
+
+    @property
+    def prepare(self) -> int:
+        """Q3, Q18: 2f+k matching Prepares from non-leaders (the PP is the leader's vote)."""
+        return 2 * self.f + self.k - self.weaken_by
+
+    @property
+    def eligibility_rank(self) -> int:
+        """Q2: 1-based rank, in ascending order, of the proof-ARU element (f+k+1)."""
+        return self.f + self.k + 1 + self.weaken_by
+
+    @property
+    def one_correct(self) -> int:
+        """Q14, Q21: f+1 (at least one correct replica)."""
+        return self.f + 1
+
+
+def leader_of(view: int, n: int) -> int:
+    """``leader(v) = v mod N`` with 0 mapped to N (view 1 -> replica 1)."""
+    r = view % n
+    return n if r == 0 else r
+
+
+def proof_aru(column: Sequence[PoSeq], rank: int) -> PoSeq:
+    """Q2: the ``rank``-th smallest (1-based) of one originator's column.
+
+    With ``rank = f+k+1`` at least ``2f+k+1`` rows vouch for the result, hence at
+    least ``f+k+1`` correct replicas hold every request up to it."""
+    assert 1 <= rank <= len(column), (rank, len(column))
+    return sorted(column)[rank - 1]
+
+
+def matrix_pop(rows: Sequence[Sequence[PoSeq] | None], n: int, rank: int) -> tuple[PoSeq, ...]:
+    """proof_aru for every originator ``1..n`` of a matrix of ``cum_aru`` vectors
+    (row ``None`` = null row = all zero). Index ``s-1`` holds originator ``s``."""
+    cols: list[list[PoSeq]] = [[] for _ in range(n)]
+    for row in rows:
+        if row is None:
+            for c in cols:
+                c.append(PO_ZERO)
+        else:
+            for s in range(n):
+                cols[s].append(row[s] if s < len(row) else PO_ZERO)
+    return tuple(sorted(c)[rank - 1] for c in cols)
+
+
+def compare_vectors(cur: Sequence[PoSeq], prev: Sequence[PoSeq]) -> tuple[bool, bool]:
+    """Entry-wise comparison (PROTOCOL.md 2.2.3): ``(some_lower, some_higher)``."""
+    lower = higher = False
+    for a, b in zip(cur, prev):
+        if a < b:
+            lower = True
+        elif a > b:
+            higher = True
+    return lower, higher

@@ -1,0 +1,297 @@
+"""The replica: one door in (``step``), one door out (``take_actions``).
+
+``Replica`` holds the shared machinery every sub-protocol uses (the clock, the
+timer table, the signature batcher, the action list, counters) and routes each
+verified message to its sub-protocol by a literal table (``_HANDLERS``). It has
+no sockets, clocks, threads or randomness of its own: time arrives as ``Tick``,
+signing leaves as ``SignJob`` and returns as ``CryptoDone`` (STYLE.md, "One
+core, two drivers"; etcd raft's ``Step``/``Ready`` split).
+
+Sub-protocols, one module each (PROTOCOL.md section in brackets):
+``preorder`` [2.2], ``order`` [2.3], ``recon`` [2.4], ``catchup`` [2.7].
+
+Self-delivery (PROTOCOL.md 2.0): a message this replica broadcasts is, once
+signed, also handed to its own handler, which is how its own PO-Acks, Prepares
+and Commits are counted. A message addressed to one replica is applied locally
+only when that replica is this one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from prime import msgs, wire
+from prime.core import actions as A
+from prime.core.catchup import Catchup
+from prime.core.events import ClientUpdate, CryptoDone, Event, Inbound, Tick
+from prime.core.order import Order
+from prime.core.params import Params
+from prime.core.preorder import PreOrder
+from prime.core.quorum import leader_of
+from prime.core.recon import Recon
+from prime.msgs import Message
+
+BROADCAST = 0  # destination: every replica (and apply locally)
+LOCAL = -1  # destination: only this replica's own handler
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Stats:
+    """Plain counters: deterministic, so the simulator can check them."""
+
+    dropped: Counter[str] = field(default_factory=Counter)
+    sign_jobs: int = 0
+    messages_signed: int = 0
+    messages_sent: int = 0
+    pre_prepares_sent: int = 0
+    ordinals_executed: int = 0
+    updates_delivered: int = 0
+    updates_duplicate_skipped: int = 0
+    equivocations_seen: int = 0
+    backward_progress_rejected: int = 0
+    recon_requests_sent: int = 0
+    recon_bytes_sent: int = 0
+    jumps: int = 0
+
+
+class Replica:
+    """One Prime replica's protocol state machine."""
+
+    def __init__(
+        self,
+        params: Params,
+        me: int,
+        *,
+        incarnation: int = 1,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+    ) -> None:
+        assert 1 <= me <= params.n, (me, params.n)
+        assert incarnation >= 1
+        self.p = params
+        self.me = me
+        self.n = params.n
+        self.q = params.quorums
+        self.incarnation = incarnation
+        self.log = log or logging.LoggerAdapter(_log, {"server": me})
+        self.now_us = 0
+        self.view = 1
+        self.view_change_done = True
+        self.stats = Stats()
+        self.started = False
+        self._actions: list[A.Action] = []
+        self._timers: dict[str, int] = {}
+        self._sign_queue: list[tuple[Message, bytes, int]] = []
+        self._sign_jobs: dict[int, tuple[int, ...]] = {}
+        self._job_seq = 0
+        self.po = PreOrder(self)
+        self.ord = Order(self)
+        self.recon = Recon(self)
+        self.catchup = Catchup(self)
+        self._timer_handlers: dict[str, Callable[[], None]] = {
+            "sign_batch": self._on_sign_batch_timeout,
+            "po_ack": self.po.on_po_ack_timeout,
+            "po_aru": self.po.on_po_aru_timeout,
+            "proof_matrix": self.po.on_proof_matrix_timeout,
+            "po_retrans": self.po.on_retrans_timeout,
+            "pre_prepare": self.ord.on_pre_prepare_timeout,
+            "ord_retrans": self.ord.on_retrans_timeout,
+            "ord_cert": self.catchup.on_ord_cert_timeout,
+            "catchup": self.catchup.on_catchup_timeout,
+        }
+        # The literal dispatch table: message tag -> handler(via, env).
+        self._handlers: dict[int, Callable[[int, wire.Envelope], None]] = {
+            msgs.T_UPDATE: self.po.on_own_stamped_update,
+            msgs.T_PO_REQUEST: self.po.on_po_request,
+            msgs.T_PO_ACK: self.po.on_po_ack,
+            msgs.T_PO_ARU: self.po.on_po_aru_message,
+            msgs.T_PROOF_MATRIX: self.po.on_proof_matrix,
+            msgs.T_PRE_PREPARE: self.ord.on_pre_prepare,
+            msgs.T_PREPARE: self.ord.on_prepare,
+            msgs.T_COMMIT: self.ord.on_commit,
+            msgs.T_ORD_CERT: self.catchup.on_ord_cert,
+        }
+
+    # ------------------------------------------------------------------ doors
+
+    def step(self, event: Event) -> None:
+        """Feed one event. Effects accumulate until ``take_actions``."""
+        match event:
+            case Tick(now_us):
+                assert now_us >= self.now_us, "time never runs backwards"
+                self.now_us = now_us
+                if not self.started:
+                    self._start()
+                self._fire_due_timers()
+            case Inbound(via, env):
+                if self.started:
+                    self.on_inbound(via, env)
+            case ClientUpdate(env):
+                if self.started:
+                    self.po.on_client_update(env)
+            case CryptoDone(job_id, envelopes):
+                self._on_signed(job_id, envelopes)
+            case _:
+                raise AssertionError(f"unknown event {event!r}")
+
+    def take_actions(self) -> list[A.Action]:
+        out, self._actions = self._actions, []
+        return out
+
+    def next_deadline_us(self) -> int | None:
+        """When the driver must next ``Tick`` this replica (None: no timer)."""
+        return min(self._timers.values()) if self._timers else None
+
+    @property
+    def leader(self) -> int:
+        return leader_of(self.view, self.n)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader == self.me
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _start(self) -> None:
+        """First tick: arm the periodic timers and announce our incarnation."""
+        self.started = True
+        tick = self.p.po_tick_us
+        spacing = tick * self.p.po_job_spacing_ticks
+        # Three PO jobs round-robin on the PO tick, each at most every `spacing`.
+        self.set_timer("po_ack", self.now_us + tick)
+        self.set_timer("po_aru", self.now_us + 2 * tick)
+        self.set_timer("proof_matrix", self.now_us + 3 * tick)
+        assert spacing >= tick
+        self.set_timer("po_retrans", self.now_us + self.p.retrans_period_us)
+        self.set_timer("ord_retrans", self.now_us + self.p.retrans_period_us)
+        if self.is_leader:
+            self.set_timer("pre_prepare", self.now_us + self.p.pre_prepare_period_us)
+        self.po.announce_incarnation()
+
+    # ---------------------------------------------------------------- timers
+
+    def set_timer(self, name: str, at_us: int) -> None:
+        """Arm (or re-arm, replacing) a one-shot timer."""
+        assert name in self._timer_handlers, name
+        self._timers[name] = at_us
+
+    def cancel_timer(self, name: str) -> None:
+        self._timers.pop(name, None)
+
+    def timer_armed(self, name: str) -> bool:
+        return name in self._timers
+
+    def _fire_due_timers(self) -> None:
+        timers, now = self._timers, self.now_us
+        while timers:
+            # Deterministic order: by deadline, then by name.
+            at, name = min((at, name) for name, at in timers.items())
+            if at > now:
+                return
+            del timers[name]
+            self._timer_handlers[name]()
+
+    # ------------------------------------------------------------ dispatch
+
+    def on_inbound(self, via: int, env: wire.Envelope) -> None:
+        """Route one verified envelope to its sub-protocol."""
+        handler = self._handlers.get(env.msg.TAG)
+        if handler is None:
+            self.drop("unhandled_tag:" + env.msg.NAME)
+            return
+        handler(via, env)
+
+    def drop(self, reason: str) -> None:
+        """Count (never raise on) peer input that is malformed or out of place."""
+        self.stats.dropped[reason] += 1
+
+    # -------------------------------------------------------------- output
+
+    def emit(self, action: A.Action) -> None:
+        if isinstance(action, (A.Send, A.Broadcast)):
+            self.stats.messages_sent += 1
+        self._actions.append(action)
+
+    def forward(self, env: wire.Envelope, dest: int = BROADCAST) -> None:
+        """Send an already signed envelope on, unchanged (flooding, recon, retransmit)."""
+        if dest == BROADCAST:
+            self.emit(A.Broadcast(env))
+        elif dest != self.me:
+            self.emit(A.Send(dest, env))
+
+    def sign_and_send(self, msg: Message, dest: int = BROADCAST) -> None:
+        """Queue ``msg`` for the next Merkle batch (PROTOCOL.md 4.2).
+
+        The batch is released when ``sig_batch_count_max`` messages wait or the
+        oldest has waited ``sig_debounce_us`` (a cap on age rather than the C
+        code's pure debounce, hardening H10)."""
+        assert dest == BROADCAST or dest == LOCAL or 1 <= dest <= self.n
+        self._sign_queue.append((msg, wire.encode_body(msg), dest))
+        if len(self._sign_queue) >= self.p.sig_batch_count_max:
+            self._release_sign_batch()
+        elif not self.timer_armed("sign_batch"):
+            self.set_timer("sign_batch", self.now_us + self.p.sig_debounce_us)
+
+    def sign_direct(self, msg: Message, dest: int = BROADCAST) -> None:
+        """Sign ``msg`` on its own right away (messages others embed)."""
+        body = wire.encode_body(msg)
+        self._issue_sign_job(((msg, body, dest),), direct=True)
+
+    def _on_sign_batch_timeout(self) -> None:
+        if self._sign_queue:
+            self._release_sign_batch()
+
+    def _release_sign_batch(self) -> None:
+        batch, self._sign_queue = self._sign_queue, []
+        self.cancel_timer("sign_batch")
+        self._issue_sign_job(tuple(batch), direct=False)
+
+    def _issue_sign_job(self, batch: tuple[tuple[Message, bytes, int], ...], direct: bool) -> None:
+        self._job_seq += 1
+        self._sign_jobs[self._job_seq] = tuple(dest for _, _, dest in batch)
+        self.stats.sign_jobs += 1
+        self.stats.messages_signed += len(batch)
+        self.emit(
+            A.SignJob(
+                self._job_seq,
+                tuple(m for m, _, _ in batch),
+                tuple(b for _, b, _ in batch),
+                direct,
+            )
+        )
+
+    def _on_signed(self, job_id: int, envelopes: tuple[wire.Envelope, ...]) -> None:
+        dests = self._sign_jobs.pop(job_id, None)
+        assert dests is not None, f"unknown sign job {job_id}"
+        assert len(dests) == len(envelopes), "a sign job answers every message"
+        for env, dest in zip(envelopes, dests):
+            assert env.sender == self.me
+            if dest == BROADCAST:
+                self.emit(A.Broadcast(env))
+                self.on_inbound(self.me, env)
+            elif dest == LOCAL or dest == self.me:
+                self.on_inbound(self.me, env)
+            else:
+                self.emit(A.Send(dest, env))
+
+    # ----------------------------------------------------------- invariants
+
+    def invariants(self) -> None:
+        """Our own rules; a failure here is a bug in this code, not a peer's fault."""
+        self.po.invariants()
+        self.ord.invariants()
+        assert len(self._sign_queue) < self.p.sig_batch_count_max
+        assert len(self._sign_jobs) <= 4096, "sign jobs are answered"
+
+    def collection_sizes(self) -> dict[str, int]:
+        """Sizes of every growing collection (the simulator asserts they stay bounded)."""
+        sizes = {"sign_queue": len(self._sign_queue), "sign_jobs": len(self._sign_jobs)}
+        sizes.update(self.po.collection_sizes())
+        sizes.update(self.ord.collection_sizes())
+        sizes.update(self.recon.collection_sizes())
+        sizes.update(self.catchup.collection_sizes())
+        return sizes

@@ -1,0 +1,227 @@
+"""Byzantine replica behaviours for the simulator.
+
+Each behaviour runs a real ``Replica`` core and rewrites what it sends. A
+Byzantine node signs only with its own ``Signer``: it can lie, equivocate,
+replay and corrupt, but it can never produce another identity's signature.
+
+Behaviours (``--byz ID:NAME``):
+* ``silent``: sends nothing at all.
+* ``equivocate``: as an originator, signs two versions of each PO_REQUEST and
+  sends one to each half of the other replicas.
+* ``equivocating-leader``: as leader, sends one pre-prepare to half of the
+  replicas and a conflicting one (different matrix) to the other half; it also
+  Prepares and Commits both versions towards their halves. Several nodes with
+  this behaviour collude: each Prepares and Commits every version it sees.
+* ``replay``: re-sends old messages it received to random replicas, and
+  re-introduces other clients' signed updates in its own PO-Requests.
+* ``corrupt``: rewrites outgoing messages with wrong fields (re-signed, so
+  they verify) or flipped bytes (so they do not), at random.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import TYPE_CHECKING, Any
+
+from prime import msgs, wire
+from prime.core import actions as A
+from prime.core.order import pre_prepare_digest
+from prime.msgs import Commit, PoRequest, Prepare, PrePrepare, Update, UpdateKind
+from prime.sim.cluster import Node
+from prime.wire import Envelope
+
+if TYPE_CHECKING:
+    from prime.auth import Signer
+    from prime.core.replica import Replica
+    from prime.sim.cluster import SimCluster
+
+
+def halves(n: int, me: int, rng: random.Random) -> tuple[list[int], list[int]]:
+    """Split the other replicas in two non-empty groups."""
+    others = [r for r in range(1, n + 1) if r != me]
+    rng.shuffle(others)
+    cut = max(1, len(others) // 2)
+    return sorted(others[:cut]), sorted(others[cut:])
+
+
+class Silent(Node):
+    behaviour = "silent"
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        return
+
+
+class EquivocatingOriginator(Node):
+    behaviour = "equivocate"
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        env = action.env
+        if not (isinstance(action, A.Broadcast) and isinstance(env.msg, PoRequest)):
+            super().outgoing(action)
+            return
+        req: PoRequest = env.msg
+        # Version B: same PO id, different contents (a fabricated daemon update).
+        forged = Update(self.rid, req.po[0], 10**9 + req.po[1], int(UpdateKind.APP), b"evil")
+        alt = PoRequest(req.po, (self.signer.sign_one(forged),))
+        alt_env = self.signer.sign_one(alt)
+        a, b = halves(self.cluster.n, self.rid, self.rng)
+        for dst in a:
+            self.cluster.transmit(self.rid, dst, env)
+        for dst in b:
+            self.cluster.transmit(self.rid, dst, alt_env)
+
+
+class EquivocatingLeader(Node):
+    behaviour = "equivocating-leader"
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        env = action.env
+        if isinstance(action, A.Broadcast) and isinstance(env.msg, PrePrepare) and env.sender == self.rid:
+            self._equivocate(env)
+            return
+        super().outgoing(action)
+
+    def _colluders(self) -> list[Node]:
+        return [
+            n
+            for n in self.cluster.nodes.values()
+            if isinstance(n, EquivocatingLeader) and n.rid != self.rid
+        ]
+
+    def _equivocate(self, env: Envelope) -> None:
+        pp: PrePrepare = env.msg
+        # Version B: the same ordinal with every row nulled except the leader's own.
+        rows = tuple(row if i == self.rid else None for i, row in enumerate(pp.rows, start=1))
+        alt = PrePrepare(pp.seq, pp.view, pp.sent_us, rows)
+        alt_env = self.signer.sign_one(alt)
+        colluders = {n.rid for n in self._colluders()}
+        honest_a, honest_b = halves(self.cluster.n, self.rid, self.rng)
+        group_a = [r for r in honest_a if r not in colluders]
+        group_b = [r for r in honest_b if r not in colluders]
+        for dst in group_a:
+            self.cluster.transmit(self.rid, dst, env)
+        for dst in group_b:
+            self.cluster.transmit(self.rid, dst, alt_env)
+        for c in sorted(colluders):
+            self.cluster.transmit(self.rid, c, env)
+            self.cluster.transmit(self.rid, c, alt_env)
+        if colluders:
+            self.vote_both(env, group_a)
+            self.vote_both(alt_env, group_b)
+
+    def vote_both(self, pp_env: Envelope, group: list[int]) -> None:
+        """Prepare and Commit ``pp_env`` towards ``group`` (collusion)."""
+        pp: PrePrepare = pp_env.msg
+        ppd = pre_prepare_digest(pp)
+        votes = [Commit(pp.seq, pp.view, ppd)]
+        if self.rid != self.replica.leader:
+            votes.insert(0, Prepare(pp.seq, pp.view, ppd))
+        for v in votes:
+            signed = self.signer.sign_one(v)
+            for dst in group:
+                self.cluster.transmit(self.rid, dst, signed)
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        if isinstance(env.msg, PrePrepare) and env.sender != self.rid and self._colluders():
+            everyone = [r for r in range(1, self.cluster.n + 1) if r != self.rid]
+            self.vote_both(env, everyone)
+        return True
+
+
+class Replayer(Node):
+    behaviour = "replay"
+    REMEMBER_MAX = 2000
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        super().__init__(cluster, rid, replica, signer)
+        self.seen: list[Envelope] = []
+        self.reintroduced: set[bytes] = set()
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        if len(self.seen) < self.REMEMBER_MAX:
+            self.seen.append(env)
+        elif self.rng.random() < 0.05:
+            self.seen[self.rng.randrange(self.REMEMBER_MAX)] = env
+        if isinstance(env.msg, PoRequest) and env.sender != self.rid:
+            for u in env.msg.updates:
+                if u.msg.client > self.cluster.n and u.raw not in self.reintroduced:
+                    self.reintroduced.add(u.raw)
+                    self.cluster.inject_client_update(self.rid, u)
+        return True
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        super().outgoing(action)
+        if self.seen and self.rng.random() < 0.3:
+            old = self.seen[self.rng.randrange(len(self.seen))]
+            dst = self.rng.randrange(1, self.cluster.n + 1)
+            self.cluster.transmit(self.rid, dst, old)
+
+
+class Corrupter(Node):
+    behaviour = "corrupt"
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        roll = self.rng.random()
+        if roll < 0.4:
+            super().outgoing(action)
+            return
+        env = action.env
+        if roll < 0.55:
+            bad = self._flip_bytes(env)
+        else:
+            bad = self._mutate_fields(env)
+        if bad is None:
+            return
+        if isinstance(action, A.Send):
+            self.cluster.transmit(self.rid, action.dest, bad)
+        else:
+            self.cluster.transmit_all(self.rid, bad)
+
+    def _flip_bytes(self, env: Envelope) -> Envelope | None:
+        raw = bytearray(env.raw)
+        for _ in range(self.rng.randint(1, 4)):
+            i = self.rng.randrange(len(raw))
+            raw[i] ^= 1 << self.rng.randrange(8)
+        decoded = wire.decode(bytes(raw))
+        if isinstance(decoded, str):
+            self.cluster.malformed_dropped += 1
+            return None
+        return decoded
+
+    def _mutate_fields(self, env: Envelope) -> Envelope | None:
+        msg = env.msg
+        changes: dict[str, Any] = {}
+        for name, spec in msg.SPECS:
+            value = getattr(msg, name)
+            if isinstance(spec, msgs.Int) and self.rng.random() < 0.5:
+                changes[name] = min(spec.hi, max(spec.lo, value + self.rng.choice((-1, 1, 7))))
+            elif spec is msgs.DIGEST and self.rng.random() < 0.7:
+                changes[name] = self.rng.randbytes(msgs.DIGEST_SIZE)
+            elif isinstance(spec, msgs.TupleOf) and value and self.rng.random() < 0.3:
+                changes[name] = value[:-1] if len(value) > spec.count_min else value
+        if not changes:
+            return None
+        try:
+            forged = dataclasses.replace(msg, **changes)
+        except (TypeError, ValueError):
+            return None
+        signed = self.signer.sign_one(forged)
+        decoded = wire.decode(signed.raw)  # receivers decode: shape-invalid forgeries die here
+        if isinstance(decoded, str):
+            self.cluster.malformed_dropped += 1
+            return None
+        return decoded
+
+
+BEHAVIOURS: dict[str, type[Node]] = {
+    cls.behaviour: cls
+    for cls in (Silent, EquivocatingOriginator, EquivocatingLeader, Replayer, Corrupter)
+}
+
+
+def make_node(behaviour: str, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> Node:
+    cls = BEHAVIOURS.get(behaviour)
+    if cls is None:
+        raise ValueError(f"unknown Byzantine behaviour {behaviour!r}; known: {', '.join(sorted(BEHAVIOURS))}")
+    return cls(cluster, rid, replica, signer)

@@ -1,0 +1,122 @@
+"""The invariant checker: what every simulation run must satisfy (PROTOCOL.md 8).
+
+* Agreement (S1): no two correct replicas deliver different event lists at one
+  ordinal.
+* Gap-free order (S2): each correct replica delivers 1, 2, 3, ... with no gap
+  and no repeat; the only exception is a jump to ``J`` announced by a
+  state-transfer notice, after which delivery resumes at ``J+1``.
+* Validity (S3/S4): a delivered client update is one a client submitted (same
+  content), and no replica delivers one client stamp twice.
+* Liveness (L1): after faults stop, every update a correct client submitted is
+  delivered (or covered by a state transfer) at every correct replica within
+  the stated bound of virtual time.
+
+Violations are collected as short strings, never raised, so a run reports all
+of them and the simulator can print the replay command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prime.msgs import Update, UpdateKind
+
+ClientStamp = tuple[int, int, int]  # (client, incarnation, seq)
+
+
+@dataclass(slots=True)
+class ReplicaRecord:
+    next_ordinal: int = 1
+    delivered_stamps: set[ClientStamp] = field(default_factory=set)
+    jumped_to: list[int] = field(default_factory=list)
+    updates_delivered: int = 0
+
+
+@dataclass(slots=True)
+class Checker:
+    n: int
+    correct: set[int]
+    violations: list[str] = field(default_factory=list)
+    submitted: dict[ClientStamp, bytes] = field(default_factory=dict)
+    decided: dict[int, tuple[Update, ...]] = field(default_factory=dict)
+    decided_by: dict[int, int] = field(default_factory=dict)
+    stamp_ordinal: dict[ClientStamp, int] = field(default_factory=dict)
+    replicas: dict[int, ReplicaRecord] = field(default_factory=dict)
+    violations_max: int = 50
+
+    def _violate(self, text: str) -> None:
+        if len(self.violations) < self.violations_max:
+            self.violations.append(text)
+
+    def record_submit(self, client: int, incarnation: int, seq: int, payload: bytes) -> None:
+        self.submitted[(client, incarnation, seq)] = payload
+
+    def record_restart(self, replica: int) -> None:
+        """A restarted replica starts over with empty state (issue: restart)."""
+        self.replicas[replica] = ReplicaRecord()
+
+    def record_jump(self, replica: int, ordinal: int, now_us: int) -> None:
+        rec = self.replicas.setdefault(replica, ReplicaRecord())
+        if ordinal < rec.next_ordinal:
+            self._violate(f"S2 r{replica} jumped backwards to {ordinal} at {now_us}us")
+        rec.jumped_to.append(ordinal)
+        rec.next_ordinal = ordinal + 1
+
+    def record_delivery(self, replica: int, ordinal: int, updates: tuple[Update, ...], now_us: int) -> None:
+        if replica not in self.correct:
+            return
+        rec = self.replicas.setdefault(replica, ReplicaRecord())
+        if ordinal != rec.next_ordinal:
+            self._violate(
+                f"S2 r{replica} delivered ordinal {ordinal}, expected {rec.next_ordinal} at {now_us}us"
+            )
+        rec.next_ordinal = ordinal + 1
+        first = self.decided.get(ordinal)
+        if first is None:
+            self.decided[ordinal] = updates
+            self.decided_by[ordinal] = replica
+        elif first != updates:
+            self._violate(
+                f"S1 ordinal {ordinal}: r{replica} delivered {len(updates)} events, "
+                f"r{self.decided_by[ordinal]} delivered {len(first)} different ones at {now_us}us"
+            )
+        for u in updates:
+            if u.kind != UpdateKind.APP:
+                continue
+            rec.updates_delivered += 1
+            stamp = (u.client, u.incarnation, u.seq)
+            if u.client > self.n:
+                want = self.submitted.get(stamp)
+                if want is None:
+                    self._violate(f"S3 r{replica} delivered unsubmitted update {stamp}")
+                elif want != u.payload:
+                    self._violate(f"S3 r{replica} delivered altered update {stamp}")
+            if stamp in rec.delivered_stamps:
+                self._violate(f"S4 r{replica} delivered {stamp} twice (ordinal {ordinal})")
+            rec.delivered_stamps.add(stamp)
+            self.stamp_ordinal.setdefault(stamp, ordinal)
+
+    def check_liveness(self, must_deliver: set[int], stamps: list[ClientStamp], bound_s: float) -> None:
+        """Every stamp delivered at every replica in ``must_deliver``, or covered by
+        a state transfer to an ordinal at or above where it was decided."""
+        for r in sorted(must_deliver):
+            rec = self.replicas.get(r, ReplicaRecord())
+            jump = max(rec.jumped_to, default=0)
+            missing = 0
+            example: ClientStamp | None = None
+            for stamp in stamps:
+                if stamp in rec.delivered_stamps:
+                    continue
+                at = self.stamp_ordinal.get(stamp)
+                if at is not None and at <= jump:
+                    continue  # covered by the state transfer
+                missing += 1
+                example = example or stamp
+            if missing:
+                self._violate(
+                    f"L1 r{r} did not deliver {missing} submitted update(s) within "
+                    f"{bound_s:g}s after faults stopped (e.g. {example})"
+                )
+
+    def agreement_prefix(self) -> int:
+        return max(self.decided, default=0)

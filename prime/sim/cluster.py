@@ -1,0 +1,416 @@
+"""A whole Prime cluster in one process, on virtual time, from one seed.
+
+``SimCluster`` drives N pure ``Replica`` cores (``prime.core``) the way the real
+runtime will: it ticks them, verifies every envelope before handing it in,
+performs their ``SignJob``s with a ``Signer`` bound to their own identity, and
+carries their ``Send``/``Broadcast`` actions over a seeded ``Network``.
+Closed-loop clients submit signed updates to their home replica, and the
+``Checker`` sees every delivery.
+
+Everything random comes from ``random.Random(seed)`` streams derived in a fixed
+order, and events with equal times are ordered by insertion, so one seed
+replays byte for byte.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from prime.auth import KeyedHashScheme, Scheme, Signer, Verifier
+from prime.core import actions as A
+from prime.core.events import ClientUpdate, CryptoDone, Event, Inbound, Tick
+from prime.core.params import Params
+from prime.core.replica import Replica
+from prime.msgs import Update, UpdateKind
+from prime.sim.checker import Checker, ClientStamp
+from prime.sim.network import Network, Partition
+from prime.wire import Envelope
+
+_TICK, _MSG, _CLIENT_IN, _CLIENT_SUBMIT, _CRASH, _RESTART, _PROBE = range(7)
+US = 1_000_000
+
+
+@dataclass
+class SimConfig:
+    """One scenario. Times are virtual seconds unless the name says otherwise."""
+
+    f: int = 1
+    k: int = 0
+    seed: int = 1
+    duration: float = 3.0
+    net: str = "lan"
+    loss: float = 0.0
+    duplicate: float = 0.0
+    clients: int = 4
+    inflight: int = 4
+    payload_bytes: int = 32
+    byz: dict[int, str] = field(default_factory=dict)
+    crash: dict[int, float] = field(default_factory=dict)
+    partitions: list[str] = field(default_factory=list)
+    liveness_bound: float = 10.0
+    quorum_weaken_by: int = 0
+    real_crypto: bool = False
+    check_invariants: bool = True
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return 3 * self.f + 2 * self.k + 1
+
+    def validate(self) -> None:
+        n = self.n
+        for rid in list(self.byz) + list(self.crash):
+            if not 1 <= rid <= n:
+                raise ValueError(f"replica id {rid} out of range 1..{n}")
+        if len(self.byz) > self.f and not self.quorum_weaken_by:
+            # More than f Byzantine replicas is allowed only as the checker's negative control.
+            pass
+        if self.duration <= 0 or self.clients < 0 or self.inflight < 1:
+            raise ValueError("duration > 0, clients >= 0 and inflight >= 1 are required")
+
+    def replay_command(self) -> str:
+        parts = [f"python -m prime.sim --f {self.f} --k {self.k} --seed {self.seed}"]
+        parts.append(f"--duration {self.duration:g} --net {self.net}")
+        if self.loss:
+            parts.append(f"--loss {self.loss:g}")
+        if self.duplicate:
+            parts.append(f"--duplicate {self.duplicate:g}")
+        parts.append(f"--clients {self.clients} --inflight {self.inflight}")
+        for rid, b in sorted(self.byz.items()):
+            parts.append(f"--byz {rid}:{b}")
+        for rid, t in sorted(self.crash.items()):
+            parts.append(f"--crash {rid}@{t:g}")
+        for p in self.partitions:
+            parts.append(f"--partition '{p}'")
+        if self.quorum_weaken_by:
+            parts.append(f"--weaken-quorums {self.quorum_weaken_by}")
+        for key, value in sorted(self.params.items()):
+            parts.append(f"--param {key}={value}")
+        return " ".join(parts)
+
+
+class Node:
+    """A correct replica as the cluster sees it: its core and its own signer.
+    Byzantine behaviours (``prime.sim.byzantine``) subclass this."""
+
+    behaviour = "correct"
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        self.cluster = cluster
+        self.rid = rid
+        self.replica = replica
+        self.signer = signer
+        self.rng = random.Random(cluster.seed_for(f"node-{rid}"))
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        """Put one network action on the wire (Byzantine nodes rewrite this)."""
+        if isinstance(action, A.Send):
+            self.cluster.transmit(self.rid, action.dest, action.env)
+        else:
+            self.cluster.transmit_all(self.rid, action.env)
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        """Whether to hand a verified envelope to the core (Byzantine nodes may spy)."""
+        return True
+
+
+@dataclass
+class SimClient:
+    cid: int
+    home: int
+    incarnation: int = 1
+    next_seq: int = 1
+    outstanding: dict[int, int] = field(default_factory=dict)  # seq -> submit time
+    latencies_us: list[int] = field(default_factory=list)
+
+
+class SimCluster:
+    def __init__(self, cfg: SimConfig, *, log: logging.Logger | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.n = cfg.n
+        self.log = log or logging.getLogger("prime.sim")
+        self.params = Params(f=cfg.f, k=cfg.k, quorum_weaken_by=cfg.quorum_weaken_by, **cfg.params)
+        self.now_us = 0
+        self._heap: list[tuple[int, int, int, Any, Any]] = []
+        self._seq = 0
+        self.scheme: Scheme = self._make_scheme()
+        self.verifier = Verifier(self.scheme)
+        self.network = Network(
+            random.Random(self.seed_for("network")),
+            cfg.net,
+            cfg.loss,
+            cfg.duplicate,
+            [Partition.parse(p) for p in cfg.partitions],
+        )
+        self.byzantine = set(cfg.byz)
+        self.correct = set(range(1, self.n + 1)) - self.byzantine
+        self.checker = Checker(self.n, set(self.correct))
+        self.alive: dict[int, bool] = {}
+        self.nodes: dict[int, Node] = {}
+        self._tick_at: dict[int, int | None] = {}
+        self.dropped_unverified = 0
+        self.malformed_dropped = 0
+        self.deliveries: dict[int, int] = {}
+        self.first_ordinal_us: int | None = None
+        self._make_nodes()
+        self.clients = self._make_clients()
+        self.load_end_us = int(cfg.duration * US)
+        for rid, t in cfg.crash.items():
+            self._push(int(t * US), _CRASH, rid, None)
+
+    # ---------------------------------------------------------------- set-up
+
+    def seed_for(self, purpose: str) -> int:
+        """An independent, reproducible stream per purpose."""
+        return random.Random(f"{self.cfg.seed}/{purpose}").getrandbits(64)
+
+    def _make_scheme(self) -> Scheme:
+        if not self.cfg.real_crypto:
+            return KeyedHashScheme(self.seed_for("keys"))
+        from prime.auth import Ed25519Scheme
+        from prime.crypto.sign import SigningKey
+
+        ids = range(1, self.n + 1 + self.cfg.clients)
+        rng = random.Random(self.seed_for("ed25519"))
+        keys = {i: SigningKey(rng.randbytes(32)) for i in ids}
+        return Ed25519Scheme(keys, {i: k.verify_key for i, k in keys.items()})
+
+    def _make_nodes(self) -> None:
+        from prime.sim.byzantine import make_node
+
+        for rid in range(1, self.n + 1):
+            replica = Replica(self.params, rid, incarnation=1)
+            signer = Signer(self.scheme, rid)
+            behaviour = self.cfg.byz.get(rid)
+            node = make_node(behaviour, self, rid, replica, signer) if behaviour else Node(self, rid, replica, signer)
+            self.nodes[rid] = node
+            self.alive[rid] = True
+            self._tick_at[rid] = None
+            self._step(rid, Tick(0))
+
+    def _make_clients(self) -> list[SimClient]:
+        homes = [r for r in sorted(self.correct) if r not in self.cfg.crash]
+        clients = []
+        for c in range(self.cfg.clients):
+            cid = self.n + 1 + c
+            client = SimClient(cid, homes[c % len(homes)])
+            clients.append(client)
+            for _ in range(self.cfg.inflight):
+                self._push(0, _CLIENT_SUBMIT, client, None)
+        self._client_signers = {c.cid: Signer(self.scheme, c.cid) for c in clients}
+        self._client_of = {c.cid: c for c in clients}
+        self._client_rng = random.Random(self.seed_for("clients"))
+        return clients
+
+    # ------------------------------------------------------------ scheduling
+
+    def _push(self, at_us: int, kind: int, a: Any, b: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at_us, self._seq, kind, a, b))
+
+    def transmit(self, src: int, dst: int, env: Envelope) -> None:
+        if dst == src:
+            return
+        for delay in self.network.transit(src, dst, self.now_us):
+            self._push(self.now_us + delay, _MSG, dst, (src, env))
+
+    def transmit_all(self, src: int, env: Envelope) -> None:
+        for dst in range(1, self.n + 1):
+            if dst != src:
+                self.transmit(src, dst, env)
+
+    def _schedule_tick(self, rid: int) -> None:
+        deadline = self.nodes[rid].replica.next_deadline_us()
+        if deadline is None:
+            return
+        current = self._tick_at[rid]
+        if current is None or deadline < current or current <= self.now_us:
+            self._tick_at[rid] = deadline
+            self._push(max(deadline, self.now_us), _TICK, rid, deadline)
+
+    # --------------------------------------------------------------- stepping
+
+    def _step(self, rid: int, event: Event) -> None:
+        node = self.nodes[rid]
+        replica = node.replica
+        replica.step(event)
+        if self.cfg.check_invariants:
+            replica.invariants()
+        work = replica.take_actions()
+        while work:
+            action = work.pop(0)
+            if isinstance(action, A.SignJob):
+                envs = node.signer.sign_batch(action.messages, action.bodies, direct=action.direct)
+                replica.step(CryptoDone(action.job_id, envs))
+                work = replica.take_actions() + work
+            elif isinstance(action, (A.Send, A.Broadcast)):
+                node.outgoing(action)
+            elif isinstance(action, A.Deliver):
+                self._on_deliver(rid, action)
+            elif isinstance(action, A.StateTransferNeeded):
+                self.checker.record_jump(rid, action.ordinal, self.now_us)
+        self._schedule_tick(rid)
+
+    def _advance(self, rid: int) -> None:
+        if self.nodes[rid].replica.now_us < self.now_us:
+            self._step(rid, Tick(self.now_us))
+
+    def _on_deliver(self, rid: int, action: A.Deliver) -> None:
+        if self.first_ordinal_us is None:
+            self.first_ordinal_us = self.now_us
+        self.deliveries[rid] = self.deliveries.get(rid, 0) + 1
+        self.checker.record_delivery(rid, action.ordinal, action.updates, self.now_us)
+        for u in action.updates:
+            client = self._client_of.get(u.client)
+            if client is None or client.home != rid or u.kind != UpdateKind.APP:
+                continue
+            sent = client.outstanding.pop(u.seq, None)
+            if sent is None:
+                continue
+            client.latencies_us.append(self.now_us - sent)
+            if self.now_us < self.load_end_us:
+                self._push(self.now_us, _CLIENT_SUBMIT, client, None)
+
+    def _submit(self, client: SimClient) -> None:
+        seq = client.next_seq
+        client.next_seq += 1
+        payload = self._client_rng.randbytes(self.cfg.payload_bytes)
+        u = Update(client.cid, client.incarnation, seq, int(UpdateKind.APP), payload)
+        env = self._client_signers[client.cid].sign_one(u)
+        self.checker.record_submit(client.cid, client.incarnation, seq, payload)
+        client.outstanding[seq] = self.now_us
+        self._push(self.now_us + 50, _CLIENT_IN, client.home, env)
+
+    def inject_client_update(self, rid: int, env: Envelope) -> None:
+        """Hand a signed update to replica ``rid``'s intake (Byzantine replays use this)."""
+        self._push(self.now_us + 50, _CLIENT_IN, rid, env)
+
+    # ------------------------------------------------------------------- run
+
+    def faults_end_us(self) -> int:
+        crash_end = max((int(t * US) for t in self.cfg.crash.values()), default=0)
+        return max(self.network.faults_end_us(), crash_end)
+
+    def run(self) -> dict[str, Any]:
+        """Run the scenario, then the liveness drain; return the summary."""
+        load_end = self.load_end_us
+        deadline = max(load_end, self.faults_end_us()) + int(self.cfg.liveness_bound * US)
+        self._push(load_end, _PROBE, None, None)
+        while self._heap:
+            at, _, kind, a, b = self._heap[0]
+            if at > deadline:
+                break
+            heapq.heappop(self._heap)
+            self.now_us = at
+            if kind == _TICK:
+                if self.alive[a] and self._tick_at[a] == b:
+                    self._tick_at[a] = None
+                    self._step(a, Tick(at))
+            elif kind == _MSG:
+                if self.alive[a]:
+                    self._on_message(a, *b)
+            elif kind == _CLIENT_IN:
+                if self.alive[a]:
+                    self._advance(a)
+                    self._step(a, ClientUpdate(b))
+            elif kind == _CLIENT_SUBMIT:
+                if at < load_end:
+                    self._submit(a)
+            elif kind == _CRASH:
+                self.alive[a] = False
+            elif kind == _PROBE:
+                if at >= max(load_end, self.faults_end_us()) and self._all_delivered():
+                    break
+                self._push(at + 100_000, _PROBE, None, None)
+        return self.summary(deadline)
+
+    def _on_message(self, dst: int, via: int, env: Envelope) -> None:
+        if not self.verifier.verify(env):
+            self.dropped_unverified += 1
+            return
+        node = self.nodes[dst]
+        if not node.incoming(via, env):
+            return
+        self._advance(dst)
+        self._step(dst, Inbound(via, env))
+
+    # --------------------------------------------------------------- results
+
+    def must_deliver(self) -> set[int]:
+        return {r for r in self.correct if self.alive[r]}
+
+    def submitted_stamps(self) -> list[ClientStamp]:
+        return sorted(self.checker.submitted)
+
+    def _all_delivered(self) -> bool:
+        stamps = self.checker.submitted
+        for r in self.must_deliver():
+            rec = self.checker.replicas.get(r)
+            if rec is None:
+                return False
+            jump = max(rec.jumped_to, default=0)
+            for stamp in stamps:
+                if stamp in rec.delivered_stamps:
+                    continue
+                at = self.checker.stamp_ordinal.get(stamp)
+                if at is None or at > jump:
+                    return False
+        return True
+
+    def liveness_applicable(self) -> tuple[bool, str]:
+        """Liveness is checked only where this core can guarantee it: until the
+        suspect-leader and view-change issues land, a faulty leader of view 1 is
+        never replaced, so runs with one check safety only."""
+        leader = 1
+        if leader in self.byzantine:
+            return False, "leader is Byzantine (needs suspect-leader and view change)"
+        if leader in self.cfg.crash:
+            return False, "leader crashed (needs suspect-leader and view change)"
+        if len(self.byzantine) > self.cfg.f or self.cfg.quorum_weaken_by:
+            return False, "negative control (more than f faults or weakened quorums)"
+        return True, ""
+
+    def summary(self, deadline_us: int) -> dict[str, Any]:
+        applicable, reason = self.liveness_applicable()
+        if applicable:
+            self.checker.check_liveness(self.must_deliver(), self.submitted_stamps(), self.cfg.liveness_bound)
+        latencies = sorted(x for c in self.clients for x in c.latencies_us)
+        ref = [self.checker.replicas[r].updates_delivered for r in self.must_deliver() if r in self.checker.replicas]
+        delivered_updates = min(ref) if ref else 0
+        duration_s = self.cfg.duration
+        return {
+            "seed": self.cfg.seed,
+            "n": self.n,
+            "f": self.cfg.f,
+            "k": self.cfg.k,
+            "net": self.cfg.net,
+            "byz": {str(k): v for k, v in sorted(self.cfg.byz.items())},
+            "crash": {str(k): v for k, v in sorted(self.cfg.crash.items())},
+            "partitions": list(self.cfg.partitions),
+            "delivered": {
+                str(r): (self.checker.replicas[r].updates_delivered if r in self.checker.replicas else 0)
+                for r in range(1, self.n + 1)
+            },
+            "ordinals": {str(r): self.deliveries.get(r, 0) for r in range(1, self.n + 1)},
+            "submitted": len(self.checker.submitted),
+            "throughput_ups": round(delivered_updates / duration_s, 1),
+            "p50_ms": round(statistics.median(latencies) / 1000, 3) if latencies else None,
+            "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] / 1000, 3) if latencies else None,
+            "view_changes": [],
+            "jumps": {str(r): n.replica.stats.jumps for r, n in sorted(self.nodes.items()) if n.replica.stats.jumps},
+            "virtual_s": round(self.now_us / US, 3),
+            "liveness_checked": applicable,
+            "liveness_skipped_reason": reason,
+            "dropped_unverified": self.dropped_unverified,
+            "dropped_malformed": self.malformed_dropped,
+            "network": {"delivered": self.network.delivered, "dropped": self.network.dropped},
+            "violations": list(self.checker.violations),
+            "ok": not self.checker.violations,
+            "replay": self.cfg.replay_command(),
+        }
