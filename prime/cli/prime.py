@@ -1,0 +1,136 @@
+"""``bin/prime``: start one Prime replica, or check its configuration.
+
+``prime -i ID`` will start the supervisor and the replica's processes
+(ARCHITECTURE.md); that runtime is not built yet, so for now only
+``--check-config`` does real work: it loads and validates conf/def.toml and the
+address file, with ``-i`` also loads and cross-checks that server's key files,
+prints the effective configuration and exits 0. Any operator mistake prints one
+line naming the file and the key and exits 2.
+
+The daemon refuses to run under ``python -O``: our asserts are the safety net
+that stops a replica whose state broke an invariant, and stopping is safer than
+diverging (STYLE.md "Errors and bad input").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prime.config import Config, format_config, load_config
+from prime.crypto.keys import ServerKeys, load_server_keys
+from prime.errors import ConfigError, KeyFileError
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def run_replica(cfg: Config, server_id: int, keys_dir: Path) -> int:
+    """Run replica ``server_id`` until it stops; returns the exit status.
+
+    Hook point for the multiprocess runtime (prime/proc): the lead replaces this."""
+    raise NotImplementedError("the multiprocess runtime (prime/proc) is not built yet")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prime",
+        description=(
+            "Run one Prime replica (a Byzantine fault-tolerant ordering daemon; "
+            "N = 3f+2k+1 replicas), or check its configuration with --check-config."
+        ),
+        epilog=(
+            "Typical use: bin/gen_keys once, then `bin/prime -i 1 --check-config`, then "
+            "`bin/prime -i ID` on every replica. Exit status: 0 ok, 2 configuration or "
+            "key-file error (one line on stderr naming the file and the key)."
+        ),
+    )
+    parser.add_argument(
+        "-i",
+        "--id",
+        dest="server_id",
+        type=int,
+        metavar="ID",
+        help="this replica's server id, 1..N (required unless --check-config)",
+    )
+    parser.add_argument("--conf", default="conf/def.toml", help="tunables (default: %(default)s)")
+    parser.add_argument(
+        "--address", default=None, help="address file (default: address.config beside --conf)"
+    )
+    parser.add_argument(
+        "--keys", default="keys", help="keys folder from bin/gen_keys (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration (and, with -i, this server's key files), "
+        "print the effective configuration and exit",
+    )
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"prime: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, ServerKeys | None]:
+    cfg = load_config(args.conf, args.address)
+    if args.server_id is None:
+        return cfg, None
+    if not 1 <= args.server_id <= cfg.n:
+        raise ConfigError(
+            f"{cfg.address_path}: -i {args.server_id} is not a server; allowed: 1..{cfg.n} "
+            f"(N = 3f+2k+1 from {cfg.def_path})"
+        )
+    keys = load_server_keys(args.keys, args.server_id, f=cfg.f, k=cfg.k)
+    return cfg, keys
+
+
+def _keys_report(cfg: Config, server_id: int, keys_dir: str, keys: ServerKeys) -> str:
+    manifest = keys.manifest
+    summary = (
+        f"# keys: {keys_dir} ok for server {server_id} (created {manifest.created_utc}, "
+        f"threshold RSA {keys.threshold_public.n.bit_length()} bits, "
+        f"{len(keys.verify_keys)} verify keys)"
+    )
+    lines = [summary]
+    if manifest.deterministic:
+        lines.append("# warning: keys were derived from gen_keys --seed: tests only")
+    if manifest.client_count != cfg.system.num_clients:
+        lines.append(
+            f"# warning: keys cover {manifest.client_count} clients but [system] num_clients = "
+            f"{cfg.system.num_clients}; updates from clients without keys will not verify"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    if sys.flags.optimize:
+        return _fail(
+            "refusing to run under python -O (or PYTHONOPTIMIZE): assertions are Prime's "
+            "safety net against a replica whose state broke an invariant"
+        )
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.server_id is None and not args.check_config:
+        parser.error("-i ID is required (or pass --check-config)")
+    try:
+        cfg, keys = _load(args)
+    except (ConfigError, KeyFileError) as error:
+        return _fail(str(error))
+    if args.check_config:
+        output = format_config(cfg)
+        if keys is not None:
+            output += _keys_report(cfg, args.server_id, args.keys, keys)
+        sys.stdout.write(output)
+        return EXIT_OK
+    try:
+        return run_replica(cfg, args.server_id, Path(args.keys))
+    except NotImplementedError:
+        return _fail("the multiprocess runtime is not built yet; only --check-config works for now")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
