@@ -78,10 +78,12 @@ class Signer:
     def __init__(self, scheme: Scheme, identity: int) -> None:
         self.scheme = scheme
         self.identity = identity
+        self.signatures = 0  # scheme signatures made (one per Merkle batch or direct message)
 
     def sign_one(self, msg: Message, body: bytes | None = None) -> Envelope:
         body = wire.encode_body(msg) if body is None else body
         root = merkle.leaf_digest(wire.leaf_bytes(self.identity, body))
+        self.signatures += 1
         sig = self.scheme.sign(self.identity, root)
         return wire.make_envelope(sender=self.identity, body=body, msg=msg, sig=sig)
 
@@ -93,6 +95,7 @@ class Signer:
             return tuple(self.sign_one(m, b) for m, b in zip(messages, bodies))
         me = self.identity
         root, paths, mt_num = merkle.build_batch([wire.leaf_bytes(me, b) for b in bodies])
+        self.signatures += 1
         sig = self.scheme.sign(me, root)
         return tuple(
             wire.make_envelope(

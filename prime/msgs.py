@@ -14,9 +14,10 @@ pre-prepare, Prepares in a PC_SET, Commits in an ORD_CERT, ...) are embedded as
 complete envelopes, so they stay verifiable on their own and can be forwarded as
 the exact signed bytes.
 
-Tags keep the C enum numbering (PROTOCOL.md section 2.0). CATCHUP_REQUEST (27) and
-PO_CERT (29) are declared but never sent in v3.0 and validation always rejects
-them; they are listed in ``REJECTED_TAGS`` rather than given a body.
+Tags keep the C enum numbering (PROTOCOL.md section 2.0). PO_CERT (29) is declared
+but never sent in v3.0 and validation always rejects it (``REJECTED_TAGS``).
+CATCHUP_REQUEST (27), dead code in v3.0, is ours: a replica a few ordinals
+behind asks a peer for the ORD certificates it missed (``prime.core.catchup``).
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def _record_names(cls: type) -> tuple[str, ...]:
 # Registry.
 
 MESSAGES: dict[int, type] = {}
-REJECTED_TAGS: dict[int, str] = {27: "catchup_request:unsupported", 29: "po_cert:unsupported"}
+REJECTED_TAGS: dict[int, str] = {29: "po_cert:unsupported"}
 
 M = TypeVar("M")
 
@@ -293,6 +294,7 @@ T_RTT_PONG, T_RTT_MEASURE, T_TAT_UB, T_NEW_LEADER, T_NEW_LEADER_PROOF = 11, 12, 
 T_RB_INIT, T_RB_ECHO, T_RB_READY, T_REPORT, T_PC_SET = 16, 17, 18, 19, 20
 T_VC_LIST, T_VC_PARTIAL_SIG, T_VC_PROOF, T_REPLAY = 21, 22, 23, 24
 T_REPLAY_PREPARE, T_REPLAY_COMMIT, T_ORD_CERT, T_UPDATE, T_CLIENT_RESPONSE = 25, 26, 28, 30, 31
+T_CATCHUP_REQUEST = 27
 
 
 # ---------------------------------------------------------------------------
@@ -620,6 +622,14 @@ class ReplayCommit(Message):
 
 # ---------------------------------------------------------------------------
 # 2.7 Catch-up.
+
+
+@message(tag=T_CATCHUP_REQUEST)
+@dataclass(frozen=True, slots=True)
+class CatchupRequest(Message):
+    """'My ARU is ``aru``: send me the ORD certificates you keep above it.'"""
+
+    aru: Annotated[int, ORDINAL]
 
 
 @message(tag=T_ORD_CERT)

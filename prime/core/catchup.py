@@ -7,9 +7,15 @@ behind uses a certificate in one of two ways:
 
 * *fill*: the certificate is for ``ARU+1``. It is exactly a commit certificate,
   so the ordinal is installed and executed as if ordered here: no gap, no
-  state transfer. (This is the ordinal-by-ordinal catch-up the original left
-  unimplemented, for the common case of one lost pre-prepare.)
-* *jump*: the certificate is further ahead. The replica adopts its matrix as
+  state transfer.
+* *ask*: the certificate is at most ``catchup_history_ordinals`` ahead. The
+  replica sends that peer a CATCHUP_REQUEST with its ARU; the peer answers
+  with the certificates it keeps above it (its newest ``catchup_history``),
+  which fill one by one. This is the ordinal-by-ordinal catch-up the original
+  declared (CATCHUP_HISTORY, CATCHUP_REQUEST) but left unimplemented; without
+  it, one lost Commit costs a lagging replica a full state transfer.
+* *jump*: the certificate is further ahead, or asking brought no progress
+  for a whole catch-up period. The replica adopts its matrix as
   the execution point, skips delivery of the ordinals in between, and tells its
   application to transfer state (``StateTransferNeeded``), then introduces a
   CLIENT_STATE_TRANSFER marker that every replica delivers.
@@ -32,7 +38,7 @@ from typing import TYPE_CHECKING
 from prime.core import actions as A
 from prime.core.order import OrdSlot, pre_prepare_digest
 from prime.core.quorum import leader_of
-from prime.msgs import OrdCert, OrdKind, UpdateKind
+from prime.msgs import CatchupRequest, OrdCert, OrdKind, UpdateKind
 from prime.wire import Envelope
 
 if TYPE_CHECKING:
@@ -40,12 +46,15 @@ if TYPE_CHECKING:
 
 
 class Catchup:
-    """ORD certificates and the jump of one replica."""
+    """ORD certificates, ordinal-by-ordinal catch-up and the jump of one replica."""
 
     def __init__(self, replica: Replica) -> None:
         self.r = replica
         self.last_ord_cert: OrdCert | None = None  # our own newest (unsigned body)
+        self.recent: dict[int, OrdCert] = {}  # our newest certificates, to answer requests
+        self.fills: dict[int, OrdCert] = {}  # valid certificates just above our ARU
         self.peer_certs: dict[int, Envelope] = {}  # newest valid cert per peer
+        self.replied_at_us: dict[int, int] = {}  # rate limit of answers per peer
         self.next_catchup_id = 1
         self.next_catchup_time_us = 0
         self.aru_at_last_attempt = -1
@@ -54,9 +63,16 @@ class Catchup:
 
     def on_executed_commit(self, slot: OrdSlot) -> None:
         assert slot.pp is not None and slot.commit_cert
-        self.last_ord_cert = OrdCert(
-            slot.view, slot.seq, int(OrdKind.COMMIT), 1, slot.pp, slot.commit_cert
-        )
+        cert = OrdCert(slot.view, slot.seq, int(OrdKind.COMMIT), 1, slot.pp, slot.commit_cert)
+        self._remember(cert)
+
+    def _remember(self, cert: OrdCert) -> None:
+        self.last_ord_cert = cert
+        history = self.r.p.catchup_history_ordinals
+        if history:
+            self.recent[cert.seq] = cert
+            while len(self.recent) > history:
+                del self.recent[min(self.recent)]
         if not self.r.timer_armed("ord_cert"):
             self.r.set_timer("ord_cert", self.r.now_us + self.r.p.ord_cert_period_us)
 
@@ -65,12 +81,34 @@ class Catchup:
             self.r.sign_and_send(self.last_ord_cert)
             self.r.set_timer("ord_cert", self.r.now_us + self.r.p.ord_cert_period_us)
 
+    def on_catchup_request(self, via: int, env: Envelope) -> None:
+        """Answer a peer's CATCHUP_REQUEST with the certificates we keep above its ARU."""
+        peer = env.sender
+        if peer == self.r.me or not 1 <= peer <= self.r.n:
+            return
+        last = self.replied_at_us.get(peer)
+        if last is not None and self.r.now_us - last < self.r.p.catchup_epsilon_us:
+            self.r.drop("catchup_request:rate")
+            return
+        self.replied_at_us[peer] = self.r.now_us
+        start = env.msg.aru + 1
+        for seq in range(start, start + self.r.p.catchup_reply_count_max):
+            cert = self.recent.get(seq)
+            if cert is None:
+                break
+            self.r.sign_and_send(OrdCert(cert.view, cert.seq, cert.kind, 2, cert.pre_prepare, cert.commits), dest=peer)
+
     # --------------------------------------------------------------- receiving
 
     def valid_certificate(self, cert: OrdCert) -> bool:
         """H6 checks that need N and the quorum sizes (the codec checked the rest)."""
         pp_env = cert.pre_prepare
         pp = pp_env.msg
+        if "H6" in self.r.p.legacy:  # the C checks: count and digests only
+            ppd = pre_prepare_digest(pp)
+            return len(cert.commits) == self.r.q.certificate and all(
+                c.msg.digest == ppd for c in cert.commits
+            )
         if pp_env.sender != leader_of(pp.view, self.r.n):
             return False
         if len(pp.rows) != self.r.n or any(
@@ -90,15 +128,35 @@ class Catchup:
         if not self.valid_certificate(cert):
             self.r.drop("ord_cert:invalid")
             return
+        aru = self.r.ord.aru
         stored = self.peer_certs.get(sender)
         if stored is None or cert.seq > stored.msg.seq:
             self.peer_certs[sender] = env
+        if cert.seq <= aru:
+            return
+        if cert.view == self.r.view and cert.seq <= aru + self.r.p.catchup_history_ordinals:
+            self.fills.setdefault(cert.seq, cert)
+            self.try_fill()
         if self.r.ord.aru < cert.seq and not self.r.timer_armed("catchup"):
             delay = max(self.r.p.catchup_epsilon_us, self.next_catchup_time_us - self.r.now_us)
             self.r.set_timer("catchup", self.r.now_us + delay)
 
+    def try_fill(self) -> None:
+        """Execute held certificates for ARU+1, ARU+2, ... while they apply."""
+        order = self.r.ord
+        while True:
+            for seq in [s for s in self.fills if s <= order.aru]:
+                del self.fills[seq]
+            cert = self.fills.pop(order.aru + 1, None)
+            if cert is None:
+                return
+            before = order.aru
+            self.fill(cert)
+            if order.aru == before:
+                return  # ordered but waiting for requests; execution resumes on arrival
+
     def on_catchup_timeout(self) -> None:
-        """Scan peers round-robin for a certificate ahead of us; fill or jump."""
+        """Scan peers round-robin for a certificate ahead of us; ask, fill or jump."""
         n, aru = self.r.n, self.r.ord.aru
         self.next_catchup_time_us = self.r.now_us + self.r.p.catchup_period_us
         ahead: Envelope | None = None
@@ -116,11 +174,17 @@ class Catchup:
         cert: OrdCert = ahead.msg
         if cert.view != self.r.view:
             return  # view changes are not part of this core yet
-        if cert.seq == aru + 1:
+        gap = cert.seq - aru
+        stalled = self.aru_at_last_attempt == aru  # a whole period without progress (H13)
+        self.aru_at_last_attempt = aru
+        if gap == 1:
             self.fill(cert)
-        elif cert.seq - aru >= self.r.p.jump_gap_ordinals_min or self.aru_at_last_attempt == aru:
+        elif stalled or "H13" in self.r.p.legacy:
             self.jump(cert)
-        self.aru_at_last_attempt = self.r.ord.aru
+        elif gap <= self.r.p.catchup_history_ordinals:
+            self.r.sign_and_send(CatchupRequest(aru), dest=ahead.sender)
+        elif gap >= self.r.p.jump_gap_ordinals_min:
+            self.jump(cert)
 
     # ------------------------------------------------------------------ fill
 
@@ -159,9 +223,8 @@ class Catchup:
         slot.ordered = slot.executed = slot.reconciled = slot.sent_prepare = True
         order.last_executed_pop = slot.pop
         order.blocked_on = set()
-        self.last_ord_cert = cert
-        if not r.timer_armed("ord_cert"):
-            r.set_timer("ord_cert", r.now_us + r.p.ord_cert_period_us)
+        self._remember(cert)
+        self.fills = {s: c for s, c in self.fills.items() if s > j}
         for s in range(1, r.n + 1):
             p = slot.pop[s - 1]
             po.jump_originator(s, p)
@@ -178,4 +241,8 @@ class Catchup:
         order.try_execute()
 
     def collection_sizes(self) -> dict[str, int]:
-        return {"peer_certs": len(self.peer_certs)}
+        return {
+            "peer_certs": len(self.peer_certs),
+            "recent_certs": len(self.recent),
+            "fills": len(self.fills),
+        }

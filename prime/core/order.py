@@ -149,8 +149,8 @@ class Order:
         if pp.view != self.r.view or env.sender != self.r.leader:
             self.r.drop("pre_prepare:view_or_leader")
             return
-        if len(pp.rows) != self.r.n:
-            self.r.drop("pre_prepare:rows")  # H4
+        if "H4" not in self.r.p.legacy and not self.rows_positional(pp):
+            self.r.drop("pre_prepare:rows")  # H4 (the codec checks signers too: paired)
             return
         for row in pp.rows:
             if row is not None and len(row.msg.cum_aru) != self.r.n:
@@ -168,6 +168,12 @@ class Order:
             self.r.forward(env)  # flood each new PP once (2.3.1 step 4)
         self._on_pp_complete(slot)
 
+    def rows_positional(self, pp: PrePrepare) -> bool:
+        """H4: exactly N rows, row i null or signed by replica i."""
+        return len(pp.rows) == self.r.n and all(
+            row is None or row.sender == i for i, row in enumerate(pp.rows, start=1)
+        )
+
     def _install_pp(self, slot: OrdSlot, env: Envelope) -> None:
         pp: PrePrepare = env.msg
         slot.pp = env
@@ -178,8 +184,9 @@ class Order:
 
     def _on_pp_complete(self, slot: OrdSlot) -> None:
         # H1/H2: re-check both certificates now that the PP is here.
-        self._check_prepare_cert(slot)
-        self._check_commit_cert(slot)
+        self._check_prepare_cert(slot, on_pp_complete=True)
+        if "H2" not in self.r.p.legacy:
+            self._check_commit_cert(slot)
         assert slot.pp is not None
         for row in slot.pp.msg.rows:
             if row is not None:
@@ -223,7 +230,7 @@ class Order:
         slot.prepares[env.sender] = env
         self._check_prepare_cert(slot)
 
-    def _check_prepare_cert(self, slot: OrdSlot) -> None:
+    def _check_prepare_cert(self, slot: OrdSlot, *, on_pp_complete: bool = False) -> None:
         if slot.pp is None or slot.prepare_cert or slot.ordered:
             return
         matching = [
@@ -235,6 +242,8 @@ class Order:
             return
         slot.prepare_cert = tuple(matching[: self.r.q.prepare])
         self.high_seq = max(self.high_seq, slot.seq)
+        if on_pp_complete and "H1" in self.r.p.legacy:
+            return  # the C code sends no Commit on this path
         self.r.sign_and_send(Commit(slot.seq, slot.view, slot.ppd))  # H1
 
     # ------------------------------------------------------------- COMMIT (2.3.3)

@@ -13,6 +13,9 @@ from typing import Any
 from prime.core.quorum import Quorums
 
 
+LEGACY_ITEMS = frozenset({"H1", "H2", "H3", "H4", "H6", "H13"})
+
+
 @dataclass(frozen=True, slots=True)
 class Params:
     f: int = 1
@@ -35,12 +38,17 @@ class Params:
     catchup_period_us: int = 1_000_000
     catchup_epsilon_us: int = 20_000
     jump_gap_ordinals_min: int = 4
+    catchup_history_ordinals: int = 64
+    catchup_reply_count_max: int = 32  # certificates sent per CATCHUP_REQUEST
     # bounds on what peers can make us store (every collection has a _max)
     ordinal_window_max: int = 2_000  # ordinal slots accepted beyond ARU
     po_window_max: int = 4_000  # PO slots accepted beyond an originator's white line
     request_copies_max: int = 4  # distinct versions kept of one PO id (equivocation)
     # simulator-only negative control: weaken every quorum by this much
     quorum_weaken_by: int = 0
+    # test-only: hardening items (PROTOCOL.md 9) to switch OFF, reproducing the
+    # literal C behaviour, so a test can show the hole is real ("H1", "H2", ...)
+    legacy: frozenset[str] = frozenset()
     quorums: Quorums = field(init=False)
 
     def __post_init__(self) -> None:
@@ -48,6 +56,7 @@ class Params:
         assert self.n <= 31, "bitmaps are 32-bit"
         assert self.gc_lag_ordinals >= 1, "slot ARU is the previous PP of ARU+1"
         assert self.sig_batch_count_max <= 256
+        assert self.legacy <= LEGACY_ITEMS, self.legacy - LEGACY_ITEMS
         object.__setattr__(self, "quorums", Quorums(self.f, self.k, self.quorum_weaken_by))
 
     @property
@@ -79,4 +88,5 @@ class Params:
             catchup_period_us=u.catchup_period_us,
             catchup_epsilon_us=u.catchup_epsilon_us,
             jump_gap_ordinals_min=u.jump_gap_ordinals_min,
+            catchup_history_ordinals=u.catchup_history_ordinals,
         )

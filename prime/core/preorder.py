@@ -216,9 +216,7 @@ class PreOrder:
             slot.request, slot.digest = env, digest
         elif digest != slot.digest and digest not in slot.others:
             self.r.stats.equivocations_seen += 1
-            if len(slot.others) + 1 < self.r.p.request_copies_max:
-                slot.others[digest] = env
-            else:
+            if not self._keep_other_version(slot, digest, env):
                 self.r.drop("po_request:too_many_versions")
                 return
         else:
@@ -226,6 +224,26 @@ class PreOrder:
         self._advance_aru(s)
         self._advance_cum_aru(s)
         self.r.ord.on_request_available(s, req.po)
+
+    def _keep_other_version(self, slot: PoSlot, digest: bytes, env: Envelope) -> bool:
+        """Keep a second version of a PO id (H3), within ``request_copies_max``.
+
+        When full, a version backed by at least f+1 acks (so possibly the
+        certified one) evicts the least-acked stored one: an equivocating
+        originator cannot crowd out the version correct replicas certified."""
+        if len(slot.others) + 1 < self.r.p.request_copies_max:
+            slot.others[digest] = env
+            return True
+        counts = slot.ack_counts
+        backing = counts.get(digest, 0)
+        if backing < self.r.q.one_correct:
+            return False
+        weakest = min(slot.others, key=lambda d: (counts.get(d, 0), d))
+        if counts.get(weakest, 0) >= backing:
+            return False
+        del slot.others[weakest]
+        slot.others[digest] = env
+        return True
 
     def _advance_aru(self, s: int) -> None:
         inc, seq = self.aru[s]
@@ -400,7 +418,11 @@ class PreOrder:
 
     def executable_copy(self, s: int, po: PoSeq) -> Envelope | None:
         slot = self.history[s].get(po)
-        return None if slot is None else slot.certified_copy(self.r.q.certificate)
+        if slot is None:
+            return None
+        if "H3" in self.r.p.legacy:
+            return slot.request  # the C code executes whatever copy came first
+        return slot.certified_copy(self.r.q.certificate)
 
     def mark_executed(self, s: int, po: PoSeq) -> None:
         if po > self.last_executed[s]:

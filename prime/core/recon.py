@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from prime.core.preorder import request_digest
 from prime.types import PO_ZERO
 
 if TYPE_CHECKING:
@@ -58,10 +59,14 @@ class Recon:
             target = slot.pop[s - 1]
             if me not in designated_senders(column, target, self.r.q.certificate):
                 continue
+            certified = request_digest(env)
+            acks = po.history[s][q].acks
             for dest in range(1, n + 1):
                 if dest in (me, s):
                     continue
-                if po.cum_max_acked[dest][s] < q:
+                # Needy: no evidence it holds the request, or it acked another version
+                # (an equivocating originator fed it a copy that is not the certified one).
+                if po.cum_max_acked[dest][s] < q or acks.get(dest, certified) != certified:
                     self.r.forward(env, dest)
                     self.r.stats.recon_requests_sent += 1
                     self.r.stats.recon_bytes_sent += len(env.raw)

@@ -114,6 +114,7 @@ class Replica:
             msgs.T_PREPARE: self.ord.on_prepare,
             msgs.T_COMMIT: self.ord.on_commit,
             msgs.T_ORD_CERT: self.catchup.on_ord_cert,
+            msgs.T_CATCHUP_REQUEST: self.catchup.on_catchup_request,
         }
 
     # ------------------------------------------------------------------ doors

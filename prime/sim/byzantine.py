@@ -37,9 +37,11 @@ if TYPE_CHECKING:
     from prime.sim.cluster import SimCluster
 
 
-def halves(n: int, me: int, rng: random.Random) -> tuple[list[int], list[int]]:
-    """Split the other replicas in two non-empty groups."""
-    others = [r for r in range(1, n + 1) if r != me]
+def halves(
+    n: int, me: int, rng: random.Random, exclude: frozenset[int] = frozenset()
+) -> tuple[list[int], list[int]]:
+    """Split the other replicas (minus ``exclude``) in two groups, non-empty if possible."""
+    others = [r for r in range(1, n + 1) if r != me and r not in exclude]
     rng.shuffle(others)
     cut = max(1, len(others) // 2)
     return sorted(others[:cut]), sorted(others[cut:])
@@ -95,10 +97,8 @@ class EquivocatingLeader(Node):
         rows = tuple(row if i == self.rid else None for i, row in enumerate(pp.rows, start=1))
         alt = PrePrepare(pp.seq, pp.view, pp.sent_us, rows)
         alt_env = self.signer.sign_one(alt)
-        colluders = {n.rid for n in self._colluders()}
-        honest_a, honest_b = halves(self.cluster.n, self.rid, self.rng)
-        group_a = [r for r in honest_a if r not in colluders]
-        group_b = [r for r in honest_b if r not in colluders]
+        colluders = frozenset(n.rid for n in self._colluders())
+        group_a, group_b = halves(self.cluster.n, self.rid, self.rng, colluders)
         for dst in group_a:
             self.cluster.transmit(self.rid, dst, env)
         for dst in group_b:
@@ -107,6 +107,11 @@ class EquivocatingLeader(Node):
             self.cluster.transmit(self.rid, c, env)
             self.cluster.transmit(self.rid, c, alt_env)
         if colluders:
+            # Tell the conspiracy which honest replicas saw which version, so every
+            # colluder votes for a version only towards the replicas holding it.
+            plan = self.cluster.conspiracy
+            plan[env.raw] = group_a
+            plan[alt_env.raw] = group_b
             self.vote_both(env, group_a)
             self.vote_both(alt_env, group_b)
 
@@ -123,9 +128,10 @@ class EquivocatingLeader(Node):
                 self.cluster.transmit(self.rid, dst, signed)
 
     def incoming(self, via: int, env: Envelope) -> bool:
-        if isinstance(env.msg, PrePrepare) and env.sender != self.rid and self._colluders():
-            everyone = [r for r in range(1, self.cluster.n + 1) if r != self.rid]
-            self.vote_both(env, everyone)
+        group = self.cluster.conspiracy.pop(env.raw, None) if isinstance(env.msg, PrePrepare) else None
+        if group is not None and env.sender != self.rid:
+            self.cluster.conspiracy[env.raw] = group
+            self.vote_both(env, group)
         return True
 
 

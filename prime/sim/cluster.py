@@ -14,6 +14,7 @@ replays byte for byte.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import random
@@ -156,6 +157,8 @@ class SimCluster:
         self._tick_at: dict[int, int | None] = {}
         self.dropped_unverified = 0
         self.malformed_dropped = 0
+        self.trace = hashlib.sha256()  # every message and delivery, in order: replay proof
+        self.conspiracy: dict[bytes, list[int]] = {}  # colluding Byzantine nodes' shared plan
         self.deliveries: dict[int, int] = {}
         self.first_ordinal_us: int | None = None
         self._make_nodes()
@@ -265,6 +268,9 @@ class SimCluster:
         if self.first_ordinal_us is None:
             self.first_ordinal_us = self.now_us
         self.deliveries[rid] = self.deliveries.get(rid, 0) + 1
+        self.trace.update(b"d%d,%d,%d," % (self.now_us, rid, action.ordinal))
+        for u in action.updates:
+            self.trace.update(b"%d,%d,%d," % (u.client, u.incarnation, u.seq) + u.payload)
         self.checker.record_delivery(rid, action.ordinal, action.updates, self.now_us)
         for u in action.updates:
             client = self._client_of.get(u.client)
@@ -331,6 +337,7 @@ class SimCluster:
         return self.summary(deadline)
 
     def _on_message(self, dst: int, via: int, env: Envelope) -> None:
+        self.trace.update(b"m%d,%d,%d," % (self.now_us, dst, via) + env.raw)
         if not self.verifier.verify(env):
             self.dropped_unverified += 1
             return
@@ -413,4 +420,5 @@ class SimCluster:
             "violations": list(self.checker.violations),
             "ok": not self.checker.violations,
             "replay": self.cfg.replay_command(),
+            "trace_sha256": self.trace.hexdigest(),
         }

@@ -418,10 +418,6 @@ RULE_CASES = [
         ("threshold_public_exponent = 3", "[system] n = 4"),
     ),
     (
-        [("catchup", "catchup_history_ordinals", "2")],
-        ("[catchup] catchup_history_ordinals = 2", "[system] gc_lag_ordinals = 1"),
-    ),
-    (
         [("catchup", "catchup_epsilon_us", "1000000")],
         ("catchup_epsilon_us = 1000000", "catchup_period_us = 1000000"),
     ),
@@ -491,9 +487,9 @@ def test_validate_checks_a_hand_built_config() -> None:
     """Config.validate() also rejects a Config built in code, naming the source."""
     cfg = default_config()
     bad = dataclasses.replace(
-        cfg, catchup=dataclasses.replace(cfg.catchup, catchup_history_ordinals=3)
+        cfg, catchup=dataclasses.replace(cfg.catchup, catchup_epsilon_us=2_000_000)
     )
-    with pytest.raises(ConfigError, match=r"<defaults>: \[catchup\] catchup_history_ordinals = 3"):
+    with pytest.raises(ConfigError, match=r"<defaults>: \[catchup\] catchup_epsilon_us = 2000000"):
         bad.validate()
     with pytest.raises(ConfigError, match="server 2: missing"):
         dataclasses.replace(cfg, addresses={1: ("127.0.0.1", 7110)}).validate()

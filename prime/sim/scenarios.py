@@ -1,0 +1,52 @@
+"""Random scenarios for the many-seed tests: one seed -> one ``SimConfig``.
+
+A scenario mixes network faults (loss, duplication, jitter-driven reordering,
+a partition), up to ``k`` crashed replicas and up to ``f`` Byzantine replicas
+of every behaviour. The same seed always yields the same scenario, and the
+scenario's own replay command reproduces the run.
+"""
+
+from __future__ import annotations
+
+import random
+
+from prime.sim.byzantine import BEHAVIOURS
+from prime.sim.cluster import SimConfig
+
+
+def random_scenario(seed: int, *, f: int, k: int, duration: float = 1.0) -> SimConfig:
+    rng = random.Random(f"scenario/{seed}/{f}/{k}")
+    n = 3 * f + 2 * k + 1
+    ids = list(range(1, n + 1))
+    byz: dict[int, str] = {}
+    for _ in range(rng.randint(0, f)):
+        candidates = [r for r in ids if r not in byz]
+        # The leader (replica 1) is faulty in about one run in five.
+        rid = 1 if rng.random() < 0.2 and 1 not in byz else rng.choice([r for r in candidates if r != 1])
+        byz[rid] = rng.choice(sorted(BEHAVIOURS))
+    crash: dict[int, float] = {}
+    for _ in range(rng.randint(0, k)):
+        candidates = [r for r in ids if r not in byz and r not in crash]
+        crash[rng.choice(candidates)] = round(rng.uniform(0.1, duration), 3)
+    partitions: list[str] = []
+    if rng.random() < 0.3:
+        lonely = rng.choice(ids)
+        rest = ",".join(str(r) for r in ids if r != lonely)
+        start = round(rng.uniform(0.05, duration * 0.6), 3)
+        end = round(start + rng.uniform(0.1, duration * 0.6), 3)
+        sep = ">" if rng.random() < 0.3 else "|"
+        partitions.append(f"{lonely}{sep}{rest}@{start}-{end}")
+    return SimConfig(
+        f=f,
+        k=k,
+        seed=seed,
+        duration=duration,
+        net="wan" if rng.random() < 0.2 else "lan",
+        loss=0.0 if rng.random() < 0.5 else round(rng.uniform(0.0, 0.05), 3),
+        duplicate=0.0 if rng.random() < 0.7 else 0.05,
+        clients=2,
+        inflight=2,
+        byz=byz,
+        crash=crash,
+        partitions=partitions,
+    )
