@@ -20,7 +20,7 @@ import logging
 import random
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from prime.auth import KeyedHashScheme, Scheme, Signer, Verifier
 from prime.core import actions as A
@@ -303,11 +303,14 @@ class SimCluster:
         crash_end = max((int(t * US) for t in self.cfg.crash.values()), default=0)
         return max(self.network.faults_end_us(), crash_end)
 
-    def run(self) -> dict[str, Any]:
-        """Run the scenario, then the liveness drain; return the summary."""
+    def run(self, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Run the scenario, then the liveness drain; return the summary.
+
+        ``progress`` (optional) is called about once per virtual second with a
+        small dict of running figures, for a live progress line."""
         load_end = self.load_end_us
         deadline = max(load_end, self.faults_end_us()) + int(self.cfg.liveness_bound * US)
-        self._push(load_end, _PROBE, None, None)
+        self._push(100_000, _PROBE, None, None)
         while self._heap:
             at, _, kind, a, b = self._heap[0]
             if at > deadline:
@@ -331,6 +334,8 @@ class SimCluster:
             elif kind == _CRASH:
                 self.alive[a] = False
             elif kind == _PROBE:
+                if progress is not None and at % US == 0:
+                    progress(self._progress())
                 if at >= max(load_end, self.faults_end_us()) and self._all_delivered():
                     break
                 self._push(at + 100_000, _PROBE, None, None)
@@ -348,6 +353,16 @@ class SimCluster:
         self._step(dst, Inbound(via, env))
 
     # --------------------------------------------------------------- results
+
+    def _progress(self) -> dict[str, Any]:
+        done = sum(len(c.latencies_us) for c in self.clients)
+        return {
+            "virtual_s": self.now_us / US,
+            "completed": done,
+            "submitted": len(self.checker.submitted),
+            "ordinals": max(self.deliveries.values(), default=0),
+            "violations": len(self.checker.violations),
+        }
 
     def must_deliver(self) -> set[int]:
         return {r for r in self.correct if self.alive[r]}
