@@ -96,6 +96,40 @@ def make_envelope(
     return Envelope(sender, mt_num, mt_index, sig, path, body, msg, raw)
 
 
+def _array_items_max() -> int:
+    """The longest msgpack array a valid envelope or body holds, from the specs.
+
+    msgpack preallocates every array it opens from the count in its header, and
+    it keeps up to 1024 arrays open at once, so a few KiB of nested array headers
+    would otherwise reserve 1024 x 4096 x 8 B = 32 MiB. Capping counts at what the
+    schema needs bounds one unpack at 1024 x ARRAY_ITEMS_MAX x 8 B (8 MiB today).
+    """
+    out = [6, PATH_DIGESTS_MAX]  # the envelope, its Merkle path
+
+    def walk(spec: msgs.Spec) -> None:
+        if isinstance(spec, msgs.TupleOf):
+            out.append(spec.count_max)
+            walk(spec.item)
+        elif isinstance(spec, msgs.Optional):
+            walk(spec.inner)
+        elif isinstance(spec, msgs.Record):
+            record_specs = msgs._record_specs(spec.cls)
+            out.append(len(record_specs))
+            for s in record_specs:
+                walk(s)
+        elif isinstance(spec, msgs.PoSeqSpec):
+            out.append(2)
+
+    for cls in MESSAGES.values():
+        out.append(len(cls.SPECS) + 1)  # [tag, *fields]
+        for _, spec in cls.SPECS:
+            walk(spec)
+    return max(out)
+
+
+ARRAY_ITEMS_MAX = _array_items_max()
+
+
 def _unpack(raw: bytes) -> Any:
     n = len(raw)
     return msgpack.unpackb(
@@ -105,7 +139,7 @@ def _unpack(raw: bytes) -> Any:
         strict_map_key=True,
         max_bin_len=n,
         max_str_len=0,
-        max_array_len=min(n, 4096),
+        max_array_len=min(n, ARRAY_ITEMS_MAX),
         max_map_len=0,
         max_ext_len=0,
     )

@@ -18,6 +18,7 @@ only when that replica is this one.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ from prime.msgs import Message
 
 BROADCAST = 0  # destination: every replica (and apply locally)
 LOCAL = -1  # destination: only this replica's own handler
+# Timer heap entries, stale ones included. Every re-arm pushes one, so a periodic timer
+# leaves one stale entry per period; past this the heap is rebuilt from the armed timers.
+TIMER_HEAP_ENTRIES_MAX = 64
 
 _log = logging.getLogger(__name__)
 
@@ -84,7 +88,10 @@ class Replica:
         self.stats = Stats()
         self.started = False
         self._actions: list[A.Action] = []
-        self._timers: dict[str, int] = {}
+        self._timers: dict[str, int] = {}  # armed timers: name -> deadline
+        # (deadline, name) for every armed timer, plus stale entries of re-armed or
+        # cancelled ones, which are skipped: the next deadline is O(1) to find.
+        self._timer_heap: list[tuple[int, str]] = []
         self._sign_queue: list[tuple[Message, bytes, int]] = []
         self._sign_jobs: dict[int, tuple[int, ...]] = {}
         self._job_seq = 0
@@ -145,7 +152,9 @@ class Replica:
 
     def next_deadline_us(self) -> int | None:
         """When the driver must next ``Tick`` this replica (None: no timer)."""
-        return min(self._timers.values()) if self._timers else None
+        self._drop_stale_timer_entries()
+        heap = self._timer_heap
+        return heap[0][0] if heap else None
 
     @property
     def leader(self) -> int:
@@ -178,7 +187,14 @@ class Replica:
     def set_timer(self, name: str, at_us: int) -> None:
         """Arm (or re-arm, replacing) a one-shot timer."""
         assert name in self._timer_handlers, name
+        if self._timers.get(name) == at_us:
+            return  # armed already, and its heap entry is live
         self._timers[name] = at_us
+        heapq.heappush(self._timer_heap, (at_us, name))
+        if len(self._timer_heap) > TIMER_HEAP_ENTRIES_MAX:
+            # In place: _fire_due_timers holds the list while handlers re-arm timers.
+            self._timer_heap[:] = [(at, n) for n, at in self._timers.items()]
+            heapq.heapify(self._timer_heap)
 
     def cancel_timer(self, name: str) -> None:
         self._timers.pop(name, None)
@@ -186,13 +202,20 @@ class Replica:
     def timer_armed(self, name: str) -> bool:
         return name in self._timers
 
+    def _drop_stale_timer_entries(self) -> None:
+        """Pop heap entries of timers since re-armed or cancelled, so the top is live."""
+        heap, timers = self._timer_heap, self._timers
+        while heap and timers.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+
     def _fire_due_timers(self) -> None:
-        timers, now = self._timers, self.now_us
-        while timers:
-            # Deterministic order: by deadline, then by name.
-            at, name = min((at, name) for name, at in timers.items())
-            if at > now:
+        heap, timers, now = self._timer_heap, self._timers, self.now_us
+        while True:
+            # Deterministic order: by deadline, then by name (the heap's tuple order).
+            self._drop_stale_timer_entries()
+            if not heap or heap[0][0] > now:
                 return
+            _, name = heapq.heappop(heap)
             del timers[name]
             self._timer_handlers[name]()
 
@@ -286,6 +309,7 @@ class Replica:
         self.po.invariants()
         self.ord.invariants()
         assert len(self._sign_queue) < self.p.sig_batch_count_max
+        assert len(self._timers) <= len(self._timer_heap) <= TIMER_HEAP_ENTRIES_MAX
         assert len(self._sign_jobs) <= 4096, "sign jobs are answered"
 
     def collection_sizes(self) -> dict[str, int]:

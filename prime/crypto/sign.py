@@ -2,51 +2,50 @@
 
 Prime signs every protocol message, so this module sits on the hot path: a replica signs
 one Merkle root per batch (PROTOCOL.md 4.2) and verifies at least one signature per
-received batch. Ed25519 itself costs about 21 us to sign and 58 us to verify on the
-development machine, so the Python call path around libsodium is a few per cent of the
-total, and it is the only part we control.
+received batch. libsodium's Ed25519 costs about 22 us to sign and 64 us to verify a
+32-byte root on the development machine; the Python call path around it adds between 0.5
+and 3 us depending on how it is called, and that part is the one we control.
 
-Choice of call path (``perf/sign_bench.py`` and the call-overhead micro-benchmark below,
-CPython 3.11, PyNaCl 1.6.2, 32-byte messages, medians of 21 interleaved runs on a shared
-2-core machine; the full calls jitter by about 1 us, so the overhead rows are the ones
-to compare):
+Choice of call path, measured by ``perf/sign_bench.py`` (CPython 3.11.7, PyNaCl 1.6.2,
+32-byte data, CPU time, medians of 101 interleaved repetitions on a shared 2-core VM;
+"time/ours" is the median per-repetition ratio to our wrapper, which cancels drift;
+"verify overhead" is the whole Python-side cost, timed with a signature whose S half is
+not canonical, which libsodium rejects before any curve arithmetic):
 
-======================================================  ========  ========  ==========
-path                                                     sign us   verify us  verify
-                                                                              overhead us
-======================================================  ========  ========  ==========
-``nacl.signing`` high-level (``SignedMessage``, raises)   23.6      61.2      2.09
-``nacl.bindings.crypto_sign`` / ``crypto_sign_open``      22.4      61.6      1.82
-``crypto_sign_detached`` via cffi ABI ``dlopen``          21.4      60.4      0.65
-``lib.crypto_sign`` / ``lib.crypto_sign_open`` (chosen)   21.2      60.3      0.47
-======================================================  ========  ========  ==========
+===========================================  =======  =========  ==========  =========  ========
+path                                         signs/s  time/ours  verifies/s  time/ours  overhead
+===========================================  =======  =========  ==========  =========  ========
+``nacl.signing`` (high-level API)             39 498      1.103      15 059      1.032   2.36 us
+``nacl.bindings.crypto_sign`` / ``_open``     41 868      1.042      15 207      1.021   1.94 us
+``crypto_sign_detached`` via cffi ABI         43 915      0.997      15 449      1.002   0.69 us
+this module (``lib.crypto_sign``/``_open``)   43 585      1.000      15 497      1.000   0.63 us
+floor: bare ``lib`` call, shared buffer       44 205      0.981      15 521      0.996   0.51 us
+===========================================  =======  =========  ==========  =========  ========
 
-("verify overhead" is the whole Python-side cost, measured with a non-canonical signature
-that libsodium rejects before doing any curve arithmetic.)
-
-* PyNaCl's compiled ``nacl._sodium`` module does not declare ``crypto_sign_detached`` or
-  ``crypto_sign_verify_detached``; it has only the combined ``crypto_sign`` and
-  ``crypto_sign_open``. Reaching the detached functions needs a second, ABI-mode ``FFI``
-  that ``dlopen``s PyNaCl's shared object. That works only while the object happens to
-  export libsodium's symbols, and each call goes through libffi, which costs about 0.2 us
-  more than PyNaCl's compiled (API-mode) stubs. So it is both more fragile and slower.
-* We therefore call PyNaCl's compiled ``lib.crypto_sign``/``lib.crypto_sign_open``
-  directly and skip the wrappers in ``nacl.bindings`` (a length check, an output buffer
-  and a ``ensure()`` per call) and in ``nacl.signing`` (a ``SignedMessage`` object per
-  signature and an exception per bad signature).
+* ``nacl.signing`` builds a ``SignedMessage`` per signature and raises an exception per bad
+  signature; ``nacl.bindings`` allocates an output buffer and calls ``ensure()`` per call.
+  Together that is 2 to 4 per cent of an operation, which we skip by calling PyNaCl's
+  compiled ``lib.crypto_sign``/``lib.crypto_sign_open`` stubs directly.
+* PyNaCl's compiled ``nacl._sodium`` does not declare ``crypto_sign_detached`` or
+  ``crypto_sign_verify_detached``. Reaching them needs a second, ABI-mode ``FFI`` that
+  ``dlopen``s PyNaCl's private shared object, which works only while that object happens
+  to export libsodium's symbols, and whose libffi dispatch measured no faster than our
+  path (0.69 against 0.63 us of verify overhead; an isolated micro-benchmark gave 0.65
+  against 0.47 us). Fragile and no faster, so not used.
 * Verification needs no buffer at all: libsodium's ``crypto_sign_ed25519_open`` accepts
   ``m == NULL`` and ``mlen_p == NULL`` (``crypto_sign/ed25519/ref10/open.c`` checks both),
   so ``crypto_sign_open(NULL, NULL, signature || data, ...)`` is exactly
-  ``crypto_sign_verify_detached`` plus one concatenation of the message, which for the
-  32-byte digests and roots we sign costs less than the ABI call would.
-* Signing writes ``signature || data`` into an output buffer. A fresh ``ffi.new`` costs
-  about 0.3 us per call, so each thread keeps one preallocated scratch buffer
-  (``threading.local``, because cffi releases the GIL during the call and a buffer
-  shared between threads would mix signatures). The buffer is taken out of the
-  thread-local slot while in use, so a nested call (a signal handler that signs, in the
-  same thread) allocates its own instead of overwriting ours. Messages longer than
-  ``SIGN_SCRATCH_BYTES_MAX`` get a buffer of their own, so one large message does not pin
-  a large buffer per thread.
+  ``crypto_sign_verify_detached`` plus one concatenation, which is cheap for the 32-byte
+  digests and roots Prime signs. It is also thread-safe, having no shared state.
+* Signing writes ``signature || data`` into an output buffer. In an isolated
+  micro-benchmark the Python-side cost around the C call was 0.93 us with a fresh
+  ``ffi.new`` per call, 0.65 us with a per-thread buffer and 0.45 us with one shared
+  buffer. A shared buffer is wrong, because cffi releases the GIL during the call and two
+  threads would mix their signatures, so each thread keeps one preallocated scratch
+  buffer (``threading.local``). The buffer is taken out of its slot while in use, so a
+  nested call in the same thread (a signal handler that signs) allocates its own instead
+  of overwriting ours. Messages longer than ``SIGN_SCRATCH_BYTES_MAX`` get a buffer of
+  their own, so one large message does not pin a large buffer per thread.
 
 Keys: ``SigningKey`` is built from the 32-byte seed that ``bin/gen_keys`` stores; libsodium's
 64-byte secret key (seed followed by the public key) is derived once in the constructor.
