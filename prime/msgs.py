@@ -182,14 +182,13 @@ class Record(Spec):
     cls: type
 
     def check(self, value: Any, depth: int) -> Any:
-        specs = _record_specs(self.cls)
-        if type(value) is not tuple or len(value) != len(specs):
+        pairs = _record_fields(self.cls)
+        if type(value) is not tuple or len(value) != len(pairs):
             raise BadField("record")
-        return self.cls(*(s.check(v, depth) for s, v in zip(specs, value)))
+        return self.cls(*(s.check(v, depth) for (_, s), v in zip(pairs, value)))
 
     def encode(self, value: Any) -> Any:
-        specs = _record_specs(self.cls)
-        return [s.encode(getattr(value, n)) for n, s in zip(_record_names(self.cls), specs)]
+        return [s.encode(getattr(value, n)) for n, s in _record_fields(self.cls)]
 
 
 def _specs_of(cls: type) -> tuple[tuple[str, Spec], ...]:
@@ -206,15 +205,21 @@ def _specs_of(cls: type) -> tuple[tuple[str, Spec], ...]:
 _RECORD_CACHE: dict[type, tuple[tuple[str, Spec], ...]] = {}
 
 
+def _record_fields(cls: type) -> tuple[tuple[str, Spec], ...]:
+    """A record's ``(name, spec)`` pairs, derived once per class: a PO_ACK encodes
+    and checks up to ``ACK_PARTS_MAX`` records."""
+    pairs = _RECORD_CACHE.get(cls)
+    if pairs is None:
+        pairs = _RECORD_CACHE[cls] = _specs_of(cls)
+    return pairs
+
+
 def _record_specs(cls: type) -> tuple[Spec, ...]:
-    if cls not in _RECORD_CACHE:
-        _RECORD_CACHE[cls] = _specs_of(cls)
-    return tuple(s for _, s in _RECORD_CACHE[cls])
+    return tuple(s for _, s in _record_fields(cls))
 
 
 def _record_names(cls: type) -> tuple[str, ...]:
-    _record_specs(cls)
-    return tuple(n for n, _ in _RECORD_CACHE[cls])
+    return tuple(n for n, _ in _record_fields(cls))
 
 
 # ---------------------------------------------------------------------------

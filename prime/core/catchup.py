@@ -177,10 +177,10 @@ class Catchup:
         gap = cert.seq - aru
         stalled = self.aru_at_last_attempt == aru  # a whole period without progress (H13)
         self.aru_at_last_attempt = aru
-        if gap == 1:
+        if stalled or "H13" in self.r.p.legacy:
+            self.jump(cert)  # e.g. ordered but stuck waiting for requests or their acks
+        elif gap == 1:
             self.fill(cert)
-        elif stalled or "H13" in self.r.p.legacy:
-            self.jump(cert)
         elif gap <= self.r.p.catchup_history_ordinals:
             self.r.sign_and_send(CatchupRequest(aru), dest=ahead.sender)
         elif gap >= self.r.p.jump_gap_ordinals_min:

@@ -195,7 +195,9 @@ class Order:
             self.send_prepares()
 
     def send_prepares(self) -> None:
-        """Accept consecutive complete PPs, checking backward progress (S5)."""
+        """Accept consecutive complete PPs, checking backward progress (S5); the
+        newest accepted one answers the TAT challenges it covers (2.3.1 step 6)."""
+        accepted: OrdSlot | None = None
         while True:
             g = self.pp_aru + 1
             slot = self.history.get(g)
@@ -203,19 +205,23 @@ class Order:
                 self.pp_aru = g
                 continue
             if slot is None or slot.pp is None:
-                return
+                break
             prev = self.pop_of(g - 1)
             if prev is None:
-                return
+                break
             if any(c < p for c, p in zip(slot.pop, prev)):
                 self.r.stats.backward_progress_rejected += 1
-                return  # invalid PP: no Prepare; the leader's TAT will grow
+                break  # invalid PP: no Prepare; the leader's TAT will grow
             self.r.po.raise_proof_points(slot.pop)
             if not self.r.is_leader and not slot.sent_prepare:
                 self.r.sign_and_send(Prepare(g, slot.view, slot.ppd))
             slot.sent_prepare = True
             self.pp_aru = g
+            accepted = slot
             self.r.recon.reconcile(slot)
+        if accepted is not None and accepted.pp is not None:
+            rows = accepted.pp.msg.rows
+            self.r.suspect.on_pp_accepted(tuple(None if r is None else r.msg.cum_aru for r in rows))
 
     # ------------------------------------------------------------ PREPARE (2.3.2)
 
@@ -291,7 +297,7 @@ class Order:
 
     def on_request_available(self, s: int, po: PoSeq) -> None:
         """A request (or an ack making its copy certified) arrived."""
-        if (s, po) in self.blocked_on:
+        if self.blocked_on and (s, po) in self.blocked_on:  # called per PO-Ack part
             self.try_execute()
 
     def try_execute(self) -> None:
@@ -408,12 +414,14 @@ class Order:
     # ----------------------------------------------------------------- checks
 
     def invariants(self) -> None:
-        assert self.aru >= 0 and self.high_seq >= 0
-        assert self.aru not in self.history or self.history[self.aru].executed
-        nxt = self.history.get(self.aru + 1)
+        """Checked after every step: O(1), a few lookups."""
+        history, aru, p = self.history, self.aru, self.r.p
+        assert aru >= 0 and self.high_seq >= 0
+        top, nxt = history.get(aru), history.get(aru + 1)
+        assert top is None or top.executed
         assert nxt is None or not nxt.executed, "S2: ordinals execute in order"
-        assert len(self.history) <= self.r.p.ordinal_window_max + self.r.p.gc_lag_ordinals + 1
-        assert len(self.client_done) <= self.r.p.num_clients + self.r.n
+        assert len(history) <= p.ordinal_window_max + p.gc_lag_ordinals + 1
+        assert len(self.client_done) <= p.num_clients + self.r.n
 
     def collection_sizes(self) -> dict[str, int]:
         return {

@@ -34,6 +34,15 @@ class Params:
     po_job_spacing_ticks: int = 3
     retrans_period_us: int = 1_000_000
     ord_cert_period_us: int = 2_000_000
+    # suspect-leader
+    k_lat: float = 2.5
+    min_rtt_us: int = 8_000
+    tat_measure_period_us: int = 20_000
+    tat_measure_resend_us: int = 500_000
+    ping_period_us: int = 500_000
+    tat_ub_period_us: int = 500_000
+    new_leader_resend_us: int = 1_000_000
+    ping_history: int = 10
     # catch-up
     catchup_period_us: int = 1_000_000
     catchup_epsilon_us: int = 20_000
@@ -69,7 +78,7 @@ class Params:
     @classmethod
     def from_config(cls, cfg: Any) -> Params:
         """Adapt a ``prime.config.Config`` (duck-typed: groups of attributes)."""
-        s, c, p, u = cfg.system, cfg.cryptography, cfg.periodic, cfg.catchup
+        s, c, p, u, sl = cfg.system, cfg.cryptography, cfg.periodic, cfg.catchup, cfg.suspect_leader
         return cls(
             f=s.f,
             k=s.k,
@@ -85,6 +94,14 @@ class Params:
             po_job_spacing_ticks=p.po_job_spacing_ticks,
             retrans_period_us=p.retrans_period_us,
             ord_cert_period_us=p.ord_cert_period_us,
+            k_lat=s.k_lat,
+            min_rtt_us=sl.min_rtt_us,
+            tat_measure_period_us=sl.tat_measure_period_us,
+            tat_measure_resend_us=sl.tat_measure_resend_us,
+            ping_period_us=sl.ping_period_us,
+            tat_ub_period_us=sl.tat_ub_period_us,
+            new_leader_resend_us=sl.new_leader_resend_us,
+            ping_history=sl.ping_history,
             catchup_period_us=u.catchup_period_us,
             catchup_epsilon_us=u.catchup_epsilon_us,
             jump_gap_ordinals_min=u.jump_gap_ordinals_min,

@@ -261,7 +261,8 @@ class PreOrder:
         quorum = self.r.q.certificate
         while True:
             slot = hist.get((inc, seq + 1))
-            if slot is None or slot.certified_copy(quorum) is None:
+            # Fewer acks than the quorum in all cannot certify any copy: skip the lookup.
+            if slot is None or len(slot.acks) < quorum or slot.certified_copy(quorum) is None:
                 break
             seq += 1
         if (inc, seq) != self.cum_aru[s]:
@@ -313,19 +314,23 @@ class PreOrder:
             self.r.drop("po_ack:sender")
             return
         known = self.cum_max_acked[a]
-        for part in env.msg.parts:
+        n, history, white_line, order = self.r.n, self.history, self.white_line, self.r.ord
+        for part in env.msg.parts:  # up to ACK_PARTS_MAX: the pre-ordering hot loop
             s, po = part.originator, part.po
-            if s > self.r.n:
+            if s > n:
                 self.r.drop("po_ack:originator")
                 continue
             if po > known[s]:
                 known[s] = po
-            slot = self._slot_for(s, po, "po_ack")
+            # An existing slot above the white line, else _slot_for's full checks.
+            slot = history[s].get(po) if po > white_line[s] else None
+            if slot is None:
+                slot = self._slot_for(s, po, "po_ack")
             if slot is None or not slot.add_ack(a, part.digest):
                 continue
             if slot.request is not None:
                 self._advance_cum_aru(s)
-                self.r.ord.on_request_available(s, po)
+                order.on_request_available(s, po)
 
     # ------------------------------------------------------------- PO_ARU (2.2.3)
 
@@ -390,6 +395,7 @@ class PreOrder:
         if news:
             rows = tuple(self.cum_acks[1:])
             self.r.sign_and_send(ProofMatrix(self.r.now_us, rows), dest=self.r.leader)
+            self.r.suspect.on_proof_matrix_sent(tuple(self.matrix_vectors()))
 
     def on_proof_matrix(self, via: int, env: Envelope) -> None:
         if not self.r.is_leader or env.sender == self.r.me:
@@ -420,8 +426,11 @@ class PreOrder:
         slot = self.history[s].get(po)
         if slot is None:
             return None
-        if "H3" in self.r.p.legacy:
-            return slot.request  # the C code executes whatever copy came first
+        if "H3" in self.r.p.legacy or s == self.r.me:
+            # The C code executes whatever copy came first. For our own requests that is
+            # right: we signed exactly one version, so there is nothing to certify, and
+            # waiting for acks that peers no longer retransmit could stall us.
+            return slot.request
         return slot.certified_copy(self.r.q.certificate)
 
     def mark_executed(self, s: int, po: PoSeq) -> None:

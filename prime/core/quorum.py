@@ -8,42 +8,39 @@ exactly one place.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prime.types import PO_ZERO, PoSeq
 
 
 @dataclass(frozen=True, slots=True)
 class Quorums:
-    """The thresholds of PROTOCOL.md 1.2 for one ``(f, k)``."""
+    """The thresholds of PROTOCOL.md 1.2 for one ``(f, k)``.
+
+    Computed once at construction, not per use: the core reads them for every
+    PO-Ack part and every Prepare and Commit."""
 
     f: int
     k: int
     weaken_by: int = 0  # > 0 only in the simulator's negative control
+    n: int = field(init=False)
+    certificate: int = field(init=False)
+    """Q1, Q4, Q6, Q7, Q13, Q15, Q16, Q17, Q19: 2f+k+1."""
+    prepare: int = field(init=False)
+    """Q3, Q18: 2f+k matching Prepares from non-leaders (the PP is the leader's vote)."""
+    eligibility_rank: int = field(init=False)
+    """Q2: 1-based rank, in ascending order, of the proof-ARU element (f+k+1)."""
+    one_correct: int = field(init=False)
+    """Q14, Q21: f+1 (at least one correct replica)."""
 
-    @property
-    def n(self) -> int:
-        return 3 * self.f + 2 * self.k + 1
-
-    @property
-    def certificate(self) -> int:
-        """Q1, Q4, Q6, Q7, Q13, Q15, Q16, Q17, Q19: 2f+k+1."""
-        return 2 * self.f + self.k + 1 - self.weaken_by
-
-    @property
-    def prepare(self) -> int:
-        """Q3, Q18: 2f+k matching Prepares from non-leaders (the PP is the leader's vote)."""
-        return 2 * self.f + self.k - self.weaken_by
-
-    @property
-    def eligibility_rank(self) -> int:
-        """Q2: 1-based rank, in ascending order, of the proof-ARU element (f+k+1)."""
-        return self.f + self.k + 1 + self.weaken_by
-
-    @property
-    def one_correct(self) -> int:
-        """Q14, Q21: f+1 (at least one correct replica)."""
-        return self.f + 1
+    def __post_init__(self) -> None:
+        f, k, weaken_by = self.f, self.k, self.weaken_by
+        set_field = object.__setattr__  # the dataclass is frozen
+        set_field(self, "n", 3 * f + 2 * k + 1)
+        set_field(self, "certificate", 2 * f + k + 1 - weaken_by)
+        set_field(self, "prepare", 2 * f + k - weaken_by)
+        set_field(self, "eligibility_rank", f + k + 1 + weaken_by)
+        set_field(self, "one_correct", f + 1)
 
 
 def leader_of(view: int, n: int) -> int:

@@ -51,16 +51,23 @@ class Recon:
         slot.reconciled = True
         me, n, po = self.r.me, self.r.n, self.r.po
         rows = slot.pp.msg.rows
+        # Whether we are a designated sender depends on the originator only (its
+        # column of the matrix and its proof-ARU), so it is decided once per originator.
+        designated: dict[int, bool] = {}
         for s, q in ids:
+            if s not in designated:
+                column = [PO_ZERO if row is None else row.msg.cum_aru[s - 1] for row in rows]
+                senders = designated_senders(column, slot.pop[s - 1], self.r.q.certificate)
+                designated[s] = me in senders
+            if not designated[s]:
+                continue
             env = po.executable_copy(s, q)
             if env is None:
                 continue
-            column = [PO_ZERO if row is None else row.msg.cum_aru[s - 1] for row in rows]
-            target = slot.pop[s - 1]
-            if me not in designated_senders(column, target, self.r.q.certificate):
-                continue
-            certified = request_digest(env)
-            acks = po.history[s][q].acks
+            po_slot = po.history[s][q]
+            # The first copy's digest was computed on arrival; hash only another version.
+            certified = po_slot.digest if env is po_slot.request else request_digest(env)
+            acks = po_slot.acks
             for dest in range(1, n + 1):
                 if dest in (me, s):
                     continue

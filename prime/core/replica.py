@@ -33,7 +33,8 @@ from prime.core.params import Params
 from prime.core.preorder import PreOrder
 from prime.core.quorum import leader_of
 from prime.core.recon import Recon
-from prime.msgs import Message
+from prime.core.suspect import SuspectLeader
+from prime.msgs import Message, NewLeaderProof
 
 BROADCAST = 0  # destination: every replica (and apply locally)
 LOCAL = -1  # destination: only this replica's own handler
@@ -42,6 +43,15 @@ LOCAL = -1  # destination: only this replica's own handler
 TIMER_HEAP_ENTRIES_MAX = 64
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ViewChangeRecord:
+    """When a view was pre-installed here and when its view change completed."""
+
+    view: int
+    preinstalled_us: int
+    completed_us: int | None = None
 
 
 @dataclass(slots=True)
@@ -99,6 +109,9 @@ class Replica:
         self.ord = Order(self)
         self.recon = Recon(self)
         self.catchup = Catchup(self)
+        self.suspect = SuspectLeader(self)
+        self.view_changes: list[ViewChangeRecord] = []
+        self.new_leader_proof: NewLeaderProof | None = None
         self._timer_handlers: dict[str, Callable[[], None]] = {
             "sign_batch": self._on_sign_batch_timeout,
             "po_ack": self.po.on_po_ack_timeout,
@@ -109,6 +122,11 @@ class Replica:
             "ord_retrans": self.ord.on_retrans_timeout,
             "ord_cert": self.catchup.on_ord_cert_timeout,
             "catchup": self.catchup.on_catchup_timeout,
+            "tat_measure": self.suspect.on_tat_measure_timeout,
+            "ping": self.suspect.on_ping_timeout,
+            "tat_ub": self.suspect.on_tat_ub_timeout,
+            "new_leader": self.suspect.on_new_leader_timeout,
+            "new_leader_proof": self._on_new_leader_proof_timeout,
         }
         # The literal dispatch table: message tag -> handler(via, env).
         self._handlers: dict[int, Callable[[int, wire.Envelope], None]] = {
@@ -122,6 +140,13 @@ class Replica:
             msgs.T_COMMIT: self.ord.on_commit,
             msgs.T_ORD_CERT: self.catchup.on_ord_cert,
             msgs.T_CATCHUP_REQUEST: self.catchup.on_catchup_request,
+            msgs.T_TAT_MEASURE: self.suspect.on_tat_measure,
+            msgs.T_RTT_PING: self.suspect.on_rtt_ping,
+            msgs.T_RTT_PONG: self.suspect.on_rtt_pong,
+            msgs.T_RTT_MEASURE: self.suspect.on_rtt_measure,
+            msgs.T_TAT_UB: self.suspect.on_tat_ub,
+            msgs.T_NEW_LEADER: self.suspect.on_new_leader,
+            msgs.T_NEW_LEADER_PROOF: self.suspect.on_new_leader_proof,
         }
 
     # ------------------------------------------------------------------ doors
@@ -180,7 +205,32 @@ class Replica:
         self.set_timer("ord_retrans", self.now_us + self.p.retrans_period_us)
         if self.is_leader:
             self.set_timer("pre_prepare", self.now_us + self.p.pre_prepare_period_us)
+        self.suspect.start_view()
         self.po.announce_incarnation()
+
+    # ------------------------------------------------------- views (2.5.3)
+
+    def preinstall(self, new_view: int, proof: NewLeaderProof) -> None:
+        """Pre-install ``new_view``: stop leading the old one, reset per-view state,
+        carry the proof to everyone every second, and start the view change.
+
+        The view change itself (PROTOCOL.md 2.6) is the next sub-protocol; until it
+        lands, a pre-installed view does not order anything."""
+        assert new_view > self.view, (new_view, self.view)
+        self.log.info("pre-install view %d (leader %d)", new_view, leader_of(new_view, self.n))
+        self.cancel_timer("pre_prepare")
+        self.view = new_view
+        self.view_change_done = False
+        self.view_changes.append(ViewChangeRecord(new_view, self.now_us))
+        self.suspect.on_view_preinstalled()
+        self.new_leader_proof = proof
+        self.sign_and_send(proof)
+        self.set_timer("new_leader_proof", self.now_us + self.p.new_leader_resend_us)
+
+    def _on_new_leader_proof_timeout(self) -> None:
+        if self.new_leader_proof is not None and not self.view_change_done:
+            self.sign_and_send(self.new_leader_proof)
+            self.set_timer("new_leader_proof", self.now_us + self.p.new_leader_resend_us)
 
     # ---------------------------------------------------------------- timers
 
@@ -319,4 +369,5 @@ class Replica:
         sizes.update(self.ord.collection_sizes())
         sizes.update(self.recon.collection_sizes())
         sizes.update(self.catchup.collection_sizes())
+        sizes.update(self.suspect.collection_sizes())
         return sizes

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crash replica ID at virtual second T (repeatable)")
     p.add_argument("--partition", type=_partition, action="append", default=[],
                    metavar="A,B|C,D@T1-T2", help="partition (use > for one-way), repeatable")
+    p.add_argument("--delay-ms", type=float, default=20.0,
+                   help="delay of the 'delay' behaviour: age a proof matrix must reach at the "
+                   "malicious leader before it is applied (default 20)")
     p.add_argument("--liveness-bound", type=float, default=10.0,
                    help="virtual seconds after faults stop within which every update must be delivered")
     p.add_argument("--weaken-quorums", type=int, default=0, help=argparse.SUPPRESS)
@@ -111,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         crash=dict(args.crash),
         partitions=list(args.partition),
         liveness_bound=args.liveness_bound,
+        delay_ms=args.delay_ms,
         quorum_weaken_by=args.weaken_quorums,
         real_crypto=args.real_crypto,
         params=dict(args.param),

@@ -16,6 +16,16 @@ Behaviours (``--byz ID:NAME``):
   re-introduces other clients' signed updates in its own PO-Requests.
 * ``corrupt``: rewrites outgoing messages with wrong fields (re-signed, so
   they verify) or flipped bytes (so they do not), at random.
+* ``recon``: the RECON_ATTACK (PROTOCOL.md 6.2): sends its PO-Requests only to
+  replicas ``1..2f+k+1``, acknowledges only other attackers' requests, and never
+  sends reconciliation traffic, so correct designated senders must ship its
+  requests to the deprived replicas. It orders correctly otherwise.
+* ``delay``: the DELAY_ATTACK (PROTOCOL.md 6.1): as leader, ignores other
+  replicas' PO_ARUs, applies each proof matrix only once it is ``--delay-ms``
+  old, and sends each new pre-prepare only to replica 2 (whose flooding
+  reaches the rest). Retransmissions are not restricted.
+* ``bad-parts``: as a designated sender, sends garbage erasure-coded parts
+  (validly signed, so only the rebuilt request's digest can expose them).
 """
 
 from __future__ import annotations
@@ -220,10 +230,111 @@ class Corrupter(Node):
         return decoded
 
 
+class ReconAttacker(Node):
+    behaviour = "recon"
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        env = action.env
+        msg = env.msg
+        if isinstance(msg, msgs.Recon):
+            return  # never reconciles
+        if isinstance(msg, PoRequest) and env.sender != self.rid:
+            return  # whole-request reconciliation forward: withheld too
+        if isinstance(msg, PoRequest) and isinstance(action, A.Broadcast):
+            limit = 2 * self.cluster.cfg.f + self.cluster.cfg.k + 1
+            for dst in range(1, limit + 1):
+                if dst != self.rid:
+                    self.cluster.transmit(self.rid, dst, env)
+            return
+        if isinstance(msg, msgs.PoAck):
+            attackers = {r for r, b in self.cluster.cfg.byz.items() if b == self.behaviour}
+            parts = tuple(p for p in msg.parts if p.originator in attackers)
+            if parts:
+                super().outgoing(type(action)(*_with_env(action, self.signer.sign_one(msgs.PoAck(parts)))))
+            return
+        super().outgoing(action)
+
+
+class BadParts(Node):
+    behaviour = "bad-parts"
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        msg = action.env.msg
+        if isinstance(msg, msgs.Recon):
+            parts = tuple(
+                dataclasses.replace(p, data=self.rng.randbytes(len(p.data))) for p in msg.parts
+            )
+            bad = self.signer.sign_one(msgs.Recon(parts))
+            super().outgoing(type(action)(*_with_env(action, bad)))
+            return
+        super().outgoing(action)
+
+
+class DelayLeader(Node):
+    behaviour = "delay"
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        super().__init__(cluster, rid, replica, signer)
+        self.released: set[bytes] = set()
+        self.pp_sent: set[bytes] = set()
+
+    def _leading(self) -> bool:
+        return self.replica.is_leader
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        if not self._leading() or env.sender == self.rid:
+            return True
+        if isinstance(env.msg, msgs.PoAru):
+            return False
+        if isinstance(env.msg, msgs.ProofMatrix):
+            if env.raw in self.released:
+                self.released.discard(env.raw)
+                return True
+            self.released.add(env.raw)
+            delay_us = int(self.cluster.cfg.delay_ms * 1000)
+            self.cluster.deliver_later(self.rid, via, env, delay_us)
+            return False
+        return True
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        env = action.env
+        if (
+            isinstance(action, A.Broadcast)
+            and isinstance(env.msg, PrePrepare)
+            and env.sender == self.rid
+            and env.raw not in self.pp_sent
+        ):
+            self.pp_sent.add(env.raw)
+            if len(self.pp_sent) > 10_000:
+                self.pp_sent.clear()
+            if self.rid != 2:
+                self.cluster.transmit(self.rid, 2, env)
+            return
+        super().outgoing(action)
+
+
+def _with_env(action: A.Send | A.Broadcast, env: Envelope) -> tuple[Any, ...]:
+    return (action.dest, env) if isinstance(action, A.Send) else (env,)
+
+
 BEHAVIOURS: dict[str, type[Node]] = {
     cls.behaviour: cls
-    for cls in (Silent, EquivocatingOriginator, EquivocatingLeader, Replayer, Corrupter)
+    for cls in (
+        Silent,
+        EquivocatingOriginator,
+        EquivocatingLeader,
+        Replayer,
+        Corrupter,
+        ReconAttacker,
+        BadParts,
+        DelayLeader,
+    )
 }
+
+# Behaviours that leave ordering alone (or, for "delay", slow it within what
+# suspect-leader allows), so a run whose leader has one still checks liveness
+# unless a view was pre-installed; the others need the view change.
+ORDERING_HONEST = frozenset({"recon", "bad-parts", "equivocate", "replay", "delay"})
 
 
 def make_node(behaviour: str, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> Node:

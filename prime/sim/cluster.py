@@ -19,6 +19,7 @@ import heapq
 import logging
 import random
 import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -54,6 +55,7 @@ class SimConfig:
     crash: dict[int, float] = field(default_factory=dict)
     partitions: list[str] = field(default_factory=list)
     liveness_bound: float = 10.0
+    delay_ms: float = 20.0  # the delay attack's target (conf: [attacks] delay_target_us)
     quorum_weaken_by: int = 0
     real_crypto: bool = False
     check_invariants: bool = True
@@ -90,6 +92,8 @@ class SimConfig:
             parts.append(f"--partition '{p}'")
         if self.quorum_weaken_by:
             parts.append(f"--weaken-quorums {self.quorum_weaken_by}")
+        if "delay" in self.byz.values():
+            parts.append(f"--delay-ms {self.delay_ms:g}")
         for key, value in sorted(self.params.items()):
             parts.append(f"--param {key}={value}")
         return " ".join(parts)
@@ -198,7 +202,13 @@ class SimCluster:
             self._step(rid, Tick(0))
 
     def _make_clients(self) -> list[SimClient]:
-        homes = [r for r in sorted(self.correct) if r not in self.cfg.crash]
+        # Clients attach to correct replicas that never crash, and to recon attackers:
+        # their updates must still reach everyone (PROTOCOL.md L4).
+        homes = [
+            r
+            for r in range(1, self.n + 1)
+            if r not in self.cfg.crash and (r in self.correct or self.cfg.byz.get(r) == "recon")
+        ]
         clients = []
         for c in range(self.cfg.clients):
             cid = self.n + 1 + c
@@ -245,13 +255,13 @@ class SimCluster:
         replica.step(event)
         if self.cfg.check_invariants:
             replica.invariants()
-        work = replica.take_actions()
+        work = deque(replica.take_actions())
         while work:
-            action = work.pop(0)
+            action = work.popleft()
             if isinstance(action, A.SignJob):
                 envs = node.signer.sign_batch(action.messages, action.bodies, direct=action.direct)
                 replica.step(CryptoDone(action.job_id, envs))
-                work = replica.take_actions() + work
+                work.extendleft(reversed(replica.take_actions()))  # its effects come first
             elif isinstance(action, (A.Send, A.Broadcast)):
                 node.outgoing(action)
             elif isinstance(action, A.Deliver):
@@ -293,6 +303,10 @@ class SimCluster:
         client.outstanding[seq] = self.now_us
         self._push(self.now_us + 50, _CLIENT_IN, client.home, env)
 
+    def deliver_later(self, dst: int, via: int, env: Envelope, delay_us: int) -> None:
+        """Hand ``env`` to ``dst`` again after ``delay_us`` (a delaying Byzantine node)."""
+        self._push(self.now_us + delay_us, _MSG, dst, (via, env))
+
     def inject_client_update(self, rid: int, env: Envelope) -> None:
         """Hand a signed update to replica ``rid``'s intake (Byzantine replays use this)."""
         self._push(self.now_us + 50, _CLIENT_IN, rid, env)
@@ -311,19 +325,21 @@ class SimCluster:
         load_end = self.load_end_us
         deadline = max(load_end, self.faults_end_us()) + int(self.cfg.liveness_bound * US)
         self._push(100_000, _PROBE, None, None)
-        while self._heap:
-            at, _, kind, a, b = self._heap[0]
+        heap = self._heap
+        while heap:
+            at, _, kind, a, b = heap[0]
             if at > deadline:
                 break
-            heapq.heappop(self._heap)
+            heapq.heappop(heap)
             self.now_us = at
-            if kind == _TICK:
+            # Kinds are exclusive; the most frequent ones are tested first.
+            if kind == _MSG:
+                if self.alive[a]:
+                    self._on_message(a, *b)
+            elif kind == _TICK:
                 if self.alive[a] and self._tick_at[a] == b:
                     self._tick_at[a] = None
                     self._step(a, Tick(at))
-            elif kind == _MSG:
-                if self.alive[a]:
-                    self._on_message(a, *b)
             elif kind == _CLIENT_IN:
                 if self.alive[a]:
                     self._advance(a)
@@ -342,7 +358,8 @@ class SimCluster:
         return self.summary(deadline)
 
     def _on_message(self, dst: int, via: int, env: Envelope) -> None:
-        self.trace.update(b"m%d,%d,%d," % (self.now_us, dst, via) + env.raw)
+        self.trace.update(b"m%d,%d,%d," % (self.now_us, dst, via))
+        self.trace.update(env.raw)  # the same digest as hashing the concatenation, no copy
         if not self.verifier.verify(env):
             self.dropped_unverified += 1
             return
@@ -353,6 +370,27 @@ class SimCluster:
         self._step(dst, Inbound(via, env))
 
     # --------------------------------------------------------------- results
+
+    def view_change_log(self) -> list[dict[str, Any]]:
+        """Per view change: when the first and the last correct replica pre-installed
+        it, how many did, and when it completed (None until the view change exists)."""
+        per_view: dict[int, list[int]] = {}
+        done: dict[int, int] = {}
+        for rid in sorted(self.correct):
+            for rec in self.nodes[rid].replica.view_changes:
+                per_view.setdefault(rec.view, []).append(rec.preinstalled_us)
+                if rec.completed_us is not None:
+                    done[rec.view] = max(done.get(rec.view, 0), rec.completed_us)
+        return [
+            {
+                "view": v,
+                "preinstalled_s": round(min(ts) / US, 6),
+                "preinstalled_all_s": round(max(ts) / US, 6),
+                "replicas": len(ts),
+                "completed_s": round(done[v] / US, 6) if v in done else None,
+            }
+            for v, ts in sorted(per_view.items())
+        ]
 
     def _progress(self) -> dict[str, Any]:
         done = sum(len(c.latencies_us) for c in self.clients)
@@ -389,8 +427,12 @@ class SimCluster:
         """Liveness is checked only where this core can guarantee it: until the
         suspect-leader and view-change issues land, a faulty leader of view 1 is
         never replaced, so runs with one check safety only."""
+        from prime.sim.byzantine import ORDERING_HONEST
+
+        if self.view_change_log():
+            return False, "a view was pre-installed (ordering in it needs the view change)"
         leader = 1
-        if leader in self.byzantine:
+        if leader in self.byzantine and self.cfg.byz[leader] not in ORDERING_HONEST:
             return False, "leader is Byzantine (needs suspect-leader and view change)"
         if leader in self.cfg.crash:
             return False, "leader crashed (needs suspect-leader and view change)"
@@ -424,7 +466,16 @@ class SimCluster:
             "throughput_ups": round(delivered_updates / duration_s, 1),
             "p50_ms": round(statistics.median(latencies) / 1000, 3) if latencies else None,
             "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] / 1000, 3) if latencies else None,
-            "view_changes": [],
+            "view_changes": self.view_change_log(),
+            "suspicions": {
+                str(r): n.replica.suspect.suspicions
+                for r, n in sorted(self.nodes.items())
+                if n.replica.suspect.suspicions
+            },
+            "tat_leader_ms": {
+                str(r): round(self.nodes[r].replica.suspect.tat_leader_us / 1000, 3)
+                for r in sorted(self.correct)
+            },
             "jumps": {str(r): n.replica.stats.jumps for r, n in sorted(self.nodes.items()) if n.replica.stats.jumps},
             "virtual_s": round(self.now_us / US, 3),
             "liveness_checked": applicable,
