@@ -78,7 +78,7 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "exit after this many executed updates; 0 = never (def.h BENCHMARK_END_RUN)"),
     Key("system", "print_progress_ordinals", int, 100, 0, 2**31 - 1,
         "progress line every this many ordinals; 0 = never (def.h PRINT_PROGRESS)"),
-    Key("system", "use_erasure_codes", bool, False, None, None,
+    Key("system", "use_erasure_codes", bool, True, None, None,
         "reconciliation sends zfec parts, not whole requests (def.h USE_ERASURE_CODES)"),
     Key("system", "k_lat", float, 2.5, 1.0, 100.0,
         "K_lat in TAT_acceptable = K_lat*rtt + pre_prepare_period (def.h VARIABILITY_KLAT)"),

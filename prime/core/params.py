@@ -24,7 +24,7 @@ class Params:
     max_po_in_flight: int = 20
     po_request_bytes_max: int = 9000
     gc_lag_ordinals: int = 1
-    use_erasure_codes: bool = False
+    use_erasure_codes: bool = True
     # cryptography
     sig_debounce_us: int = 1000
     sig_batch_count_max: int = 128

@@ -165,6 +165,21 @@ class PreOrder:
 
     # --------------------------------------------------------- PO_REQUEST (2.2.1)
 
+    def slot_for(self, s: int, po: PoSeq, reason: str) -> PoSlot | None:
+        """Get or create the PO slot of ``(s, po)`` (None outside the bounded window)."""
+        return self._slot_for(s, po, reason)
+
+    def certified_digest(self, s: int, po: PoSeq) -> bytes | None:
+        """The digest ``2f+k+1`` PO-Acks carry for ``(s, po)``, if known yet (H3)."""
+        slot = self.history[s].get(po)
+        if slot is None:
+            return None
+        quorum = self.r.q.certificate
+        for digest, count in slot.ack_counts.items():
+            if count >= quorum:
+                return digest
+        return None
+
     def _slot_for(self, s: int, po: PoSeq, reason: str) -> PoSlot | None:
         """Get or create the PO slot, refusing ids outside the bounded window."""
         if po <= self.white_line[s]:
@@ -315,6 +330,7 @@ class PreOrder:
             return
         known = self.cum_max_acked[a]
         n, history, white_line, order = self.r.n, self.history, self.white_line, self.r.ord
+        recon_slots = self.r.recon.slots
         for part in env.msg.parts:  # up to ACK_PARTS_MAX: the pre-ordering hot loop
             s, po = part.originator, part.po
             if s > n:
@@ -331,6 +347,8 @@ class PreOrder:
             if slot.request is not None:
                 self._advance_cum_aru(s)
                 order.on_request_available(s, po)
+            elif recon_slots and (s, po) in recon_slots:
+                self.r.recon.on_acks_changed(s, po)  # a rebuild may now have its digest
 
     # ------------------------------------------------------------- PO_ARU (2.2.3)
 
@@ -443,6 +461,7 @@ class PreOrder:
     def collect(self, s: int, po: PoSeq) -> None:
         """Garbage-collect one executed request (3.4)."""
         self.history[s].pop(po, None)
+        self.r.recon.forget(s, po)
         if po > self.white_line[s]:
             self.white_line[s] = po
         if po > self.cum_aru[s]:

@@ -70,6 +70,8 @@ class Stats:
     backward_progress_rejected: int = 0
     recon_requests_sent: int = 0
     recon_bytes_sent: int = 0
+    recon_rebuilt: int = 0
+    recon_bad_rebuilds: int = 0
     jumps: int = 0
 
 
@@ -139,6 +141,7 @@ class Replica:
             msgs.T_PREPARE: self.ord.on_prepare,
             msgs.T_COMMIT: self.ord.on_commit,
             msgs.T_ORD_CERT: self.catchup.on_ord_cert,
+            msgs.T_RECON: self.recon.on_recon,
             msgs.T_CATCHUP_REQUEST: self.catchup.on_catchup_request,
             msgs.T_TAT_MEASURE: self.suspect.on_tat_measure,
             msgs.T_RTT_PING: self.suspect.on_rtt_ping,
@@ -351,6 +354,8 @@ class Replica:
                 self.on_inbound(self.me, env)
             else:
                 self.emit(A.Send(dest, env))
+                if env.msg.TAG == msgs.T_RECON:
+                    self.stats.recon_bytes_sent += len(env.raw)
 
     # ----------------------------------------------------------- invariants
 

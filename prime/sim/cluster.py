@@ -467,6 +467,13 @@ class SimCluster:
             "p50_ms": round(statistics.median(latencies) / 1000, 3) if latencies else None,
             "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] / 1000, 3) if latencies else None,
             "view_changes": self.view_change_log(),
+            "recon": {
+                "erasure_codes": self.params.use_erasure_codes,
+                "bytes_sent": sum(n.replica.stats.recon_bytes_sent for n in self.nodes.values()),
+                "sent": sum(n.replica.stats.recon_requests_sent for n in self.nodes.values()),
+                "rebuilt": sum(n.replica.stats.recon_rebuilt for n in self.nodes.values()),
+                "bad_rebuilds": sum(n.replica.stats.recon_bad_rebuilds for n in self.nodes.values()),
+            },
             "suspicions": {
                 str(r): n.replica.suspect.suspicions
                 for r, n in sorted(self.nodes.items())
