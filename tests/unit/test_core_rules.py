@@ -361,9 +361,11 @@ def test_po_aru_rule_ignores_inconsistent_and_older() -> None:
     assert h.replica.po.cum_acks[2].msg.num == 3
 
 
-def test_reconciliation_forwards_to_replicas_lacking_the_request() -> None:
-    """A designated sender ships an eligible request to a replica with no evidence of holding it."""
-    h = Harness(me=2)
+@pytest.mark.parametrize("erasure", [False, True], ids=["whole", "erasure"])
+def test_reconciliation_ships_to_replicas_lacking_the_request(erasure: bool) -> None:
+    """A designated sender ships an eligible request (or its own part of it) to a replica with
+    no evidence of holding it."""
+    h = Harness(me=2, use_erasure_codes=erasure)
     c = h.n + 1
     req = h.po_request(3, 1, [h.update(c, 1)])
     h.feed(req)
@@ -372,5 +374,57 @@ def test_reconciliation_forwards_to_replicas_lacking_the_request() -> None:
     vec = h.vector(s3=(1, 1))
     pp = h.pre_prepare(1, [h.po_aru(i, vec) for i in (1, 2, 3)] + [None])
     h.feed(pp)
-    forwarded = [dest for dest, env in h.sent if env.raw == req.raw]
-    assert forwarded == [4], "replica 4 has not acknowledged it; 1 has, 3 is its originator"
+    h.flush()
+    if not erasure:
+        forwarded = [dest for dest, env in h.sent if env.raw == req.raw]
+        assert forwarded == [4], "replica 4 has not acknowledged it; 1 has, 3 is its originator"
+        return
+    recon = [(dest, env.msg) for dest, env in h.sent if isinstance(env.msg, msgs.Recon)]
+    assert [dest for dest, _ in recon] == [4]
+    (part,) = recon[0][1].parts
+    assert (part.originator, part.po, part.part_index, part.request_bytes) == (3, (1, 1), 1, len(req.raw))
+    assert len(part.data) == -(-len(req.raw) // 2), "one of f+1 = 2 data parts"
+
+
+def _parts(h: Harness, req, senders: list[int], garbage: int | None = None):
+    from prime.crypto import erasure
+
+    parts = erasure.encode(req.raw, data_parts=2, total_parts=h.n)
+    out = []
+    for s in senders:
+        data = bytes(len(parts[s - 1])) if s == garbage else parts[s - 1]
+        part = msgs.ReconPart(req.sender, req.msg.po, s - 1, len(req.raw), data)
+        out.append(h.sign(s, msgs.Recon((part,))))
+    return out
+
+
+def test_recon_rebuilds_only_the_certified_request_despite_a_garbage_part() -> None:
+    """H3/H9: f+1 parts including a garbage one never yield a request; with a third part the
+    certified request is rebuilt and executes."""
+    h = Harness(me=4)
+    c = h.n + 1
+    req = h.po_request(3, 1, [h.update(c, 1, b"payload")])
+    for acker in (1, 2, 3):
+        h.feed(h.ack(acker, 3, 1, request_digest(req)))
+    vec = h.vector(s3=(1, 1))
+    pp = h.pre_prepare(1, [h.po_aru(i, vec) for i in (1, 2, 3)] + [None])
+    h.feed(pp)
+    for commit in h.votes(msgs.Commit, pp, [1, 2, 3]):
+        h.feed(commit)
+    first, second, third = _parts(h, req, [1, 2, 3], garbage=2)
+    h.feed(first)
+    h.feed(second)
+    assert h.delivered == [] and h.replica.stats.recon_bad_rebuilds >= 1
+    h.feed(third)
+    assert h.replica.stats.recon_rebuilt == 1
+    assert h.delivered_payloads() == [[b"payload"]]
+
+
+def test_recon_part_with_foreign_index_is_dropped() -> None:
+    """A sender may contribute only its own part index (so one Byzantine sender counts once)."""
+    h = Harness(me=4)
+    req = h.po_request(3, 1, [h.update(h.n + 1, 1)])
+    (env,) = _parts(h, req, [1])
+    forged = h.sign(2, env.msg)  # replica 2 relays replica 1's part as its own message
+    h.feed(forged)
+    assert h.replica.stats.dropped["recon:part_index"] == 1
