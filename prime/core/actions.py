@@ -26,10 +26,12 @@ class Broadcast:
 @dataclass(frozen=True, slots=True)
 class Deliver:
     """Ordinal ``ordinal`` is executed: hand its events to the application, in
-    order. An empty ``updates`` is the synthetic CLIENT_NO_OP (PROTOCOL.md 2.3.5)."""
+    order. An empty ``updates`` is the synthetic CLIENT_NO_OP (PROTOCOL.md 2.3.5).
+    ``requests`` names the PO-Requests executed, ``(originator, incarnation, seq)``."""
 
     ordinal: int
     updates: tuple[Update, ...]
+    requests: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,6 +202,7 @@ class Catchup:
         slot.commit_cert = tuple(cert.commits)
         slot.ordered = True
         order.try_execute()
+        order.send_prepares()  # PPs held beyond the filled ordinal can now be prepared
 
     # ------------------------------------------------------------------ jump
 

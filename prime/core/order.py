@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from prime.core.replica import Replica
 
 Pop = tuple[PoSeq, ...]
-CLIENT_DONE_ABOVE_MAX = 4096  # out-of-order executed stamps remembered per client
 
 
 def pre_prepare_digest(pp: PrePrepare) -> bytes:
@@ -76,14 +75,6 @@ class OrdSlot:
     po_slot_list: list[tuple[int, PoSeq]] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class ClientDone:
-    """Which of one client's stamps were executed: all ``<= below``, plus ``above``."""
-
-    below: PoSeq = PO_ZERO
-    above: set[int] = field(default_factory=set)
-
-
 class Order:
     """Global-ordering and execution state of one replica."""
 
@@ -96,7 +87,6 @@ class Order:
         self.should_send_pp = False
         self.history: dict[int, OrdSlot] = {}
         self.blocked_on: set[tuple[int, PoSeq]] = set()  # requests ARU+1 waits for
-        self.client_done: dict[int, ClientDone] = {}
         self.zero_pop: Pop = tuple([PO_ZERO] * replica.n)
         self.last_executed_pop: Pop = self.zero_pop
 
@@ -191,7 +181,9 @@ class Order:
         for row in slot.pp.msg.rows:
             if row is not None:
                 self.r.po.apply_po_aru(row)
-        if slot.seq == self.pp_aru + 1:
+        if slot.seq > self.pp_aru:
+            # Also when pp_aru lags ARU (ordinals filled from certificates or jumped over):
+            # send_prepares skips what is executed and resumes at the first open ordinal.
             self.send_prepares()
 
     def send_prepares(self) -> None:
@@ -333,58 +325,28 @@ class Order:
             if prev[s - 1][0] < slot.pop[s - 1][0]:
                 po.abandon_older_incarnation(s, prev[s - 1], slot.pop[s - 1][0])
         updates: list[Update] = []
+        requests: list[tuple[int, int, int]] = []
         for s, q in ids:
             if q <= po.last_executed[s]:
                 continue
             env = po.executable_copy(s, q)
             assert env is not None
-            for u in env.msg.updates:
-                if self._first_execution(u.msg):
-                    updates.append(u.msg)
-                else:
-                    self.r.stats.updates_duplicate_skipped += 1
+            # Every event of an eligible request is delivered, as in the original: a client
+            # update a Byzantine replica re-introduced is the application's to suppress,
+            # with its client table, which is part of the state it transfers (README).
+            updates.extend(u.msg for u in env.msg.updates)
+            requests.append((s, q[0], q[1]))
             po.mark_executed(s, q)
             slot.po_slot_list.append((s, q))
         self.last_executed_pop = slot.pop
         self.r.stats.ordinals_executed += 1
         self.r.stats.updates_delivered += len(updates)
-        self.r.emit(A.Deliver(g, tuple(updates)))
+        self.r.emit(A.Deliver(g, tuple(updates), tuple(requests)))
         if not slot.reconciled:
             self.r.recon.reconcile(slot)
         if slot.kind == OrdKind.COMMIT and slot.commit_cert:
             self.r.catchup.on_executed_commit(slot)
         self._collect(g - self.r.p.gc_lag_ordinals)
-
-    def _first_execution(self, u: Update) -> bool:
-        """Duplicate suppression by client stamp, deterministic across replicas.
-
-        A Byzantine originator can re-introduce a client's signed update it saw
-        elsewhere; only its first execution is delivered (validity, S4). Stamps
-        are tracked exactly (a watermark plus a bounded set above it), so a
-        replayed later stamp never hides an earlier one still to come."""
-        if u.kind != UpdateKind.APP:
-            return True  # daemon markers are per-(originator, incarnation) and unique
-        done = self.client_done.get(u.client)
-        if done is None:
-            done = self.client_done[u.client] = ClientDone()
-        stamp = (u.incarnation, u.seq)
-        if u.incarnation > done.below[0]:
-            done.below, done.above = (u.incarnation, 0), set()
-        elif u.incarnation < done.below[0]:
-            return False
-        if stamp <= done.below or u.seq in done.above:
-            return False
-        if u.seq == done.below[1] + 1:
-            nxt = u.seq
-            while nxt + 1 in done.above:
-                nxt += 1
-                done.above.discard(nxt)
-            done.below = (u.incarnation, nxt)
-        else:
-            if len(done.above) >= CLIENT_DONE_ABOVE_MAX:
-                return False
-            done.above.add(u.seq)
-        return True
 
     def _collect(self, g: int) -> None:
         """Garbage-collect executed ordinals up to ``g`` (3.4)."""
@@ -421,11 +383,9 @@ class Order:
         assert top is None or top.executed
         assert nxt is None or not nxt.executed, "S2: ordinals execute in order"
         assert len(history) <= p.ordinal_window_max + p.gc_lag_ordinals + 1
-        assert len(self.client_done) <= p.num_clients + self.r.n
 
     def collection_sizes(self) -> dict[str, int]:
         return {
             "ord_history": len(self.history),
             "blocked_on": len(self.blocked_on),
-            "client_done": sum(1 + len(d.above) for d in self.client_done.values()),
         }

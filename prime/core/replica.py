@@ -65,7 +65,6 @@ class Stats:
     pre_prepares_sent: int = 0
     ordinals_executed: int = 0
     updates_delivered: int = 0
-    updates_duplicate_skipped: int = 0
     equivocations_seen: int = 0
     backward_progress_rejected: int = 0
     recon_requests_sent: int = 0

@@ -5,8 +5,15 @@
 * Gap-free order (S2): each correct replica delivers 1, 2, 3, ... with no gap
   and no repeat; the only exception is a jump to ``J`` announced by a
   state-transfer notice, after which delivery resumes at ``J+1``.
-* Validity (S3/S4): a delivered client update is one a client submitted (same
-  content), and no replica delivers one client stamp twice.
+* Validity (S3): a delivered client update is one a client submitted (same
+  content). S4: no replica executes one PO-Request ``(originator, incarnation,
+  seq)`` twice.
+* The application model: like any replicated application, it applies each
+  client stamp once (its client table), and the table is part of the state it
+  takes from a peer after a jump, at the ordinal of its CLIENT_STATE_TRANSFER
+  marker. A Byzantine replica re-introducing clients' updates makes the core
+  deliver duplicates (as the original does); the model counts them, and every
+  correct application still applies each update exactly once.
 * Liveness (L1): after faults stop, every update a correct client submitted is
   delivered (or covered by a state transfer) at every correct replica within
   the stated bound of virtual time.
@@ -27,9 +34,12 @@ ClientStamp = tuple[int, int, int]  # (client, incarnation, seq)
 @dataclass(slots=True)
 class ReplicaRecord:
     next_ordinal: int = 1
-    delivered_stamps: set[ClientStamp] = field(default_factory=set)
+    delivered_stamps: set[ClientStamp] = field(default_factory=set)  # the app's client table
+    executed_requests: set[tuple[int, int, int]] = field(default_factory=set)
     jumped_to: list[int] = field(default_factory=list)
+    transfer_pending: bool = False
     updates_delivered: int = 0
+    duplicates_suppressed: int = 0
 
 
 @dataclass(slots=True)
@@ -61,8 +71,16 @@ class Checker:
             self._violate(f"S2 r{replica} jumped backwards to {ordinal} at {now_us}us")
         rec.jumped_to.append(ordinal)
         rec.next_ordinal = ordinal + 1
+        rec.transfer_pending = True
 
-    def record_delivery(self, replica: int, ordinal: int, updates: tuple[Update, ...], now_us: int) -> None:
+    def record_delivery(
+        self,
+        replica: int,
+        ordinal: int,
+        updates: tuple[Update, ...],
+        requests: tuple[tuple[int, int, int], ...],
+        now_us: int,
+    ) -> None:
         if replica not in self.correct:
             return
         rec = self.replicas.setdefault(replica, ReplicaRecord())
@@ -80,10 +98,18 @@ class Checker:
                 f"S1 ordinal {ordinal}: r{replica} delivered {len(updates)} events, "
                 f"r{self.decided_by[ordinal]} delivered {len(first)} different ones at {now_us}us"
             )
+        for req in requests:
+            if req in rec.executed_requests:
+                self._violate(f"S4 r{replica} executed request {req} twice (ordinal {ordinal})")
+            rec.executed_requests.add(req)
         for u in updates:
+            if u.kind == UpdateKind.CLIENT_STATE_TRANSFER and u.client == replica and rec.transfer_pending:
+                # The application takes a peer's state as of this ordinal (PROTOCOL.md 7.3).
+                rec.delivered_stamps = self.applied_through(ordinal)
+                rec.transfer_pending = False
+                continue
             if u.kind != UpdateKind.APP:
                 continue
-            rec.updates_delivered += 1
             stamp = (u.client, u.incarnation, u.seq)
             if u.client > self.n:
                 want = self.submitted.get(stamp)
@@ -91,10 +117,21 @@ class Checker:
                     self._violate(f"S3 r{replica} delivered unsubmitted update {stamp}")
                 elif want != u.payload:
                     self._violate(f"S3 r{replica} delivered altered update {stamp}")
-            if stamp in rec.delivered_stamps:
-                self._violate(f"S4 r{replica} delivered {stamp} twice (ordinal {ordinal})")
-            rec.delivered_stamps.add(stamp)
             self.stamp_ordinal.setdefault(stamp, ordinal)
+            if stamp in rec.delivered_stamps:
+                rec.duplicates_suppressed += 1
+                continue
+            rec.delivered_stamps.add(stamp)
+            rec.updates_delivered += 1
+
+    def applied_through(self, ordinal: int) -> set[ClientStamp]:
+        """The client table of an application that applied every decided ordinal <= ``ordinal``."""
+        out: set[ClientStamp] = set()
+        for g in range(1, ordinal + 1):
+            for u in self.decided.get(g, ()):
+                if u.kind == UpdateKind.APP:
+                    out.add((u.client, u.incarnation, u.seq))
+        return out
 
     def check_liveness(self, must_deliver: set[int], stamps: list[ClientStamp], bound_s: float) -> None:
         """Every stamp delivered at every replica in ``must_deliver``, or covered by

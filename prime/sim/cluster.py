@@ -95,7 +95,8 @@ class SimConfig:
         if "delay" in self.byz.values():
             parts.append(f"--delay-ms {self.delay_ms:g}")
         for key, value in sorted(self.params.items()):
-            parts.append(f"--param {key}={value}")
+            text = str(value).lower() if isinstance(value, bool) else value
+            parts.append(f"--param {key}={text}")
         return " ".join(parts)
 
 
@@ -281,7 +282,7 @@ class SimCluster:
         self.trace.update(b"d%d,%d,%d," % (self.now_us, rid, action.ordinal))
         for u in action.updates:
             self.trace.update(b"%d,%d,%d," % (u.client, u.incarnation, u.seq) + u.payload)
-        self.checker.record_delivery(rid, action.ordinal, action.updates, self.now_us)
+        self.checker.record_delivery(rid, action.ordinal, action.updates, action.requests, self.now_us)
         for u in action.updates:
             client = self._client_of.get(u.client)
             if client is None or client.home != rid or u.kind != UpdateKind.APP:
@@ -489,6 +490,11 @@ class SimCluster:
             "liveness_skipped_reason": reason,
             "dropped_unverified": self.dropped_unverified,
             "dropped_malformed": self.malformed_dropped,
+            "duplicates_suppressed_by_app": {
+                str(r): rec.duplicates_suppressed
+                for r, rec in sorted(self.checker.replicas.items())
+                if rec.duplicates_suppressed
+            },
             "network": {"delivered": self.network.delivered, "dropped": self.network.dropped},
             "violations": list(self.checker.violations),
             "ok": not self.checker.violations,

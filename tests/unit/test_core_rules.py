@@ -270,8 +270,9 @@ def test_flood_each_new_pp_once() -> None:
     assert len(flooded) == 1
 
 
-def test_execution_order_and_duplicate_suppression() -> None:
-    """Events execute by originator, then PO seq; a replayed client update executes once."""
+def test_execution_order_and_every_event_delivered() -> None:
+    """Events execute by originator, then PO seq, then position; a client update re-introduced by
+    another replica is delivered again (the application's client table suppresses it)."""
     h = Harness(me=4)
     c = h.n + 1
     u1, u2 = h.update(c, 1, b"one"), h.update(c, 2, b"two")
@@ -286,8 +287,8 @@ def test_execution_order_and_duplicate_suppression() -> None:
     h.feed(pp)
     for commit in h.votes(msgs.Commit, pp, [1, 2, 3]):
         h.feed(commit)
-    assert h.delivered_payloads() == [[b"two", b"one"]]
-    assert h.replica.stats.updates_duplicate_skipped == 1
+    assert h.delivered_payloads() == [[b"two", b"one", b"two"]]
+    assert h.delivered[0].requests == ((2, 1, 1), (3, 1, 1))
 
 
 def test_garbage_collection_frees_executed_slots() -> None:
