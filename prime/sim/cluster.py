@@ -407,10 +407,13 @@ class SimCluster:
         return {r for r in self.correct if self.alive[r]}
 
     def submitted_stamps(self) -> list[ClientStamp]:
-        return sorted(self.checker.submitted)
+        """Stamps liveness covers: those of clients of correct replicas (a Byzantine
+        replica's own clients, such as a recon attacker's, have no guarantee)."""
+        correct_clients = {c.cid for c in self.clients if c.home in self.correct}
+        return sorted(s for s in self.checker.submitted if s[0] in correct_clients)
 
     def _all_delivered(self) -> bool:
-        stamps = self.checker.submitted
+        stamps = self.submitted_stamps()
         for r in self.must_deliver():
             rec = self.checker.replicas.get(r)
             if rec is None:
