@@ -19,7 +19,7 @@ setup(
         "orjson>=3.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.2", "hypothesis>=6.100", "atheris>=2.3"],
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "pytest-xdist>=3.5", "hypothesis>=6.100", "atheris>=2.3"],
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={
