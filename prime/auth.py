@@ -124,8 +124,11 @@ _NESTED = {tag: _nested_fields(cls) for tag, cls in msgs.MESSAGES.items()}
 class Verifier:
     """Verifies envelopes (and everything embedded) against a scheme."""
 
-    def __init__(self, scheme: Scheme, *, cache_size_max: int = 65536) -> None:
+    def __init__(
+        self, scheme: Scheme, *, threshold_public: Any = None, cache_size_max: int = 65536
+    ) -> None:
         self.scheme = scheme
+        self.threshold_public = threshold_public  # verifies VC_PROOF and REPLAY (2.9)
         self._roots: dict[tuple[int, bytes, bytes], bool] = {}
         self._envelopes: dict[bytes, bool] = {}  # raw -> verdict (retransmissions, floods)
         self._cache_size_max = cache_size_max
@@ -155,7 +158,23 @@ class Verifier:
             self._roots[key] = ok
         if not ok:
             return False
+        tag = env.msg.TAG
+        if tag == msgs.T_VC_PROOF or tag == msgs.T_REPLAY:
+            if not self._verify_threshold(env.msg):
+                return False
         return self._verify_nested(env.msg)
+
+    def _verify_threshold(self, msg: Any) -> bool:
+        """The combined threshold signature on H(view || list || startSeq); without a
+        threshold key nothing such verifies."""
+        if self.threshold_public is None:
+            return False
+        from prime.core.viewchange import statement
+        from prime.crypto import threshold
+
+        return threshold.verify(
+            self.threshold_public, statement(msg.view, msg.members, msg.start_seq), msg.signature
+        )
 
     def _verify_nested(self, msg: Message) -> bool:
         for name, mode in _NESTED[msg.TAG]:

@@ -48,6 +48,21 @@ class SignJob:
 
 
 @dataclass(frozen=True, slots=True)
+class ThresholdJob:
+    """Threshold RSA work (milliseconds of big-number math, so it leaves the core).
+
+    ``op == "share"``: sign ``statement`` with this replica's key share and answer
+    ``ThresholdDone(job_id, share_bytes)``. ``op == "combine"``: combine ``shares``
+    (``(signer, share_bytes)`` pairs; shares whose proofs fail are skipped, H7) and
+    answer ``ThresholdDone(job_id, signature)``, or ``None`` if too few were valid."""
+
+    job_id: int
+    op: str
+    statement: bytes
+    shares: tuple[tuple[int, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StateTransferNeeded:
     """The replica jumped over ordinals ``<= ordinal`` without delivering them:
     the application must fetch its state as of that ordinal from a peer."""
@@ -55,4 +70,4 @@ class StateTransferNeeded:
     ordinal: int
 
 
-Action = Send | Broadcast | Deliver | SignJob | StateTransferNeeded
+Action = Send | Broadcast | Deliver | SignJob | ThresholdJob | StateTransferNeeded

@@ -128,13 +128,15 @@ class Catchup:
         if not self.valid_certificate(cert):
             self.r.drop("ord_cert:invalid")
             return
+        if cert.view > self.r.view:
+            self.r.adopt_view(cert.view)  # the certificate proves the view was installed
         aru = self.r.ord.aru
         stored = self.peer_certs.get(sender)
         if stored is None or cert.seq > stored.msg.seq:
             self.peer_certs[sender] = env
         if cert.seq <= aru:
             return
-        if cert.view == self.r.view and cert.seq <= aru + self.r.p.catchup_history_ordinals:
+        if cert.view <= self.r.view and cert.seq <= aru + self.r.p.catchup_history_ordinals:
             self.fills.setdefault(cert.seq, cert)
             self.try_fill()
         if self.r.ord.aru < cert.seq and not self.r.timer_armed("catchup"):
@@ -172,8 +174,8 @@ class Catchup:
             return
         self.r.set_timer("catchup", self.next_catchup_time_us)
         cert: OrdCert = ahead.msg
-        if cert.view != self.r.view:
-            return  # view changes are not part of this core yet
+        if cert.view > self.r.view:
+            return  # a later view: its NEW_LEADER_PROOF brings us there first
         gap = cert.seq - aru
         stalled = self.aru_at_last_attempt == aru  # a whole period without progress (H13)
         self.aru_at_last_attempt = aru
@@ -240,6 +242,8 @@ class Catchup:
         po.stamp_and_submit(UpdateKind.CLIENT_STATE_TRANSFER, j.to_bytes(8, "big"))
         order.send_prepares()
         order.try_execute()
+        if not r.view_change_done:
+            r.vc.recheck_all()  # the jump may complete someone's state (2.7 step 6)
 
     def collection_sizes(self) -> dict[str, int]:
         return {

@@ -42,4 +42,12 @@ class CryptoDone:
     envelopes: tuple[Envelope, ...]
 
 
-Event = Tick | Inbound | ClientUpdate | CryptoDone
+@dataclass(frozen=True, slots=True)
+class ThresholdDone:
+    """The result of a ``ThresholdJob``: share or signature bytes, or None on failure."""
+
+    job_id: int
+    result: bytes | None
+
+
+Event = Tick | Inbound | ClientUpdate | CryptoDone | ThresholdDone

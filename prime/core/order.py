@@ -109,7 +109,7 @@ class Order:
         if seq == 0:
             return self.zero_pop
         slot = self.history.get(seq)
-        if slot is None or slot.pp is None:
+        if slot is None or (slot.pp is None and slot.kind != OrdKind.NO_OP):
             return self.last_executed_pop if seq == self.aru else None
         return slot.pop
 
@@ -136,6 +136,9 @@ class Order:
 
     def on_pre_prepare(self, via: int, env: Envelope) -> None:
         pp: PrePrepare = env.msg
+        if not self.r.view_change_done:
+            self.r.drop("pre_prepare:view_change")  # H12: nothing before the replay
+            return
         if pp.view != self.r.view or env.sender != self.r.leader:
             self.r.drop("pre_prepare:view_or_leader")
             return
@@ -150,8 +153,9 @@ class Order:
         if slot is None:
             return
         if slot.pp is not None:
-            if slot.pp.raw != env.raw and slot.ppd != pre_prepare_digest(pp):
+            if slot.pp.raw != env.raw and slot.view == pp.view and slot.ppd != pre_prepare_digest(pp):
                 self.r.stats.equivocations_seen += 1  # flooding exposes a two-faced leader
+                self.r.suspect.on_equivocation()
             return
         self._install_pp(slot, env)
         if not self.r.is_leader and env.sender != self.r.me:
@@ -219,6 +223,8 @@ class Order:
 
     def on_prepare(self, via: int, env: Envelope) -> None:
         msg: Prepare = env.msg
+        if not self.r.view_change_done:
+            return
         if msg.view != self.r.view or env.sender == self.r.leader:
             self.r.drop("prepare:view_or_leader")
             return
@@ -248,6 +254,8 @@ class Order:
 
     def on_commit(self, via: int, env: Envelope) -> None:
         msg: Commit = env.msg
+        if not self.r.view_change_done:
+            return
         if msg.view != self.r.view:
             self.r.drop("commit:view")
             return
@@ -296,7 +304,9 @@ class Order:
         """Execute ordered ordinals in order while their requests are here (2.3.5)."""
         while True:
             slot = self.history.get(self.aru + 1)
-            if slot is None or not slot.ordered or slot.pp is None:
+            if slot is None or not slot.ordered:
+                return
+            if slot.pp is None and slot.kind != OrdKind.NO_OP:
                 return
             ids = self.eligible(slot)
             if ids is None:
@@ -347,6 +357,10 @@ class Order:
         if slot.kind == OrdKind.COMMIT and slot.commit_cert:
             self.r.catchup.on_executed_commit(slot)
         self._collect(g - self.r.p.gc_lag_ordinals)
+        if self.r.view_change_done:
+            self.r.executed_in_view = True  # stops NEW_LEADER_PROOF retransmission (H5)
+        if not self.r.view_change_done:
+            self.r.vc.recheck_all()  # complete state may need this execution (2.6.3)
 
     def _collect(self, g: int) -> None:
         """Garbage-collect executed ordinals up to ``g`` (3.4)."""

@@ -27,13 +27,14 @@ from typing import Callable
 from prime import msgs, wire
 from prime.core import actions as A
 from prime.core.catchup import Catchup
-from prime.core.events import ClientUpdate, CryptoDone, Event, Inbound, Tick
+from prime.core.events import ClientUpdate, CryptoDone, Event, Inbound, ThresholdDone, Tick
 from prime.core.order import Order
 from prime.core.params import Params
 from prime.core.preorder import PreOrder
 from prime.core.quorum import leader_of
 from prime.core.recon import Recon
 from prime.core.suspect import SuspectLeader
+from prime.core.viewchange import ViewChange
 from prime.msgs import Message, NewLeaderProof
 
 BROADCAST = 0  # destination: every replica (and apply locally)
@@ -111,8 +112,11 @@ class Replica:
         self.recon = Recon(self)
         self.catchup = Catchup(self)
         self.suspect = SuspectLeader(self)
+        self.vc = ViewChange(self)
+        self._threshold_jobs: dict[int, tuple[str, tuple[int, int, int]]] = {}
         self.view_changes: list[ViewChangeRecord] = []
         self.new_leader_proof: NewLeaderProof | None = None
+        self.executed_in_view = True
         self._timer_handlers: dict[str, Callable[[], None]] = {
             "sign_batch": self._on_sign_batch_timeout,
             "po_ack": self.po.on_po_ack_timeout,
@@ -128,6 +132,7 @@ class Replica:
             "tat_ub": self.suspect.on_tat_ub_timeout,
             "new_leader": self.suspect.on_new_leader_timeout,
             "new_leader_proof": self._on_new_leader_proof_timeout,
+            "vc_retrans": self.vc.on_retrans_timeout,
         }
         # The literal dispatch table: message tag -> handler(via, env).
         self._handlers: dict[int, Callable[[int, wire.Envelope], None]] = {
@@ -149,6 +154,17 @@ class Replica:
             msgs.T_TAT_UB: self.suspect.on_tat_ub,
             msgs.T_NEW_LEADER: self.suspect.on_new_leader,
             msgs.T_NEW_LEADER_PROOF: self.suspect.on_new_leader_proof,
+            msgs.T_RB_INIT: self.vc.on_rb_init,
+            msgs.T_RB_ECHO: self.vc.on_rb_echo,
+            msgs.T_RB_READY: self.vc.on_rb_ready,
+            msgs.T_REPORT: self.vc.on_own_payload,
+            msgs.T_PC_SET: self.vc.on_own_payload,
+            msgs.T_VC_LIST: self.vc.on_vc_list,
+            msgs.T_VC_PARTIAL_SIG: self.vc.on_vc_partial_sig,
+            msgs.T_VC_PROOF: self.vc.on_vc_proof,
+            msgs.T_REPLAY: self.vc.on_replay,
+            msgs.T_REPLAY_PREPARE: self.vc.on_replay_prepare,
+            msgs.T_REPLAY_COMMIT: self.vc.on_replay_commit,
         }
 
     # ------------------------------------------------------------------ doors
@@ -170,6 +186,8 @@ class Replica:
                     self.po.on_client_update(env)
             case CryptoDone(job_id, envelopes):
                 self._on_signed(job_id, envelopes)
+            case ThresholdDone(job_id, result):
+                self._on_threshold_done(job_id, result)
             case _:
                 raise AssertionError(f"unknown event {event!r}")
 
@@ -226,11 +244,65 @@ class Replica:
         self.view_changes.append(ViewChangeRecord(new_view, self.now_us))
         self.suspect.on_view_preinstalled()
         self.new_leader_proof = proof
+        self.executed_in_view = False
         self.sign_and_send(proof)
         self.set_timer("new_leader_proof", self.now_us + self.p.new_leader_resend_us)
+        self.vc.start()
+
+    def adopt_view(self, view: int) -> None:
+        """Move straight into ``view``, proven installed by a valid ORD certificate of it
+        (2.7 jump steps 2 and 6): a replica that was away while the others changed
+        views rejoins without a view change of its own."""
+        assert view > self.view
+        self.log.info("adopt view %d from a certificate", view)
+        self.cancel_timer("pre_prepare")
+        self.view = view
+        self.view_changes.append(ViewChangeRecord(view, self.now_us, self.now_us))
+        self.view_change_done = True
+        self.suspect.on_view_preinstalled()
+        self.vc.reset()
+        self.cancel_timer("new_leader_proof")
+        self.cancel_timer("vc_retrans")
+        if self.is_leader:
+            self.ord.seq = max(self.ord.seq, self.ord.aru + 1)  # H12
+            self.ord.should_send_pp = True
+            self.set_timer("pre_prepare", self.now_us)
+
+    def finish_view_change(self, start_seq: int) -> None:
+        """The replay executed: normal operation resumes in this view (2.6.5 steps 4-5)."""
+        self.view_change_done = True
+        self.view_changes[-1].completed_us = self.now_us
+        self.log.info("view %d installed at ordinal %d", self.view, start_seq)
+        self.cancel_timer("vc_retrans")
+        if self.is_leader:
+            self.ord.seq = max(self.ord.seq, start_seq, self.ord.aru + 1)  # H12
+            self.ord.should_send_pp = True
+            self.set_timer("pre_prepare", self.now_us)
+
+    def request_threshold(
+        self,
+        op: str,
+        statement: bytes,
+        context: tuple[int, int, int],
+        shares: tuple[tuple[int, bytes], ...] = (),
+    ) -> None:
+        """Ask the driver for a threshold share or combination (answered by ThresholdDone)."""
+        self._job_seq += 1
+        self._threshold_jobs[self._job_seq] = (op, context)
+        self.emit(A.ThresholdJob(self._job_seq, op, statement, shares))
+
+    def _on_threshold_done(self, job_id: int, result: bytes | None) -> None:
+        job = self._threshold_jobs.pop(job_id, None)
+        assert job is not None, f"unknown threshold job {job_id}"
+        op, context = job
+        if op == "share":
+            self.vc.on_share_done(context, result)
+        else:
+            self.vc.on_combine_done(context, result)
 
     def _on_new_leader_proof_timeout(self) -> None:
-        if self.new_leader_proof is not None and not self.view_change_done:
+        # Until an ordinal executes in this view, so replicas that were away learn it (2.8).
+        if self.new_leader_proof is not None and not self.executed_in_view:
             self.sign_and_send(self.new_leader_proof)
             self.set_timer("new_leader_proof", self.now_us + self.p.new_leader_resend_us)
 

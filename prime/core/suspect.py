@@ -100,6 +100,7 @@ class SuspectLeader:
         self.r = replica
         self.reset_for_view()
         self.votes: dict[int, Envelope] = {}  # newest NEW_LEADER per sender
+        self.voted_view = 0  # the highest view we voted for
         self.suspicions = 0  # statistic: how often this replica suspected a leader
 
     def reset_for_view(self) -> None:
@@ -132,9 +133,13 @@ class SuspectLeader:
     def on_tat_measure_timeout(self) -> None:
         p = self.r.p
         self.r.set_timer("tat_measure", self.r.now_us + p.tat_measure_period_us)
-        if self.r.is_leader:
+        if not self.r.view_change_done:
+            started = self.r.vc.proof_sent_us  # the VC stopwatch: VC_PROOF sent, no REPLAY yet
+            if started is not None:
+                self._sample(self.r.now_us - started)
+        elif self.r.is_leader:
             return
-        if self.r.view_change_done and self.challenges:
+        elif self.challenges:
             self._sample(self.r.now_us - self.challenges[0][1])  # oldest unanswered counts too
         due = self.r.now_us - self.last_tat_measure_sent_us >= p.tat_measure_resend_us
         if self.tat_max_change or due:
@@ -242,16 +247,31 @@ class SuspectLeader:
         if self.tat_leader_us > self.threshold_us():
             self.suspect()
 
-    def suspect(self) -> None:
+    def suspect(self, reason: str = "") -> None:
         """Vote for the next view: NEW_LEADER, signed alone so proofs can carry it."""
+        if self.leader_suspected:
+            return
         self.leader_suspected = True
         self.suspicions += 1
         self.r.log.info(
-            "suspect leader %d of view %d: TAT %d us > %d us",
-            self.r.leader, self.r.view, self.tat_leader_us, self.threshold_us(),
+            "suspect leader %d of view %d: %s",
+            self.r.leader, self.r.view,
+            reason or f"TAT {self.tat_leader_us} us > {self.threshold_us()} us",
         )
-        self.r.sign_direct(NewLeader(self.r.view + 1))
+        self._vote(self.r.view + 1)
+
+    def _vote(self, new_view: int) -> None:
+        if new_view <= self.voted_view:
+            return
+        self.voted_view = new_view
+        self.r.sign_direct(NewLeader(new_view))
         self.r.set_timer("new_leader", self.r.now_us + self.r.p.new_leader_resend_us)
+
+    def on_equivocation(self) -> None:
+        """Two validly signed, different pre-prepares from the leader for one ordinal:
+        proof of misbehaviour, so no need to wait for the TAT to grow."""
+        if self.r.view_change_done:
+            self.suspect("two conflicting pre-prepares")
 
     # ------------------------------------------- NEW_LEADER and its proof
 
@@ -269,12 +289,24 @@ class SuspectLeader:
         if prev is not None and prev.msg.new_view >= msg.new_view:
             return
         self.votes[j] = env
+        self._join_if_f_plus_one_ahead()
         matching = sorted(
             (e for e in self.votes.values() if e.msg.new_view == msg.new_view),
             key=lambda e: e.sender,
         )
         if len(matching) == self.r.q.certificate:
             self.r.preinstall(msg.new_view, NewLeaderProof(msg.new_view, tuple(matching)))
+
+    def _join_if_f_plus_one_ahead(self) -> None:
+        """f+1 replicas vote for views above ours: at least one correct replica suspects,
+        so we vote too, for the highest view f+1 of them reached (liveness amplification,
+        as PBFT's f+1 view-change rule; the f Byzantine alone cannot trigger it)."""
+        ahead = sorted(
+            (e.msg.new_view for e in self.votes.values() if e.msg.new_view > self.r.view), reverse=True
+        )
+        need = self.r.q.one_correct
+        if len(ahead) >= need:
+            self._vote(ahead[need - 1])
 
     def on_new_leader_proof(self, via: int, env: Envelope) -> None:
         """A proof lets a replica that did not suspect, or lagged views, jump to the new view."""

@@ -92,6 +92,8 @@ class EquivocatingLeader(Node):
         if isinstance(action, A.Broadcast) and isinstance(env.msg, PrePrepare) and env.sender == self.rid:
             self._equivocate(env)
             return
+        if isinstance(env.msg, (msgs.NewLeader, msgs.NewLeaderProof)) and self._colluders():
+            return  # colluders never help replace their two-faced leader
         super().outgoing(action)
 
     def _colluders(self) -> list[Node]:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from prime.auth import KeyedHashScheme, Scheme, Signer, Verifier
 from prime.core import actions as A
-from prime.core.events import ClientUpdate, CryptoDone, Event, Inbound, Tick
+from prime.core.events import ClientUpdate, CryptoDone, Event, Inbound, ThresholdDone, Tick
 from prime.core.params import Params
 from prime.core.replica import Replica
 from prime.msgs import Update, UpdateKind
@@ -100,6 +100,20 @@ class SimConfig:
         return " ".join(parts)
 
 
+_THRESHOLD_KEYS: dict[tuple[int, int], Any] = {}
+
+
+def _threshold_key(n: int, t: int) -> Any:
+    """One (n, t) Shoup key per process, dealt from a fixed seed at 512 bits: the
+    simulator needs real threshold math, not real secrecy."""
+    key = _THRESHOLD_KEYS.get((n, t))
+    if key is None:
+        from prime.crypto import threshold
+
+        key = _THRESHOLD_KEYS[(n, t)] = threshold.deal(n, t, 512, seed=b"prime-sim-%d-%d" % (n, t))
+    return key
+
+
 class Node:
     """A correct replica as the cluster sees it: its core and its own signer.
     Byzantine behaviours (``prime.sim.byzantine``) subclass this."""
@@ -146,7 +160,8 @@ class SimCluster:
         self._heap: list[tuple[int, int, int, Any, Any]] = []
         self._seq = 0
         self.scheme: Scheme = self._make_scheme()
-        self.verifier = Verifier(self.scheme)
+        self.threshold_public, self.threshold_shares = _threshold_key(self.n, self.params.quorums.certificate)
+        self.verifier = Verifier(self.scheme, threshold_public=self.threshold_public)
         self.network = Network(
             random.Random(self.seed_for("network")),
             cfg.net,
@@ -267,9 +282,28 @@ class SimCluster:
                 node.outgoing(action)
             elif isinstance(action, A.Deliver):
                 self._on_deliver(rid, action)
+            elif isinstance(action, A.ThresholdJob):
+                result = self._threshold(rid, action)
+                replica.step(ThresholdDone(action.job_id, result))
+                work.extendleft(reversed(replica.take_actions()))
             elif isinstance(action, A.StateTransferNeeded):
                 self.checker.record_jump(rid, action.ordinal, self.now_us)
         self._schedule_tick(rid)
+
+    def _threshold(self, rid: int, job: A.ThresholdJob) -> bytes | None:
+        """Shoup threshold RSA for a replica's view change (small modulus: simulation)."""
+        from prime.crypto import threshold
+        from prime.errors import CryptoError
+
+        if job.op == "share":
+            nonce = hashlib.sha256(b"%d/%d/" % (self.cfg.seed, rid) + job.statement).digest()
+            share = threshold.sign_share(self.threshold_shares[rid - 1], job.statement, nonce_seed=nonce)
+            return share.to_bytes()
+        try:
+            shares = [threshold.SignatureShare.from_bytes(b) for _, b in job.shares]
+            return threshold.combine(self.threshold_public, job.statement, shares)
+        except CryptoError:
+            return None
 
     def _advance(self, rid: int) -> None:
         if self.nodes[rid].replica.now_us < self.now_us:
@@ -428,20 +462,13 @@ class SimCluster:
         return True
 
     def liveness_applicable(self) -> tuple[bool, str]:
-        """Liveness is checked only where this core can guarantee it: until the
-        suspect-leader and view-change issues land, a faulty leader of view 1 is
-        never replaced, so runs with one check safety only."""
-        from prime.sim.byzantine import ORDERING_HONEST
-
-        if self.view_change_log():
-            return False, "a view was pre-installed (ordering in it needs the view change)"
-        leader = 1
-        if leader in self.byzantine and self.cfg.byz[leader] not in ORDERING_HONEST:
-            return False, "leader is Byzantine (needs suspect-leader and view change)"
-        if leader in self.cfg.crash:
-            return False, "leader crashed (needs suspect-leader and view change)"
+        """Liveness is promised within the fault model: at most f Byzantine and k crashed
+        replicas, and real quorums. Faulty leaders are replaced by suspect-leader and
+        the view change, so they no longer exempt a run."""
         if len(self.byzantine) > self.cfg.f or self.cfg.quorum_weaken_by:
             return False, "negative control (more than f faults or weakened quorums)"
+        if len(self.cfg.crash) > self.cfg.k:
+            return False, "more than k crashed replicas"
         return True, ""
 
     def summary(self, deadline_us: int) -> dict[str, Any]:

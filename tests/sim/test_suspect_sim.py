@@ -2,9 +2,8 @@
 slow/crashed/silent leaders suspected and the next view pre-installed.
 
 Bounds stated here (virtual time): a leader delaying beyond the bound, crashing or going
-silent is suspected by every correct replica and view 2 is pre-installed everywhere
-within 2 s of the fault. Ordering in view 2 waits for the view-change issue, so these
-tests stop at pre-installation.
+silent is suspected and view 2 is pre-installed at every correct replica within 2 s of the
+fault; the view change then completes and every submitted update is delivered.
 """
 
 from __future__ import annotations
@@ -42,7 +41,10 @@ def test_delay_beyond_bound_is_suspected(net: str, delay_ms: float, f: int, k: i
         (vc,) = summary["view_changes"][:1]
         assert vc["view"] == 2 and vc["replicas"] == len(cluster.correct)
         assert vc["preinstalled_all_s"] <= PREINSTALL_BOUND_S, summary["replay"]
-        assert all(cluster.nodes[r].replica.suspect.suspicions >= 1 for r in cluster.correct)
+        assert vc["completed_s"] is not None and summary["liveness_checked"]
+        # Enough correct replicas suspected to make the 2f+k+1 votes with the rest joining.
+        suspecting = sum(cluster.nodes[r].replica.suspect.suspicions >= 1 for r in cluster.correct)
+        assert suspecting >= cluster.params.quorums.one_correct
 
 
 @pytest.mark.parametrize(("f", "k"), [(1, 0), (1, 1)], ids=["N4", "N6"])

@@ -1,0 +1,503 @@
+"""View change: reliable broadcast of state, a threshold-signed choice of whose state
+defines the new view, and a replay that keeps every committed update (PROTOCOL.md 2.6;
+Kirsch's thesis, "proof-based view change").
+
+Replicas reliably broadcast (RB_INIT/ECHO/READY, Q13-Q15) a REPORT (their
+execution point) and one PC_SET per prepare-certified but unexecuted ordinal.
+Once a replica holds *complete state* from ``2f+k+1`` replicas it proposes that
+set (VC_LIST); replicas holding complete state for a proposed set sign it with
+a threshold share (VC_PARTIAL_SIG, computed outside the core: ``ThresholdJob``);
+``2f+k+1`` shares combine into a VC_PROOF for the new leader, who issues a tiny
+REPLAY naming the set. After REPLAY_PREPARE/REPLAY_COMMIT rounds every replica
+replays the same ordinals: the union of the listed PC_SETs, NO_OPs elsewhere,
+up to ``start_seq``, and the new leader continues from ``start_seq``.
+
+Decisions and hardening (PROTOCOL.md 9, 10):
+* Open question 3: in the replay union, the PC_SET whose pre-prepare has the
+  *highest view* wins an ordinal (ties: lowest replica id). A prepare
+  certificate of a later view supersedes an older one for the same ordinal;
+  "first by replica id" could resurrect a stale certificate.
+* H5: ``executed_ord`` is not used; retransmissions stop when the view change
+  is done, whatever executes meanwhile.
+* H6: RB payloads are bound to their origin (payload signer and, for RB_INIT,
+  the sender); PC_SETs need the leader's PP and distinct non-leader Prepares of
+  its view; only lists of at least ``2f+k+1`` members get a share.
+* H7: shares carry Shoup's proofs; combination skips bad shares and is retried
+  as more shares arrive.
+* H11: replayed PC_SET ordinals keep their certificate (reported again in the
+  next view change), and a REPORT carries ``replay_floor``, the highest ordinal
+  a replay fixed, which raises the next ``start_seq``.
+* H12: ordering messages of a view are ignored until its replay executed, and a
+  new leader never re-proposes an ordinal below ``start_seq``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prime import msgs
+from prime.core import actions as A
+from prime.core.order import OrdSlot, pre_prepare_digest
+from prime.core.quorum import leader_of
+from prime.msgs import (
+    OrdKind,
+    PcSet,
+    RbEcho,
+    RbInit,
+    RbReady,
+    Replay,
+    ReplayCommit,
+    ReplayPrepare,
+    Report,
+    VcList,
+    VcPartialSig,
+    VcProof,
+)
+from prime.wire import Envelope
+
+if TYPE_CHECKING:
+    from prime.core.replica import Replica
+
+
+def statement(view: int, members: int, start_seq: int) -> bytes:
+    """What the threshold signature covers: H(view || list || startSeq) (4.3)."""
+    return hashlib.sha256(
+        b"prime-vc" + view.to_bytes(4, "big") + members.to_bytes(4, "big") + start_seq.to_bytes(8, "big")
+    ).digest()
+
+
+def replay_digest(r: Replay) -> bytes:
+    return hashlib.sha256(statement(r.view, r.members, r.start_seq) + r.signature).digest()
+
+
+def bits(members: int) -> list[int]:
+    return [i for i in range(1, 32) if members >> i & 1]
+
+
+class RbState(enum.Enum):
+    INIT = 0
+    SENT_ECHO = 1
+    SENT_READY = 2
+
+
+@dataclass(slots=True)
+class RbSlot:
+    payload: Envelope
+    digest: bytes
+    echoes: set[int] = field(default_factory=set)
+    readies: set[int] = field(default_factory=set)
+    state: RbState = RbState.INIT
+    delivered: bool = False
+
+
+class ViewChange:
+    """View-change state and handlers of one replica (all reset when a view is pre-installed)."""
+
+    RB_SEQ_MAX = 4096
+
+    def __init__(self, replica: Replica) -> None:
+        self.r = replica
+        self.replay_floor = 0  # H11: the highest ordinal fixed by an executed replay
+        self.reset()
+
+    def reset(self) -> None:
+        self.rb: dict[tuple[int, int], RbSlot] = {}
+        self.my_rb: list[Envelope] = []
+        self.reports: dict[int, Report] = {}
+        self.pc_sets: dict[int, dict[int, Envelope]] = {}
+        self.max_pc_seq: dict[int, int] = {}
+        self.complete: set[int] = set()
+        self.my_vc_list: VcList | None = None
+        self.lists_seen: set[int] = set()
+        self.pending_lists: list[int] = []
+        self.shares: dict[tuple[int, int], dict[int, bytes]] = {}
+        self.combined: set[tuple[int, int]] = set()
+        self.combining: set[tuple[int, int]] = set()
+        self.my_shares: list[VcPartialSig] = []
+        self.replay: Envelope | None = None
+        self.replay_digest = b""
+        self.replay_prepares: dict[int, bytes] = {}
+        self.replay_commits: dict[int, bytes] = {}
+        self.sent_replay_prepare = False
+        self.sent_replay_commit = False
+        self.sent_replay = False
+        self.proof_sent_us: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return not self.r.view_change_done
+
+    # ------------------------------------------------------------ start (2.6.2)
+
+    def start(self) -> None:
+        """Report our state: one PC_SET per prepare-certified, unexecuted ordinal, then a REPORT."""
+        self.reset()
+        r, order = self.r, self.r.ord
+        view, rb_seq = r.view, 0
+        pc_sets = []
+        for g in range(order.aru + 1, order.high_seq + 1):
+            slot = order.history.get(g)
+            if slot is None or slot.pp is None or not slot.prepare_cert:
+                continue
+            rb_seq += 1
+            pc_sets.append(PcSet(r.me, view, rb_seq, slot.pp, slot.prepare_cert))
+        report = Report(r.me, view, 0, order.aru, rb_seq, self.replay_floor)
+        r.sign_direct(report, dest=-1)
+        for pc in pc_sets:
+            r.sign_direct(pc, dest=-1)
+        r.set_timer("vc_retrans", r.now_us + r.p.retrans_period_us)
+
+    def on_own_payload(self, via: int, env: Envelope) -> None:
+        """Our REPORT or PC_SET came back signed: reliably broadcast it."""
+        if via != self.r.me or env.sender != self.r.me or not self.active:
+            return  # these travel only inside RB messages
+        if env.msg.rb_view != self.r.view:
+            return
+        self.r.sign_and_send(RbInit(env))
+
+    def on_retrans_timeout(self) -> None:
+        if not self.active:
+            return
+        self.r.set_timer("vc_retrans", self.r.now_us + self.r.p.retrans_period_us)
+        for env in self.my_rb:
+            self.r.forward(env)
+        if self.replay is not None:
+            self.r.forward(self.replay)
+            if self.sent_replay_prepare:
+                self.r.sign_and_send(ReplayPrepare(self.r.view, self.replay_digest))
+            if self.sent_replay_commit:
+                self.r.sign_and_send(ReplayCommit(self.r.view, self.replay_digest))
+        else:
+            if self.my_vc_list is not None:
+                self.r.sign_and_send(self.my_vc_list)
+            for share in self.my_shares:
+                self.r.sign_and_send(share)
+
+    # ---------------------------------------------------- reliable broadcast (2.6.1)
+
+    def _rb_slot(self, env: Envelope, *, init: bool) -> RbSlot | None:
+        payload = env.msg.payload
+        tag = payload.msg
+        origin, seq = tag.rb_origin, tag.rb_seq
+        if not self.active or tag.rb_view != self.r.view:
+            return None
+        if payload.sender != origin or (init and env.sender != origin):
+            self.r.drop("rb:origin")  # H6: a payload is bound to its originator
+            return None
+        if not 1 <= origin <= self.r.n or seq > self.RB_SEQ_MAX:
+            return None
+        digest = hashlib.sha256(payload.raw).digest()
+        slot = self.rb.get((origin, seq))
+        if slot is None:
+            slot = self.rb[(origin, seq)] = RbSlot(payload, digest)
+        elif slot.digest != digest:
+            self.r.stats.equivocations_seen += 1  # evidence against the originator
+            return None
+        return slot
+
+    def _send_rb(self, cls: type, slot: RbSlot) -> None:
+        msg = cls(slot.payload)
+        self.r.sign_and_send(msg)
+
+    def on_rb_init(self, via: int, env: Envelope) -> None:
+        slot = self._rb_slot(env, init=True)
+        if slot is None:
+            return
+        if env.sender == self.r.me and via == self.r.me:
+            self.my_rb.append(env)
+        if slot.state == RbState.INIT:
+            slot.state = RbState.SENT_ECHO
+            self._send_rb(RbEcho, slot)
+
+    def on_rb_echo(self, via: int, env: Envelope) -> None:
+        slot = self._rb_slot(env, init=False)
+        if slot is None or env.sender in slot.echoes or not 1 <= env.sender <= self.r.n:
+            return
+        if env.sender == self.r.me and via == self.r.me:
+            self.my_rb.append(env)
+        slot.echoes.add(env.sender)
+        if len(slot.echoes) == self.r.q.certificate and slot.state != RbState.SENT_READY:
+            if slot.state == RbState.INIT:
+                self._send_rb(RbEcho, slot)
+            slot.state = RbState.SENT_READY
+            self._send_rb(RbReady, slot)
+
+    def on_rb_ready(self, via: int, env: Envelope) -> None:
+        slot = self._rb_slot(env, init=False)
+        if slot is None or env.sender in slot.readies or not 1 <= env.sender <= self.r.n:
+            return
+        if env.sender == self.r.me and via == self.r.me:
+            self.my_rb.append(env)
+        slot.readies.add(env.sender)
+        count = len(slot.readies)
+        if count == self.r.q.one_correct and slot.state != RbState.SENT_READY:
+            if slot.state == RbState.INIT:
+                self._send_rb(RbEcho, slot)
+            slot.state = RbState.SENT_READY
+            self._send_rb(RbReady, slot)
+        if count >= self.r.q.certificate and not slot.delivered:
+            slot.delivered = True
+            self._deliver(slot.payload)
+
+    # ------------------------------------------------- REPORT and PC_SET (2.6.2)
+
+    def _deliver(self, payload: Envelope) -> None:
+        msg = payload.msg
+        i = msg.rb_origin
+        if isinstance(msg, Report):
+            if i in self.reports:
+                return
+            self.reports[i] = msg
+            floor = max(msg.exec_aru, msg.replay_floor)
+            self.max_pc_seq[i] = max(self.max_pc_seq.get(i, 0), floor)
+        else:
+            if not self._valid_pc_set(msg):
+                self.r.drop("pc_set:invalid")
+                return
+            held = self.pc_sets.setdefault(i, {})
+            report = self.reports.get(i)
+            if report is not None and msg.rb_seq > report.pc_set_size:
+                return  # H6: no more PC_SETs than the REPORT announced
+            held.setdefault(msg.rb_seq, payload)
+            self.max_pc_seq[i] = max(self.max_pc_seq.get(i, 0), msg.pre_prepare.msg.seq)
+        self.check_complete(i)
+
+    def _valid_pc_set(self, pc: PcSet) -> bool:
+        """H6: the PP is the leader's of its view; 2f+k distinct non-leaders Prepared it in that view."""
+        pp_env = pc.pre_prepare
+        pp = pp_env.msg
+        leader = leader_of(pp.view, self.r.n)
+        if pp_env.sender != leader or len(pp.rows) != self.r.n:
+            return False
+        if any(row is not None and len(row.msg.cum_aru) != self.r.n for row in pp.rows):
+            return False
+        ppd = pre_prepare_digest(pp)
+        signers = {p.sender for p in pc.prepares}
+        return (
+            len(pc.prepares) == self.r.q.prepare
+            and len(signers) == len(pc.prepares)
+            and leader not in signers
+            and all(1 <= s <= self.r.n for s in signers)
+            and all(p.msg.digest == ppd and p.msg.view == pp.view for p in pc.prepares)
+        )
+
+    def check_complete(self, i: int) -> None:
+        if not self.active or i in self.complete:
+            return
+        report = self.reports.get(i)
+        if report is None or len(self.pc_sets.get(i, {})) != report.pc_set_size:
+            return
+        if self.r.ord.aru < report.exec_aru:
+            return  # we must catch up first; re-checked after executions and jumps
+        self.complete.add(i)
+        if len(self.complete) == self.r.q.certificate and self.my_vc_list is None:
+            members = sum(1 << j for j in self.complete)
+            self.my_vc_list = VcList(self.r.view, members)
+            self.r.sign_and_send(self.my_vc_list)
+        for members in list(self.pending_lists):
+            if self._subset(members):
+                self.pending_lists.remove(members)
+                self._sign_list(members)
+        self.try_replay_prepare()
+        self.try_execute_replay()
+
+    def recheck_all(self) -> None:
+        for i in range(1, self.r.n + 1):
+            self.check_complete(i)
+
+    def _subset(self, members: int) -> bool:
+        return all(j in self.complete for j in bits(members))
+
+    # -------------------------------------------- VC_LIST and shares (2.6.3)
+
+    def on_vc_list(self, via: int, env: Envelope) -> None:
+        msg: VcList = env.msg
+        if not self.active or msg.view != self.r.view or msg.members in self.lists_seen:
+            return
+        members = bits(msg.members)
+        if msg.members & 1 or len(members) < self.r.q.certificate or max(members) > self.r.n:
+            self.r.drop("vc_list:members")  # H6: only lists of 2f+k+1 real replicas
+            return
+        if len(self.lists_seen) >= 4 * self.r.n:
+            return
+        self.lists_seen.add(msg.members)
+        if self._subset(msg.members):
+            self._sign_list(msg.members)
+        else:
+            self.pending_lists.append(msg.members)
+
+    def start_seq_for(self, members: int) -> int:
+        return 1 + max(self.max_pc_seq.get(i, 0) for i in bits(members))
+
+    def _sign_list(self, members: int) -> None:
+        start_seq = self.start_seq_for(members)
+        self.r.request_threshold(
+            "share", statement(self.r.view, members, start_seq), (self.r.view, members, start_seq)
+        )
+
+    def on_share_done(self, context: tuple[int, int, int], share: bytes | None) -> None:
+        view, members, start_seq = context
+        if share is None or view != self.r.view or not self.active:
+            return
+        msg = VcPartialSig(view, members, start_seq, share)
+        self.my_shares.append(msg)
+        self.r.sign_and_send(msg)
+
+    def on_vc_partial_sig(self, via: int, env: Envelope) -> None:
+        msg: VcPartialSig = env.msg
+        if not self.active or msg.view != self.r.view or not 1 <= env.sender <= self.r.n:
+            return
+        key = (msg.members, msg.start_seq)
+        held = self.shares.setdefault(key, {})
+        if env.sender in held or len(self.shares) > 4 * self.r.n:
+            return
+        held[env.sender] = msg.share
+        self._try_combine(key)
+
+    def _try_combine(self, key: tuple[int, int]) -> None:
+        held = self.shares.get(key, {})
+        if key in self.combined or key in self.combining or len(held) < self.r.q.certificate:
+            return
+        self.combining.add(key)
+        members, start_seq = key
+        self.r.request_threshold(
+            "combine",
+            statement(self.r.view, members, start_seq),
+            (self.r.view, members, start_seq),
+            tuple(sorted(held.items())),
+        )
+
+    def on_combine_done(self, context: tuple[int, int, int], signature: bytes | None) -> None:
+        view, members, start_seq = context
+        key = (members, start_seq)
+        self.combining.discard(key)
+        if view != self.r.view or not self.active:
+            return
+        if signature is None:
+            self._try_combine(key) if len(self.shares.get(key, {})) > self.r.q.certificate else None
+            return  # H7: retried when another share arrives
+        self.combined.add(key)
+        proof = VcProof(view, members, start_seq, signature)
+        if self.proof_sent_us is None:
+            self.proof_sent_us = self.r.now_us  # the VC TAT stopwatch (2.5.1)
+        self.r.sign_and_send(proof, dest=self.r.leader)
+
+    # ----------------------------------------------------- REPLAY (2.6.4)
+
+    def on_vc_proof(self, via: int, env: Envelope) -> None:
+        msg: VcProof = env.msg
+        if not self.active or msg.view != self.r.view or not self.r.is_leader or self.sent_replay:
+            return
+        self.sent_replay = True
+        self.r.sign_and_send(Replay(msg.view, msg.members, msg.start_seq, msg.signature))
+
+    def on_replay(self, via: int, env: Envelope) -> None:
+        msg: Replay = env.msg
+        if not self.active or msg.view != self.r.view or env.sender != self.r.leader:
+            return
+        if self.replay is not None:
+            if self.replay.raw != env.raw:
+                self.r.stats.equivocations_seen += 1
+                self.r.forward(env)  # evidence: the first REPLAY is kept
+            return
+        self.replay = env
+        self.replay_digest = replay_digest(msg)
+        self.proof_sent_us = None  # the stopwatch stops: the new leader answered
+        if env.sender != self.r.me:
+            self.r.forward(env)
+        self.try_replay_prepare()
+
+    def try_replay_prepare(self) -> None:
+        if self.replay is None or self.sent_replay_prepare or not self._subset(self.replay.msg.members):
+            return
+        self.sent_replay_prepare = True
+        self.r.sign_and_send(ReplayPrepare(self.r.view, self.replay_digest))
+
+    def on_replay_prepare(self, via: int, env: Envelope) -> None:
+        msg: ReplayPrepare = env.msg
+        if not self.active or msg.view != self.r.view or env.sender == self.r.leader:
+            return
+        if not 1 <= env.sender <= self.r.n:
+            return
+        self.replay_prepares.setdefault(env.sender, msg.digest)
+        self.try_replay_commit()
+
+    def try_replay_commit(self) -> None:
+        if self.replay is None or self.sent_replay_commit:
+            return
+        matching = sum(1 for d in self.replay_prepares.values() if d == self.replay_digest)
+        if matching >= self.r.q.prepare:
+            self.sent_replay_commit = True
+            self.r.sign_and_send(ReplayCommit(self.r.view, self.replay_digest))
+
+    def on_replay_commit(self, via: int, env: Envelope) -> None:
+        msg: ReplayCommit = env.msg
+        if not self.active or msg.view != self.r.view or not 1 <= env.sender <= self.r.n:
+            return
+        self.replay_commits.setdefault(env.sender, msg.digest)
+        self.try_replay_commit()
+        self.try_execute_replay()
+
+    def try_execute_replay(self) -> None:
+        if self.replay is None or not self.active or not self._subset(self.replay.msg.members):
+            return
+        matching = sum(1 for d in self.replay_commits.values() if d == self.replay_digest)
+        if matching >= self.r.q.certificate:
+            self.execute_replay(self.replay.msg)
+
+    # ---------------------------------------------- executing the replay (2.6.5)
+
+    def union(self, members: int) -> dict[int, Envelope]:
+        """Ordinal -> winning PC_SET: the highest PP view wins (open question 3)."""
+        out: dict[int, Envelope] = {}
+        for i in bits(members):
+            for _, env in sorted(self.pc_sets.get(i, {}).items()):
+                pp = env.msg.pre_prepare.msg
+                best = out.get(pp.seq)
+                if best is None or pp.view > best.msg.pre_prepare.msg.view:
+                    out[pp.seq] = env
+        return out
+
+    def execute_replay(self, replay: Replay) -> None:
+        r, order = self.r, self.r.ord
+        start = replay.start_seq
+        chosen = self.union(replay.members)
+        keep_low = order.aru - r.p.gc_lag_ordinals
+        for g in list(order.history):
+            slot = order.history[g]
+            if slot.executed and keep_low <= g <= order.aru:
+                continue
+            if g >= start and slot.view >= r.view:
+                continue
+            if not slot.executed:
+                del order.history[g]
+        order.blocked_on = set()
+        for g in range(order.aru + 1, start):
+            slot = OrdSlot(g)
+            pc_env = chosen.get(g)
+            if pc_env is not None:
+                pc: PcSet = pc_env.msg
+                order._install_pp(slot, pc.pre_prepare)
+                slot.kind = OrdKind.PC_SET
+                slot.prepare_cert = tuple(pc.prepares)  # H11: reported again if needed
+                order.high_seq = max(order.high_seq, g)
+                for row in pc.pre_prepare.msg.rows:
+                    if row is not None:
+                        r.po.apply_po_aru(row)
+                r.po.raise_proof_points(slot.pop)
+            else:
+                prev = order.pop_of(g - 1)
+                slot.kind = OrdKind.NO_OP
+                slot.pop = prev if prev is not None else order.zero_pop
+            slot.ordered = slot.reconciled = slot.sent_prepare = True
+            order.history[g] = slot
+            order.try_execute()
+        # Step 4: ppARU = startSeq - 1 exactly: PPs we accepted above it in older views
+        # were discarded with their slots (a replica that led the old view had some).
+        assert order.aru <= start - 1, (order.aru, start)
+        order.pp_aru = start - 1
+        self.replay_floor = max(self.replay_floor, start - 1)
+        r.finish_view_change(start)
