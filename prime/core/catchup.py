@@ -128,7 +128,7 @@ class Catchup:
         if not self.valid_certificate(cert):
             self.r.drop("ord_cert:invalid")
             return
-        if cert.view > self.r.view:
+        if cert.view > self.r.view or (cert.view == self.r.view and not self.r.view_change_done):
             self.r.adopt_view(cert.view)  # the certificate proves the view was installed
         aru = self.r.ord.aru
         stored = self.peer_certs.get(sender)

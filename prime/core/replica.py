@@ -252,14 +252,20 @@ class Replica:
     def adopt_view(self, view: int) -> None:
         """Move straight into ``view``, proven installed by a valid ORD certificate of it
         (2.7 jump steps 2 and 6): a replica that was away while the others changed
-        views rejoins without a view change of its own."""
-        assert view > self.view
+        views rejoins without finishing a view change of its own."""
+        assert view >= self.view
+        if view == self.view:
+            if self.view_change_done:
+                return
+            self.view_changes[-1].completed_us = self.now_us
+        else:
+            self.view = view
+            self.view_changes.append(ViewChangeRecord(view, self.now_us, self.now_us))
+            self.suspect.on_view_preinstalled()
         self.log.info("adopt view %d from a certificate", view)
         self.cancel_timer("pre_prepare")
-        self.view = view
-        self.view_changes.append(ViewChangeRecord(view, self.now_us, self.now_us))
         self.view_change_done = True
-        self.suspect.on_view_preinstalled()
+        self.executed_in_view = True
         self.vc.reset()
         self.cancel_timer("new_leader_proof")
         self.cancel_timer("vc_retrans")
@@ -273,7 +279,8 @@ class Replica:
         self.view_change_done = True
         self.view_changes[-1].completed_us = self.now_us
         self.log.info("view %d installed at ordinal %d", self.view, start_seq)
-        self.cancel_timer("vc_retrans")
+        # RB and VIEW retransmissions go on until an ordinal executes in this view, so a
+        # replica still missing state (the new leader, say) can finish too (2.8).
         if self.is_leader:
             self.ord.seq = max(self.ord.seq, start_seq, self.ord.aru + 1)  # H12
             self.ord.should_send_pp = True

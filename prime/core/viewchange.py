@@ -159,7 +159,7 @@ class ViewChange:
         self.r.sign_and_send(RbInit(env))
 
     def on_retrans_timeout(self) -> None:
-        if not self.active:
+        if self.r.executed_in_view:
             return
         self.r.set_timer("vc_retrans", self.r.now_us + self.r.p.retrans_period_us)
         for env in self.my_rb:
@@ -495,9 +495,9 @@ class ViewChange:
             slot.ordered = slot.reconciled = slot.sent_prepare = True
             order.history[g] = slot
             order.try_execute()
-        # Step 4: ppARU = startSeq - 1 exactly: PPs we accepted above it in older views
-        # were discarded with their slots (a replica that led the old view had some).
-        assert order.aru <= start - 1, (order.aru, start)
-        order.pp_aru = start - 1
+        # Step 4: ppARU = startSeq - 1: PPs we accepted above it in older views were
+        # discarded with their slots (a replica that led the old view had some). Only a
+        # certificate of this very view can have taken ARU further; then ARU it is.
+        order.pp_aru = max(start - 1, order.aru)
         self.replay_floor = max(self.replay_floor, start - 1)
         r.finish_view_change(start)

@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s %(message)s")
+    if not args.verbose:
+        # Skipped bad threshold shares are expected under --byz ID:bad-shares; the JSON
+        # summary counts what matters, so keep the terminal readable.
+        logging.getLogger("prime.crypto.threshold").setLevel(logging.ERROR)
     try:
         cfg = config_from_args(args)
         cluster = SimCluster(cfg)

@@ -24,6 +24,8 @@ Behaviours (``--byz ID:NAME``):
   replicas' PO_ARUs, applies each proof matrix only once it is ``--delay-ms``
   old, and sends each new pre-prepare only to replica 2 (whose flooding
   reaches the rest). Retransmissions are not restricted.
+* ``bad-shares``: sends threshold shares with a wrong value (their Shoup proofs
+  fail, so combination skips them, hardening H7).
 * ``bad-parts``: as a designated sender, sends garbage erasure-coded parts
   (validly signed, so only the rebuilt request's digest can expose them).
 """
@@ -315,6 +317,22 @@ class DelayLeader(Node):
         super().outgoing(action)
 
 
+class BadShares(Node):
+    behaviour = "bad-shares"
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        msg = action.env.msg
+        if isinstance(msg, msgs.VcPartialSig):
+            from prime.crypto import threshold
+
+            share = threshold.SignatureShare.from_bytes(msg.share)
+            bad = dataclasses.replace(share, value=share.value + 1)
+            forged = self.signer.sign_one(dataclasses.replace(msg, share=bad.to_bytes()))
+            super().outgoing(type(action)(*_with_env(action, forged)))
+            return
+        super().outgoing(action)
+
+
 def _with_env(action: A.Send | A.Broadcast, env: Envelope) -> tuple[Any, ...]:
     return (action.dest, env) if isinstance(action, A.Send) else (env,)
 
@@ -330,13 +348,14 @@ BEHAVIOURS: dict[str, type[Node]] = {
         ReconAttacker,
         BadParts,
         DelayLeader,
+        BadShares,
     )
 }
 
 # Behaviours that leave ordering alone (or, for "delay", slow it within what
 # suspect-leader allows), so a run whose leader has one still checks liveness
 # unless a view was pre-installed; the others need the view change.
-ORDERING_HONEST = frozenset({"recon", "bad-parts", "equivocate", "replay", "delay"})
+ORDERING_HONEST = frozenset({"recon", "bad-parts", "equivocate", "replay", "delay", "bad-shares"})
 
 
 def make_node(behaviour: str, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> Node:

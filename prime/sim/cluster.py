@@ -299,8 +299,13 @@ class SimCluster:
             nonce = hashlib.sha256(b"%d/%d/" % (self.cfg.seed, rid) + job.statement).digest()
             share = threshold.sign_share(self.threshold_shares[rid - 1], job.statement, nonce_seed=nonce)
             return share.to_bytes()
+        shares = []
+        for _, raw in job.shares:
+            try:
+                shares.append(threshold.SignatureShare.from_bytes(raw))
+            except CryptoError:
+                continue  # malformed share: skipped like one whose proof fails (H7)
         try:
-            shares = [threshold.SignatureShare.from_bytes(b) for _, b in job.shares]
             return threshold.combine(self.threshold_public, job.statement, shares)
         except CryptoError:
             return None
@@ -467,8 +472,8 @@ class SimCluster:
         the view change, so they no longer exempt a run."""
         if len(self.byzantine) > self.cfg.f or self.cfg.quorum_weaken_by:
             return False, "negative control (more than f faults or weakened quorums)"
-        if len(self.cfg.crash) > self.cfg.k:
-            return False, "more than k crashed replicas"
+        if len(self.byzantine) + len(self.cfg.crash) > self.cfg.f + self.cfg.k:
+            return False, "more than f+k faulty replicas"
         return True, ""
 
     def summary(self, deadline_us: int) -> dict[str, Any]:
