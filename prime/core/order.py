@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from prime.core import actions as A
 from prime.core.quorum import matrix_pop
-from prime.msgs import Commit, OrdKind, Prepare, PrePrepare, Update, UpdateKind
+from prime.msgs import Commit, OrdKind, Prepare, PrePrepare, Update
 from prime.types import PO_ZERO, PoSeq
 from prime.wire import Envelope
 
@@ -234,14 +234,17 @@ class Order:
         slot.prepares[env.sender] = env
         self._check_prepare_cert(slot)
 
+    @staticmethod
+    def _matching(slot: OrdSlot, votes: dict[int, Envelope]) -> list[Envelope]:
+        """Votes (by ascending sender) on exactly this slot's pre-prepare and view."""
+        return [
+            e for _, e in sorted(votes.items()) if e.msg.view == slot.view and e.msg.digest == slot.ppd
+        ]
+
     def _check_prepare_cert(self, slot: OrdSlot, *, on_pp_complete: bool = False) -> None:
         if slot.pp is None or slot.prepare_cert or slot.ordered:
             return
-        matching = [
-            e
-            for _, e in sorted(slot.prepares.items())
-            if e.msg.view == slot.view and e.msg.digest == slot.ppd
-        ]
+        matching = self._matching(slot, slot.prepares)
         if len(matching) < self.r.q.prepare:
             return
         slot.prepare_cert = tuple(matching[: self.r.q.prepare])
@@ -268,11 +271,7 @@ class Order:
     def _check_commit_cert(self, slot: OrdSlot) -> None:
         if slot.pp is None or slot.ordered:
             return
-        matching = [
-            e
-            for _, e in sorted(slot.commits.items())
-            if e.msg.view == slot.view and e.msg.digest == slot.ppd
-        ]
+        matching = self._matching(slot, slot.commits)
         if len(matching) < self.r.q.certificate:
             return
         slot.commit_cert = tuple(matching[: self.r.q.certificate])

@@ -125,7 +125,7 @@ class SuspectLeader:
 
     def start_view(self) -> None:
         """Arm the periodic timers when a view is (pre)installed (2.8)."""
-        now, p = self.r.now_us, self.r.p
+        now = self.r.now_us
         self.r.set_timer("tat_measure", now + 10_000)
         self.r.set_timer("ping", now)
         self.r.set_timer("tat_ub", now + 20_000)

@@ -38,8 +38,6 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prime import msgs
-from prime.core import actions as A
 from prime.core.order import OrdSlot, pre_prepare_digest
 from prime.core.quorum import leader_of
 from prime.msgs import (
