@@ -237,7 +237,10 @@ class Catchup:
         po.send_po_aru()
         if r.is_leader:
             order.should_send_pp = True
-            order.seq = max(order.seq, j + 1)  # H12: never re-propose used ordinals
+            if "H12" in r.p.legacy:
+                order.seq = j + 1  # the C code: may move backwards and re-propose used ordinals
+            else:
+                order.seq = max(order.seq, j + 1)  # H12: never re-propose used ordinals
         r.emit(A.StateTransferNeeded(j))
         po.stamp_and_submit(UpdateKind.CLIENT_STATE_TRANSFER, j.to_bytes(8, "big"))
         order.send_prepares()

@@ -356,8 +356,10 @@ class Order:
         if slot.kind == OrdKind.COMMIT and slot.commit_cert:
             self.r.catchup.on_executed_commit(slot)
         self._collect(g - self.r.p.gc_lag_ordinals)
-        if self.r.view_change_done:
-            self.r.executed_in_view = True  # stops NEW_LEADER_PROOF retransmission (H5)
+        if self.r.view_change_done or "H5" in self.r.p.legacy:
+            # H5: only an execution in the installed view stops the view-change
+            # retransmissions (the C code lets any execution stop them).
+            self.r.executed_in_view = True
         if not self.r.view_change_done:
             self.r.vc.recheck_all()  # complete state may need this execution (2.6.3)
 

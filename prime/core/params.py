@@ -13,7 +13,7 @@ from typing import Any
 from prime.core.quorum import Quorums
 
 
-LEGACY_ITEMS = frozenset({"H1", "H2", "H3", "H4", "H6", "H13"})
+LEGACY_ITEMS = frozenset({"H1", "H2", "H3", "H4", "H5", "H6", "H12", "H13"})
 
 
 @dataclass(frozen=True, slots=True)

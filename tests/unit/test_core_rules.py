@@ -429,3 +429,48 @@ def test_recon_part_with_foreign_index_is_dropped() -> None:
     forged = h.sign(2, env.msg)  # replica 2 relays replica 1's part as its own message
     h.feed(forged)
     assert h.replica.stats.dropped["recon:part_index"] == 1
+
+
+# ------------------------------------------------------- view-change rules
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_h12_jumping_leader_never_reproposes_used_ordinals(legacy: bool) -> None:
+    """H12: a leader that already assigned ordinals up to 8 and then jumps to a certificate for
+    ordinal 5 keeps assigning from 9; the C code restarts at 6 and re-proposes used ordinals."""
+    h = Harness(me=1, catchup_history_ordinals=0, legacy=frozenset({"H12"}) if legacy else frozenset())
+    h.replica.ord.seq = 9  # PPs 1..8 are out; none executed here yet
+    pp = h.pre_prepare(5, [None] * h.n)
+    commits = tuple(h.votes(msgs.Commit, pp, [2, 3, 4]))
+    h.feed(h.sign(2, msgs.OrdCert(1, 5, 1, 1, pp, commits)))
+    h.sent.clear()
+    h.advance(1_100_000)
+    assert h.replica.stats.jumps == 1 and h.replica.ord.aru == 5
+    proposed = sorted({m.seq for m in h.sent_messages(msgs.PrePrepare)})
+    assert proposed, "the leader went on proposing"
+    if legacy:
+        assert proposed[0] == 6, "the C code re-proposed an ordinal it had already used"
+    else:
+        assert proposed[0] >= 9
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_h5_old_execution_does_not_stop_view_change_retransmission(legacy: bool) -> None:
+    """H5: executing an ordinal of the old view during an unfinished view change must not stop
+    the NEW_LEADER_PROOF/RB/VIEW retransmissions (the C code stops them)."""
+    h = Harness(me=3, legacy=frozenset({"H5"}) if legacy else frozenset())
+    votes = tuple(h.sign(j, msgs.NewLeader(2)) for j in (1, 2, 4))
+    h.feed(h.sign(4, msgs.NewLeaderProof(2, votes)))
+    assert h.replica.view == 2 and not h.replica.view_change_done
+    pp = h.pre_prepare(1, [None] * h.n)  # ordinal 1, decided in view 1, arrives as a certificate
+    commits = tuple(h.votes(msgs.Commit, pp, [1, 2, 4]))
+    h.feed(h.sign(2, msgs.OrdCert(1, 1, 1, 1, pp, commits)))
+    h.advance(100_000)
+    assert [d.ordinal for d in h.delivered] == [1]
+    h.sent.clear()
+    h.advance(2_100_000)
+    resent = [env.msg for _, env in h.sent if isinstance(env.msg, (msgs.NewLeaderProof, msgs.RbInit))]
+    if legacy:
+        assert resent == [], "the C code fell silent"
+    else:
+        assert resent, "we keep retransmitting until an ordinal executes in view 2"
