@@ -4,9 +4,8 @@ For N=4 and N=6 on the LAN model, the leader (replica 1) runs the DELAY_ATTACK
 (PROTOCOL.md 6.1) at several delays: it applies proof matrices only once they
 are ``delay`` old and sends each pre-prepare to replica 2 only. Below the
 suspect-leader bound (K_lat * TAT_acceptable + PP period, 40 ms here) it keeps
-its role and slows ordering; above, it is suspected and view 2 is pre-installed
-(ordering in view 2 waits for the view-change issue, so such points report the
-throughput up to the pre-installation). Writes JSON and a PNG plot.
+its role and slows ordering; above, it is suspected, the view change installs
+view 2 under a correct leader, and throughput recovers. Writes JSON and a PNG.
 
     python perf/attack_sim.py [--duration 3] [--seeds 3]
 """
@@ -102,7 +101,7 @@ def main() -> int:
         ax.legend()
     ax1.set_ylabel("updates/s (virtual time)")
     ax2.set_ylabel("median latency (ms)")
-    fig.suptitle("Prime under the delay attack (simulated LAN; dotted: largest delay not suspected)")
+    fig.suptitle("Prime under the delay attack (simulated LAN; beyond the dotted line the leader is replaced)")
     fig.tight_layout()
     png = RESULTS / "attack_sim.png"
     fig.savefig(png, dpi=100)
