@@ -13,7 +13,7 @@ from typing import Any
 from prime.core.quorum import Quorums
 
 
-LEGACY_ITEMS = frozenset({"H1", "H2", "H3", "H4", "H5", "H6", "H12", "H13"})
+LEGACY_ITEMS = frozenset({"H1", "H2", "H3", "H4", "H5", "H6", "H8", "H12", "H13"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,7 @@ class Params:
     catchup_epsilon_us: int = 20_000
     jump_gap_ordinals_min: int = 4
     catchup_history_ordinals: int = 64
+    incarnation_slack_s: int = 60  # H8: an incarnation is a start time, at most this far ahead
     catchup_reply_count_max: int = 32  # certificates sent per CATCHUP_REQUEST
     # bounds on what peers can make us store (every collection has a _max)
     ordinal_window_max: int = 2_000  # ordinal slots accepted beyond ARU
@@ -106,4 +107,5 @@ class Params:
             catchup_epsilon_us=u.catchup_epsilon_us,
             jump_gap_ordinals_min=u.jump_gap_ordinals_min,
             catchup_history_ordinals=u.catchup_history_ordinals,
+            incarnation_slack_s=u.incarnation_slack_s,
         )

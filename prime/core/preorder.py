@@ -220,6 +220,9 @@ class PreOrder:
         inc = req.po[0]
         if req.po <= self.white_line[s]:
             return  # executed and collected
+        if not self.incarnation_plausible(inc):
+            self.r.drop("po_request:incarnation_ahead")  # H8
+            return
         if inc > self.aru[s][0]:
             # The originator restarted: its old incarnation's tail is abandoned.
             self.max_acked[s] = self.aru[s] = self.cum_aru[s] = (inc, 0)
@@ -239,6 +242,14 @@ class PreOrder:
         self._advance_aru(s)
         self._advance_cum_aru(s)
         self.r.ord.on_request_available(s, req.po)
+
+    def incarnation_plausible(self, inc: int) -> bool:
+        """H8: an incarnation is its replica's start time in seconds (the clock ``Tick``
+        gives us), so one more than ``incarnation_slack_s`` ahead of ours is refused: a
+        faulty replica cannot announce a far-future incarnation and lock others out."""
+        if "H8" in self.r.p.legacy:
+            return True
+        return inc <= self.r.now_us // 1_000_000 + self.r.p.incarnation_slack_s
 
     def _keep_other_version(self, slot: PoSlot, digest: bytes, env: Envelope) -> bool:
         """Keep a second version of a PO id (H3), within ``request_copies_max``.
@@ -373,6 +384,9 @@ class PreOrder:
         cur: PoAru = env.msg
         if not 1 <= j <= self.r.n or len(cur.cum_aru) != self.r.n:
             self.r.drop("po_aru:shape")
+            return False
+        if not self.incarnation_plausible(cur.incarnation):
+            self.r.drop("po_aru:incarnation_ahead")  # H8
             return False
         prev_env = self.cum_acks[j]
         if prev_env is not None:

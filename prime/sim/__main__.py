@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make replica ID Byzantine (repeatable)")
     p.add_argument("--crash", type=_crash, action="append", default=[], metavar="ID@T",
                    help="crash replica ID at virtual second T (repeatable)")
+    p.add_argument("--restart", type=_crash, action="append", default=[], metavar="ID@T",
+                   help="replica ID loses its state at T and restarts with a new incarnation "
+                   "(after --crash ID@T0 if given), repeatable")
     p.add_argument("--partition", type=_partition, action="append", default=[],
                    metavar="A,B|C,D@T1-T2", help="partition (use > for one-way), repeatable")
     p.add_argument("--delay-ms", type=float, default=20.0,
@@ -112,6 +115,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         payload_bytes=args.payload_bytes,
         byz=dict(args.byz),
         crash=dict(args.crash),
+        restart=dict(args.restart),
         partitions=list(args.partition),
         liveness_bound=args.liveness_bound,
         delay_ms=args.delay_ms,

@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from prime.app.kv import KvStore, put
 from prime.auth import KeyedHashScheme, Scheme, Signer, Verifier
 from prime.core import actions as A
 from prime.core.events import ClientUpdate, CryptoDone, Event, Inbound, ThresholdDone, Tick
@@ -53,6 +54,7 @@ class SimConfig:
     payload_bytes: int = 32
     byz: dict[int, str] = field(default_factory=dict)
     crash: dict[int, float] = field(default_factory=dict)
+    restart: dict[int, float] = field(default_factory=dict)  # empty state, new incarnation
     partitions: list[str] = field(default_factory=list)
     liveness_bound: float = 10.0
     delay_ms: float = 20.0  # the delay attack's target (conf: [attacks] delay_target_us)
@@ -67,9 +69,14 @@ class SimConfig:
 
     def validate(self) -> None:
         n = self.n
-        for rid in list(self.byz) + list(self.crash):
+        for rid in list(self.byz) + list(self.crash) + list(self.restart):
             if not 1 <= rid <= n:
                 raise ValueError(f"replica id {rid} out of range 1..{n}")
+        for rid, t in self.restart.items():
+            if rid in self.byz:
+                raise ValueError(f"replica {rid}: only correct replicas restart")
+            if rid in self.crash and self.crash[rid] >= t:
+                raise ValueError(f"replica {rid}: restart at {t:g} s must follow its crash")
         if len(self.byz) > self.f and not self.quorum_weaken_by:
             # More than f Byzantine replicas is allowed only as the checker's negative control.
             pass
@@ -88,6 +95,8 @@ class SimConfig:
             parts.append(f"--byz {rid}:{b}")
         for rid, t in sorted(self.crash.items()):
             parts.append(f"--crash {rid}@{t:g}")
+        for rid, t in sorted(self.restart.items()):
+            parts.append(f"--restart {rid}@{t:g}")
         for p in self.partitions:
             parts.append(f"--partition '{p}'")
         if self.quorum_weaken_by:
@@ -177,6 +186,12 @@ class SimCluster:
         self._tick_at: dict[int, int | None] = {}
         self.dropped_unverified = 0
         self.malformed_dropped = 0
+        self.restarted: dict[int, int] = {}
+        # The example application (prime.app.kv) at every replica, with state transfer.
+        self.apps: dict[int, KvStore] = {r: KvStore(r) for r in range(1, cfg.n + 1)}
+        self.app_waiting: dict[int, tuple[int, int]] = {}  # replica -> (replica, X) to fetch
+        self.app_buffer: dict[int, list[tuple[int, tuple[Update, ...]]]] = {}
+        self.app_transfers = 0
         self.trace = hashlib.sha256()  # every message and delivery, in order: replay proof
         self.conspiracy: dict[bytes, list[int]] = {}  # colluding Byzantine nodes' shared plan
         self.deliveries: dict[int, int] = {}
@@ -186,6 +201,8 @@ class SimCluster:
         self.load_end_us = int(cfg.duration * US)
         for rid, t in cfg.crash.items():
             self._push(int(t * US), _CRASH, rid, None)
+        for rid, t in cfg.restart.items():
+            self._push(int(t * US), _RESTART, rid, None)
 
     # ---------------------------------------------------------------- set-up
 
@@ -223,7 +240,9 @@ class SimCluster:
         homes = [
             r
             for r in range(1, self.n + 1)
-            if r not in self.cfg.crash and (r in self.correct or self.cfg.byz.get(r) == "recon")
+            if r not in self.cfg.crash
+            and r not in self.cfg.restart
+            and (r in self.correct or self.cfg.byz.get(r) == "recon")
         ]
         clients = []
         for c in range(self.cfg.clients):
@@ -288,6 +307,7 @@ class SimCluster:
                 work.extendleft(reversed(replica.take_actions()))
             elif isinstance(action, A.StateTransferNeeded):
                 self.checker.record_jump(rid, action.ordinal, self.now_us)
+                self.apps[rid].on_state_transfer_needed(action.ordinal)
         self._schedule_tick(rid)
 
     def _threshold(self, rid: int, job: A.ThresholdJob) -> bytes | None:
@@ -310,6 +330,22 @@ class SimCluster:
         except CryptoError:
             return None
 
+    def _restart(self, rid: int) -> None:
+        """Replica ``rid`` comes back with empty state and a new incarnation (its start
+        time in seconds, like the original's wall-clock incarnations)."""
+        old = self.nodes[rid].replica
+        incarnation = max(old.incarnation + 1, self.now_us // US + 1)
+        replica = Replica(self.params, rid, incarnation=incarnation)
+        self.nodes[rid] = Node(self, rid, replica, Signer(self.scheme, rid))
+        self.alive[rid] = True
+        self._tick_at[rid] = None
+        self.restarted[rid] = self.restarted.get(rid, 0) + 1
+        self.checker.record_restart(rid)
+        self.apps[rid] = KvStore(rid)
+        self.app_waiting.pop(rid, None)
+        self.app_buffer.pop(rid, None)
+        self._step(rid, Tick(self.now_us))
+
     def _advance(self, rid: int) -> None:
         if self.nodes[rid].replica.now_us < self.now_us:
             self._step(rid, Tick(self.now_us))
@@ -322,6 +358,7 @@ class SimCluster:
         for u in action.updates:
             self.trace.update(b"%d,%d,%d," % (u.client, u.incarnation, u.seq) + u.payload)
         self.checker.record_delivery(rid, action.ordinal, action.updates, action.requests, self.now_us)
+        self._app_deliver(rid, action.ordinal, action.updates)
         for u in action.updates:
             client = self._client_of.get(u.client)
             if client is None or client.home != rid or u.kind != UpdateKind.APP:
@@ -333,10 +370,49 @@ class SimCluster:
             if self.now_us < self.load_end_us:
                 self._push(self.now_us, _CLIENT_SUBMIT, client, None)
 
+    # ---------------------------------------------------------- application
+
+    def _app_deliver(self, rid: int, ordinal: int, updates: tuple[Update, ...]) -> None:
+        if rid in self.app_waiting:
+            self.app_buffer.setdefault(rid, []).append((ordinal, updates))
+        else:
+            want = self.apps[rid].apply(ordinal, updates)
+            if want is not None:
+                self.app_waiting[rid] = want
+        self._serve_state_transfers()
+
+    def _serve_state_transfers(self) -> None:
+        """A waiting application takes state as of X from any correct peer that has it."""
+        for rid, key in list(self.app_waiting.items()):
+            for peer in sorted(self.correct):
+                blob = self.apps[peer].snapshots.get(key) if peer != rid else None
+                if blob is None:
+                    continue
+                app = self.apps[rid]
+                app.restore(blob)
+                self.app_transfers += 1
+                del self.app_waiting[rid]
+                for ordinal, updates in self.app_buffer.pop(rid, []):
+                    if ordinal > key[1]:
+                        app.apply(ordinal, updates)
+                break
+
+    def app_violations(self) -> list[str]:
+        """Every correct, running application that is not waiting for state ends equal."""
+        digests = {
+            r: self.apps[r].digest()
+            for r in sorted(self.must_deliver())
+            if r not in self.app_waiting and not self.apps[r].transferring
+        }
+        if len(set(digests.values())) > 1:
+            return [f"KV application states differ at the end: {digests}"]
+        return []
+
     def _submit(self, client: SimClient) -> None:
         seq = client.next_seq
         client.next_seq += 1
-        payload = self._client_rng.randbytes(self.cfg.payload_bytes)
+        key = b"k%d" % self._client_rng.randrange(16)
+        payload = put(key, self._client_rng.randbytes(self.cfg.payload_bytes))
         u = Update(client.cid, client.incarnation, seq, int(UpdateKind.APP), payload)
         env = self._client_signers[client.cid].sign_one(u)
         self.checker.record_submit(client.cid, client.incarnation, seq, payload)
@@ -354,7 +430,7 @@ class SimCluster:
     # ------------------------------------------------------------------- run
 
     def faults_end_us(self) -> int:
-        crash_end = max((int(t * US) for t in self.cfg.crash.values()), default=0)
+        crash_end = max((int(t * US) for t in (*self.cfg.crash.values(), *self.cfg.restart.values())), default=0)
         return max(self.network.faults_end_us(), crash_end)
 
     def run(self, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -389,6 +465,8 @@ class SimCluster:
                     self._submit(a)
             elif kind == _CRASH:
                 self.alive[a] = False
+            elif kind == _RESTART:
+                self._restart(a)
             elif kind == _PROBE:
                 if progress is not None and at % US == 0:
                     progress(self._progress())
@@ -472,7 +550,7 @@ class SimCluster:
         the view change, so they no longer exempt a run."""
         if len(self.byzantine) > self.cfg.f or self.cfg.quorum_weaken_by:
             return False, "negative control (more than f faults or weakened quorums)"
-        if len(self.byzantine) + len(self.cfg.crash) > self.cfg.f + self.cfg.k:
+        if len(self.byzantine) + len(set(self.cfg.crash) | set(self.cfg.restart)) > self.cfg.f + self.cfg.k:
             return False, "more than f+k faulty replicas"
         return True, ""
 
@@ -480,6 +558,8 @@ class SimCluster:
         applicable, reason = self.liveness_applicable()
         if applicable:
             self.checker.check_liveness(self.must_deliver(), self.submitted_stamps(), self.cfg.liveness_bound)
+            for v in self.app_violations():
+                self.checker._violate(v)
         latencies = sorted(x for c in self.clients for x in c.latencies_us)
         ref = [self.checker.replicas[r].updates_delivered for r in self.must_deliver() if r in self.checker.replicas]
         delivered_updates = min(ref) if ref else 0
@@ -492,6 +572,8 @@ class SimCluster:
             "net": self.cfg.net,
             "byz": {str(k): v for k, v in sorted(self.cfg.byz.items())},
             "crash": {str(k): v for k, v in sorted(self.cfg.crash.items())},
+            "restart": {str(k): v for k, v in sorted(self.cfg.restart.items())},
+            "incarnations": {str(r): n.replica.incarnation for r, n in sorted(self.nodes.items())},
             "partitions": list(self.cfg.partitions),
             "delivered": {
                 str(r): (self.checker.replicas[r].updates_delivered if r in self.checker.replicas else 0)
@@ -525,6 +607,11 @@ class SimCluster:
             "liveness_skipped_reason": reason,
             "dropped_unverified": self.dropped_unverified,
             "dropped_malformed": self.malformed_dropped,
+            "app": {
+                "state_transfers": self.app_transfers,
+                "waiting": sorted(self.app_waiting),
+                "kv_keys": {str(r): len(a.data) for r, a in sorted(self.apps.items()) if r in self.correct},
+            },
             "duplicates_suppressed_by_app": {
                 str(r): rec.duplicates_suppressed
                 for r, rec in sorted(self.checker.replicas.items())

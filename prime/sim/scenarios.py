@@ -28,6 +28,10 @@ def random_scenario(seed: int, *, f: int, k: int, duration: float = 1.0) -> SimC
     for _ in range(rng.randint(0, k)):
         candidates = [r for r in ids if r not in byz and r not in crash]
         crash[rng.choice(candidates)] = round(rng.uniform(0.1, duration), 3)
+    restart: dict[int, float] = {}
+    if rng.random() < 0.25 and len(byz) + len(crash) < f + k:
+        candidates = [r for r in ids if r not in byz and r not in crash]
+        restart[rng.choice(candidates)] = round(rng.uniform(0.1, duration), 3)
     partitions: list[str] = []
     if rng.random() < 0.3:
         lonely = rng.choice(ids)
@@ -48,5 +52,6 @@ def random_scenario(seed: int, *, f: int, k: int, duration: float = 1.0) -> SimC
         inflight=2,
         byz=byz,
         crash=crash,
+        restart=restart,
         partitions=partitions,
     )
