@@ -20,6 +20,16 @@ behind uses a certificate in one of two ways:
   application to transfer state (``StateTransferNeeded``), then introduces a
   CLIENT_STATE_TRANSFER marker that every replica delivers.
 
+Open questions of PROTOCOL.md section 10, decided:
+* 2: after a jump to J the daemon goes on delivering J+1, J+2, ... as the C code
+  does, and the application discards what it receives up to X, the ordinal of
+  its own CLIENT_STATE_TRANSFER marker, then takes a peer's state as of X
+  (``prime.app.kv`` documents and implements the contract).
+* 5: only COMMIT-type certificates are produced and accepted. A replica behind
+  a run of replayed (PC_SET/NO_OP) ordinals waits for the next normally
+  committed ordinal of the new view, whose certificate suffices; the "f+1
+  matching copies" rule would add a second kind of evidence for little gain.
+
 Hardening adopted (PROTOCOL.md 9):
 * H6: a certificate counts only if its pre-prepare is signed by
   ``leader(PP.view)``, its Commits come from distinct replicas and carry the
