@@ -474,3 +474,35 @@ def test_h5_old_execution_does_not_stop_view_change_retransmission(legacy: bool)
         assert resent == [], "the C code fell silent"
     else:
         assert resent, "we keep retransmitting until an ordinal executes in view 2"
+
+
+def test_h14_no_ordinal_waits_forever_after_a_jump() -> None:
+    """H14: an ordinal blocked on a missing request is abandoned by a jump; the next ordinal
+    waits only for its own requests and executes as soon as they arrive; the late request of
+    the abandoned ordinal changes nothing."""
+    h = Harness(me=4, catchup_history_ordinals=0)
+    c = h.n + 1
+    reqs = {s: h.po_request(2, s, [h.update(c, s, b"r%d" % s)]) for s in (1, 2, 3)}
+    for acker in (1, 2, 3):
+        h.feed(h.ack(acker, 2, 1, request_digest(reqs[1])))
+    pp1 = h.pre_prepare(1, [h.po_aru(i, h.vector(s2=(1, 1))) for i in (1, 2, 3)] + [None])
+    h.feed(pp1)
+    for commit in h.votes(msgs.Commit, pp1, [1, 2, 3]):
+        h.feed(commit)
+    assert h.replica.ord.blocked_on == {(2, (1, 1))} and h.delivered == []
+    # Peers went on to ordinal 5 (requests 1 and 2 of replica 2 executed there): jump.
+    pp5 = h.pre_prepare(5, [h.po_aru(i, h.vector(s2=(1, 2)), num=5) for i in (1, 2, 3)] + [None])
+    h.feed(h.sign(2, msgs.OrdCert(1, 5, 1, 1, pp5, tuple(h.votes(msgs.Commit, pp5, [1, 2, 3])))))
+    h.advance(100_000)
+    assert h.transfers == [5] and h.replica.ord.blocked_on == set()
+    pp6 = h.pre_prepare(6, [h.po_aru(i, h.vector(s2=(1, 3)), num=6) for i in (1, 2, 3)] + [None])
+    h.feed(pp6)
+    for commit in h.votes(msgs.Commit, pp6, [1, 2, 3]):
+        h.feed(commit)
+    assert h.replica.ord.blocked_on == {(2, (1, 3))}
+    h.feed(reqs[1])  # the abandoned ordinal's request arrives late: ignored
+    for acker in (1, 2, 3):
+        h.feed(h.ack(acker, 2, 3, request_digest(reqs[3])))
+    h.feed(reqs[3])
+    assert [d.ordinal for d in h.delivered] == [6]
+    assert h.delivered_payloads() == [[b"r3"]]
