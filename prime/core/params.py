@@ -13,7 +13,9 @@ from typing import Any
 from prime.core.quorum import Quorums
 
 
-LEGACY_ITEMS = frozenset({"H1", "H2", "H3", "H4", "H5", "H6", "H8", "H12", "H13"})
+# "EVIDENCE" switches off our own addition: suspecting a leader on two conflicting
+# pre-prepares (the C code waits for the TAT to grow, which a two-faced leader avoids).
+LEGACY_ITEMS = frozenset({"H1", "H2", "H3", "H4", "H5", "H6", "H8", "H12", "H13", "EVIDENCE"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,7 +270,7 @@ class SuspectLeader:
     def on_equivocation(self) -> None:
         """Two validly signed, different pre-prepares from the leader for one ordinal:
         proof of misbehaviour, so no need to wait for the TAT to grow."""
-        if self.r.view_change_done:
+        if self.r.view_change_done and "EVIDENCE" not in self.r.p.legacy:
             self.suspect("two conflicting pre-prepares")
 
     # ------------------------------------------- NEW_LEADER and its proof

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", type=_crash, action="append", default=[], metavar="ID@T",
                    help="replica ID loses its state at T and restarts with a new incarnation "
                    "(after --crash ID@T0 if given), repeatable")
+    p.add_argument("--twins", type=int, action="append", default=[], metavar="ID",
+                   help="run Byzantine identity ID as two instances sharing its key, each "
+                   "talking to half of the other replicas (Twins), repeatable")
     p.add_argument("--partition", type=_partition, action="append", default=[],
                    metavar="A,B|C,D@T1-T2", help="partition (use > for one-way), repeatable")
     p.add_argument("--delay-ms", type=float, default=20.0,
@@ -116,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         byz=dict(args.byz),
         crash=dict(args.crash),
         restart=dict(args.restart),
+        twins=list(args.twins),
         partitions=list(args.partition),
         liveness_bound=args.liveness_bound,
         delay_ms=args.delay_ms,

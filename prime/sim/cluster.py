@@ -55,6 +55,7 @@ class SimConfig:
     byz: dict[int, str] = field(default_factory=dict)
     crash: dict[int, float] = field(default_factory=dict)
     restart: dict[int, float] = field(default_factory=dict)  # empty state, new incarnation
+    twins: list[int] = field(default_factory=list)  # Byzantine identities run twice (Twins)
     partitions: list[str] = field(default_factory=list)
     liveness_bound: float = 10.0
     delay_ms: float = 20.0  # the delay attack's target (conf: [attacks] delay_target_us)
@@ -69,7 +70,7 @@ class SimConfig:
 
     def validate(self) -> None:
         n = self.n
-        for rid in list(self.byz) + list(self.crash) + list(self.restart):
+        for rid in list(self.byz) + list(self.crash) + list(self.restart) + list(self.twins):
             if not 1 <= rid <= n:
                 raise ValueError(f"replica id {rid} out of range 1..{n}")
         for rid, t in self.restart.items():
@@ -97,6 +98,8 @@ class SimConfig:
             parts.append(f"--crash {rid}@{t:g}")
         for rid, t in sorted(self.restart.items()):
             parts.append(f"--restart {rid}@{t:g}")
+        for rid in sorted(self.twins):
+            parts.append(f"--twins {rid}")
         for p in self.partitions:
             parts.append(f"--partition '{p}'")
         if self.quorum_weaken_by:
@@ -123,6 +126,9 @@ def _threshold_key(n: int, t: int) -> Any:
     return key
 
 
+TWIN_KEY_OFFSET = 100  # cluster key of the second instance of a twinned identity
+
+
 class Node:
     """A correct replica as the cluster sees it: its core and its own signer.
     Byzantine behaviours (``prime.sim.byzantine``) subclass this."""
@@ -132,6 +138,7 @@ class Node:
     def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
         self.cluster = cluster
         self.rid = rid
+        self.key = rid  # the cluster's handle; differs from rid only for a second twin
         self.replica = replica
         self.signer = signer
         self.rng = random.Random(cluster.seed_for(f"node-{rid}"))
@@ -139,13 +146,30 @@ class Node:
     def outgoing(self, action: A.Send | A.Broadcast) -> None:
         """Put one network action on the wire (Byzantine nodes rewrite this)."""
         if isinstance(action, A.Send):
-            self.cluster.transmit(self.rid, action.dest, action.env)
+            self.cluster.transmit(self.key, action.dest, action.env)
         else:
-            self.cluster.transmit_all(self.rid, action.env)
+            self.cluster.transmit_all(self.key, action.env)
 
     def incoming(self, via: int, env: Envelope) -> bool:
         """Whether to hand a verified envelope to the core (Byzantine nodes may spy)."""
         return True
+
+
+class Twin(Node):
+    """One of two instances sharing a Byzantine identity and its key (Twins): each runs
+    a correct core but talks only to its half of the network, so together they
+    equivocate in every role the identity has."""
+
+    behaviour = "twin"
+    group: frozenset[int] = frozenset()
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        if isinstance(action, A.Send):
+            if action.dest in self.group:
+                self.cluster.transmit(self.key, action.dest, action.env)
+            return
+        for dst in sorted(self.group):
+            self.cluster.transmit(self.key, dst, action.env)
 
 
 @dataclass
@@ -178,10 +202,11 @@ class SimCluster:
             cfg.duplicate,
             [Partition.parse(p) for p in cfg.partitions],
         )
-        self.byzantine = set(cfg.byz)
+        self.byzantine = set(cfg.byz) | set(cfg.twins)
         self.correct = set(range(1, self.n + 1)) - self.byzantine
         self.checker = Checker(self.n, set(self.correct))
         self.alive: dict[int, bool] = {}
+        self.twin_b_group: dict[int, frozenset[int]] = {}
         self.nodes: dict[int, Node] = {}
         self._tick_at: dict[int, int | None] = {}
         self.dropped_unverified = 0
@@ -233,6 +258,24 @@ class SimCluster:
             self.alive[rid] = True
             self._tick_at[rid] = None
             self._step(rid, Tick(0))
+        # Twins: a second instance of each twinned identity, same key, other half of the net.
+        twin_rng = random.Random(self.seed_for("twins"))
+        for rid in sorted(self.cfg.twins):
+            others = [r for r in range(1, self.n + 1) if r != rid]
+            twin_rng.shuffle(others)
+            cut = max(1, len(others) // 2)
+            group_a, group_b = frozenset(others[:cut]), frozenset(others[cut:])
+            self.twin_b_group[rid] = group_b
+            first = self.nodes[rid]
+            second = Twin(self, rid, Replica(self.params, rid, incarnation=1), Signer(self.scheme, rid))
+            second.key, second.group = rid + TWIN_KEY_OFFSET, group_b
+            self.nodes[rid] = Twin(self, rid, first.replica, first.signer)
+            self.nodes[rid].group = group_a
+            key = second.key
+            self.nodes[key] = second
+            self.alive[key] = True
+            self._tick_at[key] = None
+            self._step(key, Tick(0))
 
     def _make_clients(self) -> list[SimClient]:
         # Clients attach to correct replicas that never crash, and to recon attackers:
@@ -263,14 +306,21 @@ class SimCluster:
         heapq.heappush(self._heap, (at_us, self._seq, kind, a, b))
 
     def transmit(self, src: int, dst: int, env: Envelope) -> None:
-        if dst == src:
+        """Carry ``env`` from node ``src`` (a key) to replica ``dst``; a message to a
+        twinned identity reaches the twin whose half of the network the sender is in."""
+        via = self.nodes[src].rid
+        if dst == via:
             return
+        twin_b = self.twin_b_group.get(dst)
+        if twin_b is not None and via in twin_b:
+            dst += TWIN_KEY_OFFSET
         for delay in self.network.transit(src, dst, self.now_us):
-            self._push(self.now_us + delay, _MSG, dst, (src, env))
+            self._push(self.now_us + delay, _MSG, dst, (via, env))
 
     def transmit_all(self, src: int, env: Envelope) -> None:
+        via = self.nodes[src].rid
         for dst in range(1, self.n + 1):
-            if dst != src:
+            if dst != via:
                 self.transmit(src, dst, env)
 
     def _schedule_tick(self, rid: int) -> None:
@@ -302,12 +352,13 @@ class SimCluster:
             elif isinstance(action, A.Deliver):
                 self._on_deliver(rid, action)
             elif isinstance(action, A.ThresholdJob):
-                result = self._threshold(rid, action)
+                result = self._threshold(node.rid, action)
                 replica.step(ThresholdDone(action.job_id, result))
                 work.extendleft(reversed(replica.take_actions()))
             elif isinstance(action, A.StateTransferNeeded):
-                self.checker.record_jump(rid, action.ordinal, self.now_us)
-                self.apps[rid].on_state_transfer_needed(action.ordinal)
+                if rid in self.correct:
+                    self.checker.record_jump(rid, action.ordinal, self.now_us)
+                    self.apps[rid].on_state_transfer_needed(action.ordinal)
         self._schedule_tick(rid)
 
     def _threshold(self, rid: int, job: A.ThresholdJob) -> bytes | None:
@@ -373,6 +424,8 @@ class SimCluster:
     # ---------------------------------------------------------- application
 
     def _app_deliver(self, rid: int, ordinal: int, updates: tuple[Update, ...]) -> None:
+        if rid not in self.correct:
+            return  # only correct replicas' applications are modelled
         if rid in self.app_waiting:
             self.app_buffer.setdefault(rid, []).append((ordinal, updates))
         else:
@@ -438,9 +491,21 @@ class SimCluster:
 
         ``progress`` (optional) is called about once per virtual second with a
         small dict of running figures, for a live progress line."""
-        load_end = self.load_end_us
-        deadline = max(load_end, self.faults_end_us()) + int(self.cfg.liveness_bound * US)
+        deadline = max(self.load_end_us, self.faults_end_us()) + int(self.cfg.liveness_bound * US)
         self._push(100_000, _PROBE, None, None)
+        try:
+            self._loop(deadline, progress)
+        except AssertionError as e:
+            # A broken invariant is a bug, and stops a normal run loudly. In a negative
+            # control (more than f faulty, or weakened quorums) the protocol is broken on
+            # purpose, so it is one more violation to report.
+            if self.liveness_applicable()[0]:
+                raise
+            self.checker._violate(f"INV core invariant broken: {e!r}")
+        return self.summary(deadline)
+
+    def _loop(self, deadline: int, progress: Callable[[dict[str, Any]], None] | None) -> None:
+        load_end = self.load_end_us
         heap = self._heap
         while heap:
             at, _, kind, a, b = heap[0]
@@ -473,7 +538,6 @@ class SimCluster:
                 if at >= max(load_end, self.faults_end_us()) and self._all_delivered():
                     break
                 self._push(at + 100_000, _PROBE, None, None)
-        return self.summary(deadline)
 
     def _on_message(self, dst: int, via: int, env: Envelope) -> None:
         self.trace.update(b"m%d,%d,%d," % (self.now_us, dst, via))
@@ -573,7 +637,10 @@ class SimCluster:
             "byz": {str(k): v for k, v in sorted(self.cfg.byz.items())},
             "crash": {str(k): v for k, v in sorted(self.cfg.crash.items())},
             "restart": {str(k): v for k, v in sorted(self.cfg.restart.items())},
-            "incarnations": {str(r): n.replica.incarnation for r, n in sorted(self.nodes.items())},
+            "twins": sorted(self.cfg.twins),
+            "incarnations": {
+                str(r): n.replica.incarnation for r, n in sorted(self.nodes.items()) if r <= self.n
+            },
             "partitions": list(self.cfg.partitions),
             "delivered": {
                 str(r): (self.checker.replicas[r].updates_delivered if r in self.checker.replicas else 0)

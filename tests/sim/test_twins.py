@@ -1,0 +1,54 @@
+"""Twins: a Byzantine identity run as two instances that share its key, each talking to half
+of the other replicas (so it equivocates in every role it has, without any hand-written attack).
+
+With real quorums nothing breaks, for a twinned leader and a twinned non-leader; with the
+quorums weakened by one (and our equivocation-evidence rule off, as in the original), the
+same twins make correct replicas disagree, and the checker reports it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from prime.sim.cluster import SimConfig
+from tests.sim.simutil import run, run_ok
+
+SEEDS = range(1, 9)
+NO_EVIDENCE = {"legacy": frozenset({"EVIDENCE"})}
+
+
+@pytest.mark.parametrize(("f", "k", "twin"), [(1, 0, 1), (1, 1, 1), (1, 0, 3), (1, 1, 4)],
+                         ids=["N4-leader", "N6-leader", "N4-replica", "N6-replica"])
+def test_twins_break_nothing(f: int, k: int, twin: int) -> None:
+    """Safety holds with a twinned leader or non-leader (WAN delays, loss); on a LAN without
+    loss liveness holds too. (Liveness with a twinned leader under WAN loss is not yet
+    guaranteed: see the view-change issue's notes for the replayed-ordinals catch-up gap.)"""
+    for seed in SEEDS:
+        summary, _ = run(SimConfig(f=f, k=k, seed=seed, duration=1.0, net="wan", loss=0.03, twins=[twin]))
+        safety = [v for v in summary["violations"] if not v.startswith("L1")]
+        assert not safety and summary["twins"] == [twin], (safety, summary["replay"])
+        summary, _ = run_ok(SimConfig(f=f, k=k, seed=seed, duration=1.0, twins=[twin]))
+        assert summary["liveness_checked"]
+
+
+@pytest.mark.parametrize(("f", "k"), [(1, 0), (1, 1)], ids=["N4", "N6"])
+def test_twinned_leader_safe_without_the_evidence_rule(f: int, k: int) -> None:
+    """Even without our equivocation-evidence rule (the original's behaviour), a twinned
+    leader cannot make correct replicas disagree: agreement, order and validity hold."""
+    for seed in SEEDS:
+        summary, _ = run(SimConfig(f=f, k=k, seed=seed, duration=1.0, net="wan", loss=0.05,
+                                   twins=[1], params=NO_EVIDENCE))
+        safety = [v for v in summary["violations"] if v.startswith("S")]
+        assert not safety, (safety, summary["replay"])
+
+
+@pytest.mark.parametrize(("f", "k"), [(1, 0), (1, 1)], ids=["N4", "N6"])
+def test_twins_with_weakened_quorums_are_caught(f: int, k: int) -> None:
+    """Quorums one short: the twinned leader's two halves each get their own pre-prepare
+    ordered, and the checker reports the disagreement in several seeds."""
+    caught = 0
+    for seed in range(1, 13):
+        summary, _ = run(SimConfig(f=f, k=k, seed=seed, duration=1.0, net="wan", loss=0.05,
+                                   twins=[1], quorum_weaken_by=1, params=NO_EVIDENCE))
+        caught += any(v.startswith("S1") for v in summary["violations"])
+    assert caught >= 3, caught
