@@ -113,7 +113,7 @@ class ViewChange:
         self.pending_lists: list[int] = []
         self.shares: dict[tuple[int, int], dict[int, bytes]] = {}
         self.combined: set[tuple[int, int]] = set()
-        self.combining: set[tuple[int, int]] = set()
+        self.combining: dict[tuple[int, int], int] = {}  # key -> shares in the attempt
         self.my_shares: list[VcPartialSig] = []
         self.replay: Envelope | None = None
         self.replay_digest = b""
@@ -359,7 +359,7 @@ class ViewChange:
         held = self.shares.get(key, {})
         if key in self.combined or key in self.combining or len(held) < self.r.q.certificate:
             return
-        self.combining.add(key)
+        self.combining[key] = len(held)
         members, start_seq = key
         self.r.request_threshold(
             "combine",
@@ -371,12 +371,15 @@ class ViewChange:
     def on_combine_done(self, context: tuple[int, int, int], signature: bytes | None) -> None:
         view, members, start_seq = context
         key = (members, start_seq)
-        self.combining.discard(key)
+        used = self.combining.pop(key, 0)
         if view != self.r.view or not self.active:
             return
         if signature is None:
-            self._try_combine(key) if len(self.shares.get(key, {})) > self.r.q.certificate else None
-            return  # H7: retried when another share arrives
+            # H7: too few valid shares (bad ones were skipped). Retry at once if shares
+            # arrived while this attempt ran, otherwise when the next one arrives.
+            if len(self.shares.get(key, {})) > used:
+                self._try_combine(key)
+            return
         self.combined.add(key)
         proof = VcProof(view, members, start_seq, signature)
         if self.proof_sent_us is None:

@@ -78,15 +78,13 @@ def test_view_changes_under_partition_and_loss() -> None:
         assert len({cluster.nodes[r].replica.view for r in cluster.correct}) == 1
 
 
-def _pc_set(h: Harness, seq: int, view: int, origin: int, payload: bytes):
+def _pc_set(h: Harness, seq: int, view: int, origin: int):
     leader = view % h.n or h.n
-    client = h.n + 1
     req_vec = h.vector(s2=(1, seq))
     pp = h.pre_prepare(seq, [h.po_aru(i, req_vec, num=seq * 10 + view) for i in (1, 2, 3)] + [None],
                        view=view, leader=leader)
     voters = [r for r in range(1, h.n + 1) if r != leader][: h.p.quorums.prepare]
     prepares = tuple(h.votes(msgs.Prepare, pp, voters))
-    del payload, client
     return h.sign(origin, msgs.PcSet(origin, 3, 1, pp, prepares))
 
 
@@ -95,8 +93,8 @@ def test_replay_union_highest_view_wins() -> None:
     whichever replica reported it; the rule 'first by replica id' would pick the stale one."""
     h = Harness(me=4)
     vc: ViewChange = h.replica.vc
-    old = _pc_set(h, 5, 1, origin=1, payload=b"old")
-    new = _pc_set(h, 5, 2, origin=3, payload=b"new")
+    old = _pc_set(h, 5, 1, origin=1)
+    new = _pc_set(h, 5, 2, origin=3)
     vc.pc_sets = {1: {1: old}, 3: {1: new}}
     members = (1 << 1) | (1 << 2) | (1 << 3)
     chosen = vc.union(members)
