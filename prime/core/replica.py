@@ -2,7 +2,7 @@
 
 ``Replica`` holds the shared machinery every sub-protocol uses (the clock, the
 timer table, the signature batcher, the action list, counters) and routes each
-verified message to its sub-protocol by a literal table (``_HANDLERS``). It has
+verified message to its sub-protocol by a literal table (``_handlers``). It has
 no sockets, clocks, threads or randomness of its own: time arrives as ``Tick``,
 signing leaves as ``SignJob`` and returns as ``CryptoDone`` (STYLE.md, "One
 core, two drivers"; etcd raft's ``Step``/``Ready`` split).
@@ -181,9 +181,13 @@ class Replica:
             case Inbound(via, env):
                 if self.started:
                     self.on_inbound(via, env)
+                else:
+                    self.drop("inbound:not_started")  # peers retransmit
             case ClientUpdate(env):
                 if self.started:
                     self.po.on_client_update(env)
+                else:
+                    self.drop("client_update:not_started")  # drivers tick before feeding
             case CryptoDone(job_id, envelopes):
                 self._on_signed(job_id, envelopes)
             case ThresholdDone(job_id, result):
