@@ -300,6 +300,7 @@ T_RB_INIT, T_RB_ECHO, T_RB_READY, T_REPORT, T_PC_SET = 16, 17, 18, 19, 20
 T_VC_LIST, T_VC_PARTIAL_SIG, T_VC_PROOF, T_REPLAY = 21, 22, 23, 24
 T_REPLAY_PREPARE, T_REPLAY_COMMIT, T_ORD_CERT, T_UPDATE, T_CLIENT_RESPONSE = 25, 26, 28, 30, 31
 T_CATCHUP_REQUEST = 27
+T_REPLAYED = 32
 
 
 # ---------------------------------------------------------------------------
@@ -635,6 +636,36 @@ class CatchupRequest(Message):
     """'My ARU is ``aru``: send me the ORD certificates you keep above it.'"""
 
     aru: Annotated[int, ORDINAL]
+
+
+@message(tag=T_REPLAYED)
+@dataclass(frozen=True, slots=True)
+class Replayed(Message):
+    """'Ordinal ``seq`` was fixed by the replay of view ``view``: as this prepare
+    certificate's pre-prepare, or as a NO_OP when ``pre_prepare`` is None.'
+
+    A replayed ordinal has no commit certificate. A replica that missed the replay
+    installs it from ``f+1`` matching copies sent by distinct replicas, one of which
+    is correct (``prime.core.catchup``; ours, PROTOCOL.md 10 open question 5)."""
+
+    view: Annotated[int, VIEW]
+    seq: Annotated[int, Int(1, ORDINAL_MAX)]
+    pre_prepare: Annotated[Any, Optional(Nested(frozenset({T_PRE_PREPARE})))]
+    prepares: Annotated[tuple[Any, ...], TupleOf(Nested(frozenset({T_PREPARE})), SERVERS_MAX)]
+
+    def invalid(self) -> str | None:
+        if self.pre_prepare is None:
+            return "no_op_with_prepares" if self.prepares else None
+        pp = self.pre_prepare.msg
+        if pp.seq != self.seq or pp.view > self.view:
+            return "pp_mismatch"
+        signers = [p.sender for p in self.prepares]
+        if len(set(signers)) != len(signers):
+            return "duplicate_signer"
+        for p in self.prepares:
+            if p.msg.seq != pp.seq or p.msg.view != pp.view:
+                return "prepare_mismatch"
+        return None
 
 
 @message(tag=T_ORD_CERT)

@@ -12,22 +12,30 @@ from typing import Any
 from prime import msgs
 from prime.auth import KeyedHashScheme, Signer, Verifier
 from prime.core import actions as A
-from prime.core.events import ClientUpdate, CryptoDone, Inbound, Tick
+from prime.core.events import ClientUpdate, CryptoDone, Inbound, ThresholdDone, Tick
 from prime.core.order import pre_prepare_digest
 from prime.core.params import Params
 from prime.core.replica import Replica
+from prime.crypto import threshold
+from prime.errors import CryptoError
+from prime.sim.cluster import sim_threshold_key
 from prime.wire import Envelope
 
 Vec = tuple[tuple[int, int], ...]
 
 
 class Harness:
-    def __init__(self, *, f: int = 1, k: int = 0, me: int = 4, **params: Any) -> None:
+    def __init__(self, *, f: int = 1, k: int = 0, me: int = 4, threshold: bool = False, **params: Any) -> None:
         self.p = Params(f=f, k=k, **params)
         self.n = self.p.n
         self.me = me
         self.scheme = KeyedHashScheme(7)
-        self.verifier = Verifier(self.scheme)
+        # Real Shoup threshold RSA (the simulator's 512-bit key) when a test drives a view
+        # change through its threshold jobs; otherwise such jobs are recorded, not answered.
+        self.threshold_key = sim_threshold_key(self.n, self.p.quorums.certificate) if threshold else None
+        self.threshold_jobs: list[A.ThresholdJob] = []
+        public = self.threshold_key[0] if self.threshold_key else None
+        self.verifier = Verifier(self.scheme, threshold_public=public)
         self.signers = {i: Signer(self.scheme, i) for i in range(1, self.n + 1 + 20)}
         self.replica = Replica(self.p, me, incarnation=1)
         self.now_us = 0
@@ -55,7 +63,29 @@ class Harness:
                 self.delivered.append(action)
             elif isinstance(action, A.StateTransferNeeded):
                 self.transfers.append(action.ordinal)
+            elif isinstance(action, A.ThresholdJob):
+                self.threshold_jobs.append(action)
+                if self.threshold_key is not None:
+                    self.replica.step(ThresholdDone(action.job_id, self._threshold(action)))
+                    work = self.replica.take_actions() + work
         self.replica.invariants()
+
+    def _threshold(self, job: A.ThresholdJob) -> bytes | None:
+        assert self.threshold_key is not None
+        public = self.threshold_key[0]
+        if job.op == "share":
+            return self.threshold_share(self.me, job.statement)
+        parsed = [threshold.SignatureShare.from_bytes(raw) for _, raw in job.shares]
+        try:
+            return threshold.combine(public, job.statement, parsed, verify_shares=job.verify_shares)
+        except CryptoError:
+            return None
+
+    def threshold_share(self, who: int, statement: bytes) -> bytes:
+        """Replica ``who``'s threshold signature share on ``statement`` (valid proof)."""
+        assert self.threshold_key is not None
+        share = threshold.sign_share(self.threshold_key[1][who - 1], statement, nonce_seed=b"%d" % who)
+        return share.to_bytes()
 
     def tick(self, now_us: int) -> None:
         self.now_us = now_us

@@ -54,12 +54,15 @@ class ThresholdJob:
     ``op == "share"``: sign ``statement`` with this replica's key share and answer
     ``ThresholdDone(job_id, share_bytes)``. ``op == "combine"``: combine ``shares``
     (``(signer, share_bytes)`` pairs; shares whose proofs fail are skipped, H7) and
-    answer ``ThresholdDone(job_id, signature)``, or ``None`` if too few were valid."""
+    answer ``ThresholdDone(job_id, signature)``, or ``None`` if too few were valid.
+    ``verify_shares`` is False only to reproduce the original (``Params.legacy`` H7),
+    which combines without checking share proofs."""
 
     job_id: int
     op: str
     statement: bytes
     shares: tuple[tuple[int, bytes], ...] = ()
+    verify_shares: bool = True
 
 
 @dataclass(frozen=True, slots=True)

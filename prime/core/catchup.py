@@ -25,10 +25,14 @@ Open questions of PROTOCOL.md section 10, decided:
   does, and the application discards what it receives up to X, the ordinal of
   its own CLIENT_STATE_TRANSFER marker, then takes a peer's state as of X
   (``prime.app.kv`` documents and implements the contract).
-* 5: only COMMIT-type certificates are produced and accepted. A replica behind
-  a run of replayed (PC_SET/NO_OP) ordinals waits for the next normally
-  committed ordinal of the new view, whose certificate suffices; the "f+1
-  matching copies" rule would add a second kind of evidence for little gain.
+* 5: a replayed (PC_SET/NO_OP) ordinal has no commit certificate, and waiting
+  for the next normally committed one is not enough: a replica that missed a
+  replay cannot build complete state for the next view change either, so a
+  second view change in a row could stall (the Twins test found it). Such an
+  ordinal travels as a REPLAYED record (its prepare certificate, or "NO_OP")
+  in answers to CATCHUP_REQUEST, and is installed from ``f+1`` matching
+  records sent by distinct replicas, at least one of them correct. During a
+  view change a replica asks each peer whose REPORT is ahead of its ARU.
 
 Hardening adopted (PROTOCOL.md 9):
 * H6: a certificate counts only if its pre-prepare is signed by
@@ -48,7 +52,7 @@ from typing import TYPE_CHECKING
 from prime.core import actions as A
 from prime.core.order import OrdSlot, pre_prepare_digest
 from prime.core.quorum import leader_of
-from prime.msgs import CatchupRequest, OrdCert, OrdKind, UpdateKind
+from prime.msgs import CatchupRequest, OrdCert, OrdKind, Replayed, UpdateKind
 from prime.wire import Envelope
 
 if TYPE_CHECKING:
@@ -61,8 +65,12 @@ class Catchup:
     def __init__(self, replica: Replica) -> None:
         self.r = replica
         self.last_ord_cert: OrdCert | None = None  # our own newest (unsigned body)
-        self.recent: dict[int, OrdCert] = {}  # our newest certificates, to answer requests
+        # Our newest certificates and replayed ordinals, to answer requests.
+        self.recent: dict[int, OrdCert | Replayed] = {}
         self.fills: dict[int, OrdCert] = {}  # valid certificates just above our ARU
+        # Replayed records just above our ARU: ordinal -> sender -> (content key, record).
+        self.vouches: dict[int, dict[int, tuple[bytes, Replayed]]] = {}
+        self.asked: dict[int, tuple[int, int]] = {}  # peer -> (our ARU, time) of the last ask
         self.peer_certs: dict[int, Envelope] = {}  # newest valid cert per peer
         self.replied_at_us: dict[int, int] = {}  # rate limit of answers per peer
         self.next_catchup_id = 1
@@ -76,13 +84,24 @@ class Catchup:
         cert = OrdCert(slot.view, slot.seq, int(OrdKind.COMMIT), 1, slot.pp, slot.commit_cert)
         self._remember(cert)
 
-    def _remember(self, cert: OrdCert) -> None:
-        self.last_ord_cert = cert
+    def on_executed_replayed(self, slot: OrdSlot) -> None:
+        if slot.kind == OrdKind.PC_SET:
+            assert slot.pp is not None
+            record = Replayed(self.r.view, slot.seq, slot.pp, slot.prepare_cert)
+        else:
+            record = Replayed(self.r.view, slot.seq, None, ())
+        self._keep_recent(record)
+
+    def _keep_recent(self, record: OrdCert | Replayed) -> None:
         history = self.r.p.catchup_history_ordinals
         if history:
-            self.recent[cert.seq] = cert
+            self.recent[record.seq] = record
             while len(self.recent) > history:
                 del self.recent[min(self.recent)]
+
+    def _remember(self, cert: OrdCert) -> None:
+        self.last_ord_cert = cert
+        self._keep_recent(cert)
         if not self.r.timer_armed("ord_cert"):
             self.r.set_timer("ord_cert", self.r.now_us + self.r.p.ord_cert_period_us)
 
@@ -103,10 +122,23 @@ class Catchup:
         self.replied_at_us[peer] = self.r.now_us
         start = env.msg.aru + 1
         for seq in range(start, start + self.r.p.catchup_reply_count_max):
-            cert = self.recent.get(seq)
-            if cert is None:
+            record = self.recent.get(seq)
+            if record is None:
                 break
-            self.r.sign_and_send(OrdCert(cert.view, cert.seq, cert.kind, 2, cert.pre_prepare, cert.commits), dest=peer)
+            if isinstance(record, OrdCert):
+                record = OrdCert(record.view, seq, record.kind, 2, record.pre_prepare, record.commits)
+            self.r.sign_and_send(record, dest=peer)
+
+    def ask(self, peer: int) -> None:
+        """Ask ``peer`` for what it keeps above our ARU: at once when our ARU moved, else
+        at most twice per retransmission period (the retransmission timer asks again)."""
+        aru = self.r.ord.aru
+        last = self.asked.get(peer)
+        if last is not None and last[0] == aru and self.r.now_us - last[1] < self.r.p.retrans_period_us // 2:
+            return
+        self.asked[peer] = (aru, self.r.now_us)
+        self.r.log.debug("ask %d for ordinals above %d", peer, aru)
+        self.r.sign_and_send(CatchupRequest(aru), dest=peer)
 
     # --------------------------------------------------------------- receiving
 
@@ -153,19 +185,70 @@ class Catchup:
             delay = max(self.r.p.catchup_epsilon_us, self.next_catchup_time_us - self.r.now_us)
             self.r.set_timer("catchup", self.r.now_us + delay)
 
+    def on_replayed(self, via: int, env: Envelope) -> None:
+        """A peer says how a replay decided an ordinal; f+1 matching records install it."""
+        sender, record = env.sender, env.msg
+        if sender == self.r.me or not 1 <= sender <= self.r.n:
+            return
+        aru = self.r.ord.aru
+        if record.seq <= aru:
+            return
+        if record.seq > aru + max(self.r.p.catchup_history_ordinals, self.r.p.catchup_reply_count_max):
+            self.r.drop("replayed:window")
+            return
+        if record.pre_prepare is None:
+            key = b""
+        elif self.r.vc.valid_prepare_cert(record.pre_prepare, record.prepares):
+            key = pre_prepare_digest(record.pre_prepare.msg)
+        else:
+            self.r.drop("replayed:invalid")
+            return
+        self.vouches.setdefault(record.seq, {}).setdefault(sender, (key, record))
+        self.try_fill()
+
+    def _vouched(self, seq: int) -> Replayed | None:
+        """The record for ``seq`` that f+1 distinct replicas agree on, if any."""
+        votes = self.vouches.get(seq)
+        if not votes:
+            return None
+        counts: dict[bytes, int] = {}
+        for key, record in votes.values():
+            counts[key] = counts.get(key, 0) + 1
+            if counts[key] >= self.r.q.one_correct:
+                return record
+        return None
+
     def try_fill(self) -> None:
-        """Execute held certificates for ARU+1, ARU+2, ... while they apply."""
+        """Execute held certificates and vouched replayed ordinals for ARU+1, ARU+2, ..."""
         order = self.r.ord
         while True:
             for seq in [s for s in self.fills if s <= order.aru]:
                 del self.fills[seq]
-            cert = self.fills.pop(order.aru + 1, None)
-            if cert is None:
-                return
+            for seq in [s for s in self.vouches if s <= order.aru]:
+                del self.vouches[seq]
             before = order.aru
-            self.fill(cert)
+            cert = self.fills.pop(before + 1, None)
+            if cert is not None:
+                self.fill(cert)
+            else:
+                record = self._vouched(before + 1)
+                if record is None:
+                    return
+                del self.vouches[before + 1]
+                self.fill_replayed(record)
             if order.aru == before:
                 return  # ordered but waiting for requests; execution resumes on arrival
+
+    def fill_replayed(self, record: Replayed) -> None:
+        """Install a replayed ordinal for ``ARU+1`` as the replay decided it."""
+        order = self.r.ord
+        slot = order.history.get(record.seq)
+        if record.seq != order.aru + 1 or (slot is not None and slot.ordered):
+            return
+        self.r.stats.replayed_filled += 1
+        self.r.log.debug("replayed ordinal %d installed from f+1 records", record.seq)
+        order.install_replayed(record.seq, record.pre_prepare, tuple(record.prepares))
+        order.send_prepares()
 
     def on_catchup_timeout(self) -> None:
         """Scan peers round-robin for a certificate ahead of us; ask, fill or jump."""
@@ -263,4 +346,6 @@ class Catchup:
             "peer_certs": len(self.peer_certs),
             "recent_certs": len(self.recent),
             "fills": len(self.fills),
+            "vouches": sum(len(v) for v in self.vouches.values()),
+            "asked": len(self.asked),
         }

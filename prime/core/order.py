@@ -176,6 +176,31 @@ class Order:
         vectors = [None if row is None else row.msg.cum_aru for row in pp.rows]
         slot.pop = matrix_pop(vectors, self.r.n, self.r.q.eligibility_rank)
 
+    def install_replayed(self, seq: int, pc_pp: Envelope | None, prepares: tuple[Envelope, ...]) -> None:
+        """Install ordinal ``seq`` as a replay decided it (2.6.5 step 3): the pre-prepare
+        of a prepare certificate, or a NO_OP that copies ordinal ``seq-1``'s matrix so
+        nothing new becomes eligible. Then execute what can be executed."""
+        slot = OrdSlot(seq)
+        if pc_pp is not None:
+            self._install_pp(slot, pc_pp)
+            slot.kind = OrdKind.PC_SET
+            if "H11" not in self.r.p.legacy:
+                # H11: the slot keeps its certificate, so an ordinal replayed here but
+                # not yet executed is reported again if another view change starts.
+                slot.prepare_cert = prepares
+                self.high_seq = max(self.high_seq, seq)
+            for row in pc_pp.msg.rows:
+                if row is not None:
+                    self.r.po.apply_po_aru(row)
+            self.r.po.raise_proof_points(slot.pop)
+        else:
+            prev = self.pop_of(seq - 1)
+            slot.kind = OrdKind.NO_OP
+            slot.pop = prev if prev is not None else self.zero_pop
+        slot.ordered = slot.reconciled = slot.sent_prepare = True
+        self.history[seq] = slot
+        self.try_execute()
+
     def _on_pp_complete(self, slot: OrdSlot) -> None:
         # H1/H2: re-check both certificates now that the PP is here.
         self._check_prepare_cert(slot, on_pp_complete=True)
@@ -355,6 +380,8 @@ class Order:
             self.r.recon.reconcile(slot)
         if slot.kind == OrdKind.COMMIT and slot.commit_cert:
             self.r.catchup.on_executed_commit(slot)
+        elif slot.kind != OrdKind.COMMIT:
+            self.r.catchup.on_executed_replayed(slot)
         self._collect(g - self.r.p.gc_lag_ordinals)
         if self.r.view_change_done or "H5" in self.r.p.legacy:
             # H5: only an execution in the installed view stops the view-change

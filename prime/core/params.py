@@ -13,9 +13,14 @@ from typing import Any
 from prime.core.quorum import Quorums
 
 
-# "EVIDENCE" switches off our own addition: suspecting a leader on two conflicting
-# pre-prepares (the C code waits for the TAT to grow, which a two-faced leader avoids).
-LEGACY_ITEMS = frozenset({"H1", "H2", "H3", "H4", "H5", "H6", "H8", "H12", "H13", "EVIDENCE"})
+# Besides the hardening items of PROTOCOL.md section 9, two switches turn off our own
+# additions: "EVIDENCE", suspecting a leader on two conflicting pre-prepares (the C
+# code waits for the TAT to grow, which a two-faced leader avoids), and "RB", counting
+# reliable-broadcast echoes and readies per payload (the C code binds an instance to
+# the first payload it sees, so an originator that equivocates can stall it).
+LEGACY_ITEMS = frozenset(
+    {"H1", "H2", "H3", "H4", "H5", "H6", "H7", "H8", "H11", "H12", "H13", "EVIDENCE", "RB"}
+)
 
 
 @dataclass(frozen=True, slots=True)

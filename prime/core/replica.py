@@ -22,7 +22,7 @@ import heapq
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from prime import msgs, wire
 from prime.core import actions as A
@@ -44,6 +44,18 @@ LOCAL = -1  # destination: only this replica's own handler
 TIMER_HEAP_ENTRIES_MAX = 64
 
 _log = logging.getLogger(__name__)
+
+
+class _ReplicaLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes each record with the replica's id and its (event-supplied) time."""
+
+    def __init__(self, logger: logging.Logger, replica: Replica) -> None:
+        super().__init__(logger, {"server": replica.me})
+        self.replica = replica
+
+    def process(self, msg: object, kwargs: Any) -> tuple[object, Any]:
+        r = self.replica
+        return f"r{r.me} t={r.now_us / 1e6:.6f} v{r.view} {msg}", kwargs
 
 
 @dataclass(slots=True)
@@ -73,6 +85,7 @@ class Stats:
     recon_rebuilt: int = 0
     recon_bad_rebuilds: int = 0
     jumps: int = 0
+    replayed_filled: int = 0  # replayed ordinals installed from f+1 matching records
 
 
 class Replica:
@@ -93,7 +106,7 @@ class Replica:
         self.n = params.n
         self.q = params.quorums
         self.incarnation = incarnation
-        self.log = log or logging.LoggerAdapter(_log, {"server": me})
+        self.log = log or _ReplicaLog(_log, self)
         self.now_us = 0
         self.view = 1
         self.view_change_done = True
@@ -147,6 +160,7 @@ class Replica:
             msgs.T_ORD_CERT: self.catchup.on_ord_cert,
             msgs.T_RECON: self.recon.on_recon,
             msgs.T_CATCHUP_REQUEST: self.catchup.on_catchup_request,
+            msgs.T_REPLAYED: self.catchup.on_replayed,
             msgs.T_TAT_MEASURE: self.suspect.on_tat_measure,
             msgs.T_RTT_PING: self.suspect.on_rtt_ping,
             msgs.T_RTT_PONG: self.suspect.on_rtt_pong,
@@ -296,11 +310,13 @@ class Replica:
         statement: bytes,
         context: tuple[int, int, int],
         shares: tuple[tuple[int, bytes], ...] = (),
+        *,
+        verify_shares: bool = True,
     ) -> None:
         """Ask the driver for a threshold share or combination (answered by ThresholdDone)."""
         self._job_seq += 1
         self._threshold_jobs[self._job_seq] = (op, context)
-        self.emit(A.ThresholdJob(self._job_seq, op, statement, shares))
+        self.emit(A.ThresholdJob(self._job_seq, op, statement, shares, verify_shares))
 
     def _on_threshold_done(self, job_id: int, result: bytes | None) -> None:
         job = self._threshold_jobs.pop(job_id, None)

@@ -13,6 +13,9 @@ replays the same ordinals: the union of the listed PC_SETs, NO_OPs elsewhere,
 up to ``start_seq``, and the new leader continues from ``start_seq``.
 
 Decisions and hardening (PROTOCOL.md 9, 10):
+* Reliable broadcast counts echoes and readies per payload digest (Bracha);
+  the original binds an instance to the first payload seen, which lets an
+  equivocating originator stall a correct replica (``Params.legacy`` "RB").
 * Open question 3: in the replay union, the PC_SET whose pre-prepare has the
   *highest view* wins an ordinal (ties: lowest replica id). A prepare
   certificate of a later view supersedes an older one for the same ordinal;
@@ -23,25 +26,27 @@ Decisions and hardening (PROTOCOL.md 9, 10):
   the sender); PC_SETs need the leader's PP and distinct non-leader Prepares of
   its view; only lists of at least ``2f+k+1`` members get a share.
 * H7: shares carry Shoup's proofs; combination skips bad shares and is retried
-  as more shares arrive.
+  as more shares arrive (the original combines once, unverified, when exactly
+  2f+k+1 shares are present).
 * H11: replayed PC_SET ordinals keep their certificate (reported again in the
   next view change), and a REPORT carries ``replay_floor``, the highest ordinal
   a replay fixed, which raises the next ``start_seq``.
+* Open question 5: a replica whose state is incomplete because a peer's REPORT
+  is ahead asks that peer for what it missed; replayed ordinals come back as
+  REPLAYED records and are installed from f+1 matching ones (``catchup``).
 * H12: ordering messages of a view are ignored until its replay executed, and a
   new leader never re-proposes an ordinal below ``start_seq``.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prime.core.order import OrdSlot, pre_prepare_digest
+from prime.core.order import pre_prepare_digest
 from prime.core.quorum import leader_of
 from prime.msgs import (
-    OrdKind,
     PcSet,
     RbEcho,
     RbInit,
@@ -75,19 +80,22 @@ def bits(members: int) -> list[int]:
     return [i for i in range(1, 32) if members >> i & 1]
 
 
-class RbState(enum.Enum):
-    INIT = 0
-    SENT_ECHO = 1
-    SENT_READY = 2
-
-
 @dataclass(slots=True)
 class RbSlot:
-    payload: Envelope
-    digest: bytes
-    echoes: set[int] = field(default_factory=set)
-    readies: set[int] = field(default_factory=set)
-    state: RbState = RbState.INIT
+    """One reliable-broadcast instance ``(origin, seq)``.
+
+    Echoes and readies are counted per payload digest, as in Bracha's protocol: an
+    originator that sends two payloads cannot keep a correct replica that saw the
+    other one first from delivering the payload the others agreed on. Each peer's
+    first echo and first ready count, so an instance holds at most N+1 payloads."""
+
+    payloads: dict[bytes, Envelope] = field(default_factory=dict)
+    echoes: dict[bytes, set[int]] = field(default_factory=dict)
+    readies: dict[bytes, set[int]] = field(default_factory=dict)
+    echoed_by: set[int] = field(default_factory=set)
+    readied_by: set[int] = field(default_factory=set)
+    sent_echo: bool = False
+    sent_ready: bool = False
     delivered: bool = False
 
 
@@ -113,6 +121,7 @@ class ViewChange:
         self.pending_lists: list[int] = []
         self.shares: dict[tuple[int, int], dict[int, bytes]] = {}
         self.combined: set[tuple[int, int]] = set()
+        self.attempted: set[tuple[int, int]] = set()
         self.combining: dict[tuple[int, int], int] = {}  # key -> shares in the attempt
         self.my_shares: list[VcPartialSig] = []
         self.replay: Envelope | None = None
@@ -123,6 +132,7 @@ class ViewChange:
         self.sent_replay_commit = False
         self.sent_replay = False
         self.proof_sent_us: int | None = None
+        self.replaying = False  # executing the replay: its executions must not re-enter it
 
     @property
     def active(self) -> bool:
@@ -160,6 +170,7 @@ class ViewChange:
         if self.r.executed_in_view:
             return
         self.r.set_timer("vc_retrans", self.r.now_us + self.r.p.retrans_period_us)
+        self.recheck_all()  # asks again whoever is still ahead of us
         for env in self.my_rb:
             self.r.forward(env)
         if self.replay is not None:
@@ -176,69 +187,83 @@ class ViewChange:
 
     # ---------------------------------------------------- reliable broadcast (2.6.1)
 
-    def _rb_slot(self, env: Envelope, *, init: bool) -> RbSlot | None:
+    def _rb_slot(self, env: Envelope, *, init: bool) -> tuple[RbSlot, bytes] | None:
+        """The instance an RB message belongs to and its payload's digest, or None."""
         payload = env.msg.payload
         tag = payload.msg
         origin, seq = tag.rb_origin, tag.rb_seq
         if not self.active or tag.rb_view != self.r.view:
             return None
-        if payload.sender != origin or (init and env.sender != origin):
+        bound = payload.sender == origin and (not init or env.sender == origin)
+        if not bound and "H6" not in self.r.p.legacy:
             self.r.drop("rb:origin")  # H6: a payload is bound to its originator
             return None
-        if not 1 <= origin <= self.r.n or seq > self.RB_SEQ_MAX:
+        if not 1 <= origin <= self.r.n or seq > self.RB_SEQ_MAX or not 1 <= env.sender <= self.r.n:
             return None
         digest = hashlib.sha256(payload.raw).digest()
         slot = self.rb.get((origin, seq))
         if slot is None:
-            slot = self.rb[(origin, seq)] = RbSlot(payload, digest)
-        elif slot.digest != digest:
-            self.r.stats.equivocations_seen += 1  # evidence against the originator
-            return None
-        return slot
+            slot = self.rb[(origin, seq)] = RbSlot()
+        if digest not in slot.payloads:
+            if slot.payloads:
+                self.r.stats.equivocations_seen += 1  # evidence against the originator
+                if "RB" in self.r.p.legacy:
+                    return None  # the C code: the first payload seen binds the instance
+            if init and slot.sent_echo:
+                return None  # a second INIT is not echoed, so there is nothing to keep
+            slot.payloads[digest] = payload
+        return slot, digest
 
-    def _send_rb(self, cls: type, slot: RbSlot) -> None:
-        msg = cls(slot.payload)
-        self.r.sign_and_send(msg)
+    def _send_rb(self, cls: type, slot: RbSlot, digest: bytes) -> None:
+        self.r.sign_and_send(cls(slot.payloads[digest]))
+
+    def _echo_and_ready(self, slot: RbSlot, digest: bytes) -> None:
+        if not slot.sent_echo:
+            slot.sent_echo = True
+            self._send_rb(RbEcho, slot, digest)
+        slot.sent_ready = True
+        self._send_rb(RbReady, slot, digest)
+
+    def _keep_own(self, via: int, env: Envelope) -> None:
+        if env.sender == self.r.me and via == self.r.me:
+            self.my_rb.append(env)  # retransmitted until the new view executes
 
     def on_rb_init(self, via: int, env: Envelope) -> None:
-        slot = self._rb_slot(env, init=True)
-        if slot is None:
+        found = self._rb_slot(env, init=True)
+        if found is None:
             return
-        if env.sender == self.r.me and via == self.r.me:
-            self.my_rb.append(env)
-        if slot.state == RbState.INIT:
-            slot.state = RbState.SENT_ECHO
-            self._send_rb(RbEcho, slot)
+        slot, digest = found
+        self._keep_own(via, env)
+        if not slot.sent_echo:
+            slot.sent_echo = True
+            self._send_rb(RbEcho, slot, digest)
 
     def on_rb_echo(self, via: int, env: Envelope) -> None:
-        slot = self._rb_slot(env, init=False)
-        if slot is None or env.sender in slot.echoes or not 1 <= env.sender <= self.r.n:
+        found = self._rb_slot(env, init=False)
+        if found is None or env.sender in found[0].echoed_by:
             return
-        if env.sender == self.r.me and via == self.r.me:
-            self.my_rb.append(env)
-        slot.echoes.add(env.sender)
-        if len(slot.echoes) == self.r.q.certificate and slot.state != RbState.SENT_READY:
-            if slot.state == RbState.INIT:
-                self._send_rb(RbEcho, slot)
-            slot.state = RbState.SENT_READY
-            self._send_rb(RbReady, slot)
+        slot, digest = found
+        self._keep_own(via, env)
+        slot.echoed_by.add(env.sender)
+        echoes = slot.echoes.setdefault(digest, set())
+        echoes.add(env.sender)
+        if len(echoes) >= self.r.q.certificate and not slot.sent_ready:  # Q13
+            self._echo_and_ready(slot, digest)
 
     def on_rb_ready(self, via: int, env: Envelope) -> None:
-        slot = self._rb_slot(env, init=False)
-        if slot is None or env.sender in slot.readies or not 1 <= env.sender <= self.r.n:
+        found = self._rb_slot(env, init=False)
+        if found is None or env.sender in found[0].readied_by:
             return
-        if env.sender == self.r.me and via == self.r.me:
-            self.my_rb.append(env)
-        slot.readies.add(env.sender)
-        count = len(slot.readies)
-        if count == self.r.q.one_correct and slot.state != RbState.SENT_READY:
-            if slot.state == RbState.INIT:
-                self._send_rb(RbEcho, slot)
-            slot.state = RbState.SENT_READY
-            self._send_rb(RbReady, slot)
-        if count >= self.r.q.certificate and not slot.delivered:
+        slot, digest = found
+        self._keep_own(via, env)
+        slot.readied_by.add(env.sender)
+        readies = slot.readies.setdefault(digest, set())
+        readies.add(env.sender)
+        if len(readies) >= self.r.q.one_correct and not slot.sent_ready:  # Q14
+            self._echo_and_ready(slot, digest)
+        if len(readies) >= self.r.q.certificate and not slot.delivered:  # Q15
             slot.delivered = True
-            self._deliver(slot.payload)
+            self._deliver(slot.payloads[digest])
 
     # ------------------------------------------------- REPORT and PC_SET (2.6.2)
 
@@ -264,33 +289,41 @@ class ViewChange:
         self.check_complete(i)
 
     def _valid_pc_set(self, pc: PcSet) -> bool:
+        return self.valid_prepare_cert(pc.pre_prepare, pc.prepares)
+
+    def valid_prepare_cert(self, pp_env: Envelope, prepares: tuple[Envelope, ...]) -> bool:
         """H6: the PP is the leader's of its view; 2f+k distinct non-leaders Prepared it in that view."""
-        pp_env = pc.pre_prepare
         pp = pp_env.msg
+        ppd = pre_prepare_digest(pp)
+        if "H6" in self.r.p.legacy:  # the C checks: the count, and each Prepare's digest
+            return len(prepares) == self.r.q.prepare and all(p.msg.digest == ppd for p in prepares)
         leader = leader_of(pp.view, self.r.n)
         if pp_env.sender != leader or len(pp.rows) != self.r.n:
             return False
         if any(row is not None and len(row.msg.cum_aru) != self.r.n for row in pp.rows):
             return False
-        ppd = pre_prepare_digest(pp)
-        signers = {p.sender for p in pc.prepares}
+        signers = {p.sender for p in prepares}
         return (
-            len(pc.prepares) == self.r.q.prepare
-            and len(signers) == len(pc.prepares)
+            len(prepares) == self.r.q.prepare
+            and len(signers) == len(prepares)
             and leader not in signers
             and all(1 <= s <= self.r.n for s in signers)
-            and all(p.msg.digest == ppd and p.msg.view == pp.view for p in pc.prepares)
+            and all(p.msg.digest == ppd and p.msg.view == pp.view and p.msg.seq == pp.seq for p in prepares)
         )
 
     def check_complete(self, i: int) -> None:
-        if not self.active or i in self.complete:
+        if not self.active or i in self.complete or self.replaying:
             return
         report = self.reports.get(i)
         if report is None or len(self.pc_sets.get(i, {})) != report.pc_set_size:
             return
         if self.r.ord.aru < report.exec_aru:
-            return  # we must catch up first; re-checked after executions and jumps
+            # We must catch up first (re-checked after executions and jumps). Ordinals a
+            # replay decided have no certificate, so ask the replicas that are ahead.
+            self.r.catchup.ask(i)
+            return
         self.complete.add(i)
+        self.r.log.debug("complete state of %d (aru %d, %d PC_SETs)", i, report.exec_aru, report.pc_set_size)
         if len(self.complete) == self.r.q.certificate and self.my_vc_list is None:
             members = sum(1 << j for j in self.complete)
             self.my_vc_list = VcList(self.r.view, members)
@@ -316,8 +349,10 @@ class ViewChange:
         if not self.active or msg.view != self.r.view or msg.members in self.lists_seen:
             return
         members = bits(msg.members)
-        if msg.members & 1 or len(members) < self.r.q.certificate or max(members) > self.r.n:
-            self.r.drop("vc_list:members")  # H6: only lists of 2f+k+1 real replicas
+        # H6: only lists of 2f+k+1 real replicas (the C code signs any subset, even empty).
+        too_few = len(members) < self.r.q.certificate and "H6" not in self.r.p.legacy
+        if msg.members & 1 or too_few or any(j > self.r.n for j in members):
+            self.r.drop("vc_list:members")
             return
         if len(self.lists_seen) >= 4 * self.r.n:
             return
@@ -328,7 +363,7 @@ class ViewChange:
             self.pending_lists.append(msg.members)
 
     def start_seq_for(self, members: int) -> int:
-        return 1 + max(self.max_pc_seq.get(i, 0) for i in bits(members))
+        return 1 + max((self.max_pc_seq.get(i, 0) for i in bits(members)), default=0)
 
     def _sign_list(self, members: int) -> None:
         start_seq = self.start_seq_for(members)
@@ -359,6 +394,10 @@ class ViewChange:
         held = self.shares.get(key, {})
         if key in self.combined or key in self.combining or len(held) < self.r.q.certificate:
             return
+        legacy = "H7" in self.r.p.legacy
+        if legacy and (key in self.attempted or len(held) != self.r.q.certificate):
+            return  # the C code: one attempt, when exactly 2f+k+1 shares are present
+        self.attempted.add(key)
         self.combining[key] = len(held)
         members, start_seq = key
         self.r.request_threshold(
@@ -366,6 +405,7 @@ class ViewChange:
             statement(self.r.view, members, start_seq),
             (self.r.view, members, start_seq),
             tuple(sorted(held.items())),
+            verify_shares=not legacy,
         )
 
     def on_combine_done(self, context: tuple[int, int, int], signature: bytes | None) -> None:
@@ -381,6 +421,7 @@ class ViewChange:
                 self._try_combine(key)
             return
         self.combined.add(key)
+        self.r.log.debug("VC proof for list %s start %d", bits(members), start_seq)
         proof = VcProof(view, members, start_seq, signature)
         if self.proof_sent_us is None:
             self.proof_sent_us = self.r.now_us  # the VC TAT stopwatch (2.5.1)
@@ -405,6 +446,7 @@ class ViewChange:
                 self.r.forward(env)  # evidence: the first REPLAY is kept
             return
         self.replay = env
+        self.r.log.debug("REPLAY list %s start %d", bits(msg.members), msg.start_seq)
         self.replay_digest = replay_digest(msg)
         self.proof_sent_us = None  # the stopwatch stops: the new leader answered
         if env.sender != self.r.me:
@@ -443,7 +485,9 @@ class ViewChange:
         self.try_execute_replay()
 
     def try_execute_replay(self) -> None:
-        if self.replay is None or not self.active or not self._subset(self.replay.msg.members):
+        if self.replay is None or not self.active or self.replaying:
+            return
+        if not self._subset(self.replay.msg.members):
             return
         matching = sum(1 for d in self.replay_commits.values() if d == self.replay_digest)
         if matching >= self.r.q.certificate:
@@ -463,6 +507,13 @@ class ViewChange:
         return out
 
     def execute_replay(self, replay: Replay) -> None:
+        self.replaying = True
+        try:
+            self._execute_replay(replay)
+        finally:
+            self.replaying = False
+
+    def _execute_replay(self, replay: Replay) -> None:
         r, order = self.r, self.r.ord
         start = replay.start_seq
         chosen = self.union(replay.members)
@@ -477,28 +528,15 @@ class ViewChange:
                 del order.history[g]
         order.blocked_on = set()
         for g in range(order.aru + 1, start):
-            slot = OrdSlot(g)
             pc_env = chosen.get(g)
-            if pc_env is not None:
-                pc: PcSet = pc_env.msg
-                order._install_pp(slot, pc.pre_prepare)
-                slot.kind = OrdKind.PC_SET
-                slot.prepare_cert = tuple(pc.prepares)  # H11: reported again if needed
-                order.high_seq = max(order.high_seq, g)
-                for row in pc.pre_prepare.msg.rows:
-                    if row is not None:
-                        r.po.apply_po_aru(row)
-                r.po.raise_proof_points(slot.pop)
+            if pc_env is None:
+                order.install_replayed(g, None, ())
             else:
-                prev = order.pop_of(g - 1)
-                slot.kind = OrdKind.NO_OP
-                slot.pop = prev if prev is not None else order.zero_pop
-            slot.ordered = slot.reconciled = slot.sent_prepare = True
-            order.history[g] = slot
-            order.try_execute()
+                order.install_replayed(g, pc_env.msg.pre_prepare, tuple(pc_env.msg.prepares))
         # Step 4: ppARU = startSeq - 1: PPs we accepted above it in older views were
         # discarded with their slots (a replica that led the old view had some). Only a
         # certificate of this very view can have taken ARU further; then ARU it is.
         order.pp_aru = max(start - 1, order.aru)
-        self.replay_floor = max(self.replay_floor, start - 1)
+        if "H11" not in r.p.legacy:
+            self.replay_floor = max(self.replay_floor, start - 1)
         r.finish_view_change(start)

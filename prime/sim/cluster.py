@@ -115,7 +115,7 @@ class SimConfig:
 _THRESHOLD_KEYS: dict[tuple[int, int], Any] = {}
 
 
-def _threshold_key(n: int, t: int) -> Any:
+def sim_threshold_key(n: int, t: int) -> Any:
     """One (n, t) Shoup key per process, dealt from a fixed seed at 512 bits: the
     simulator needs real threshold math, not real secrecy."""
     key = _THRESHOLD_KEYS.get((n, t))
@@ -193,7 +193,7 @@ class SimCluster:
         self._heap: list[tuple[int, int, int, Any, Any]] = []
         self._seq = 0
         self.scheme: Scheme = self._make_scheme()
-        self.threshold_public, self.threshold_shares = _threshold_key(self.n, self.params.quorums.certificate)
+        self.threshold_public, self.threshold_shares = sim_threshold_key(self.n, self.params.quorums.certificate)
         self.verifier = Verifier(self.scheme, threshold_public=self.threshold_public)
         self.network = Network(
             random.Random(self.seed_for("network")),
@@ -377,7 +377,9 @@ class SimCluster:
             except CryptoError:
                 continue  # malformed share: skipped like one whose proof fails (H7)
         try:
-            return threshold.combine(self.threshold_public, job.statement, shares)
+            return threshold.combine(
+                self.threshold_public, job.statement, shares, verify_shares=job.verify_shares
+            )
         except CryptoError:
             return None
 
@@ -669,6 +671,11 @@ class SimCluster:
                 for r in sorted(self.correct)
             },
             "jumps": {str(r): n.replica.stats.jumps for r, n in sorted(self.nodes.items()) if n.replica.stats.jumps},
+            "replayed_filled": {
+                str(r): n.replica.stats.replayed_filled
+                for r, n in sorted(self.nodes.items())
+                if n.replica.stats.replayed_filled
+            },
             "virtual_s": round(self.now_us / US, 3),
             "liveness_checked": applicable,
             "liveness_skipped_reason": reason,

@@ -57,6 +57,7 @@ from prime.msgs import (
     ReconPart,
     Replay,
     ReplayCommit,
+    Replayed,
     ReplayPrepare,
     Report,
     RttMeasure,
@@ -165,6 +166,13 @@ def ord_cert(*, view: int = 3, commit_senders: tuple[int, ...] = (1, 2, 3)) -> O
     )
 
 
+def replayed(*, no_op: bool = False, view: int = 4) -> Replayed:
+    if no_op:
+        return Replayed(view=view, seq=9, pre_prepare=None, prepares=())
+    pc = pc_set()
+    return Replayed(view=view, seq=9, pre_prepare=pc.pre_prepare, prepares=pc.prepares)
+
+
 def new_leader_proof(*, senders: tuple[int, ...] = (1, 2, 4)) -> NewLeaderProof:
     votes = tuple(wrap(NewLeader(new_view=5), sender=s) for s in senders)
     return NewLeaderProof(new_view=5, votes=votes)
@@ -221,6 +229,7 @@ def sample_messages() -> dict[int, Message]:
         ReplayCommit(view=4, digest=digest(0x55)),
         CatchupRequest(aru=118),
         ord_cert(),
+        replayed(),
     ]
     out = {type(m).TAG: m for m in by_class}
     assert len(out) == len(by_class), "two samples share a tag"
@@ -425,6 +434,18 @@ def fix_ord_cert(draw: Draw, m: OrdCert) -> OrdCert:
     )
 
 
+def fix_replayed(draw: Draw, m: Replayed) -> Replayed:
+    if m.pre_prepare is None:
+        return dataclasses.replace(m, prepares=())
+    pp = m.pre_prepare.msg
+    senders = distinct_senders(draw, len(m.prepares))
+    prepares = tuple(
+        resign(p, sender=s, msg=dataclasses.replace(p.msg, seq=pp.seq, view=pp.view))
+        for p, s in zip(m.prepares, senders)
+    )
+    return dataclasses.replace(m, view=max(m.view, pp.view), seq=pp.seq, prepares=prepares)
+
+
 # The rules of each type's invalid(), as repairs applied to a spec-derived instance.
 FIXUPS: dict[type, Callable[[Draw, Any], Any]] = {
     Update: fix_update,
@@ -435,6 +456,7 @@ FIXUPS: dict[type, Callable[[Draw, Any], Any]] = {
     NewLeaderProof: fix_new_leader_proof,
     PcSet: fix_pc_set,
     OrdCert: fix_ord_cert,
+    Replayed: fix_replayed,
 }
 
 
@@ -531,7 +553,7 @@ PP_ROWS = PP.msg.rows
 REJECTIONS: list[tuple[str, bytes, str]] = [
     # Tags.
     ("tag_zero", raw_envelope([0]), "tag"),
-    ("tag_32", raw_envelope([32, 1, 1, D]), "tag"),
+    ("tag_unregistered", raw_envelope([33, 1, 1, D]), "tag"),
     ("tag_negative", raw_envelope([-1]), "tag"),
     ("tag_huge", raw_envelope([U64]), "tag"),
     ("tag_bool", raw_envelope([True, 1]), "body"),
@@ -746,6 +768,23 @@ REJECTIONS: list[tuple[str, bytes, str]] = [
         "ord_cert:commit_mismatch",
     ),
     ("ord_cert_kind", raw_of(R(ord_cert(), kind=OrdKind.PC_SET)), "ord_cert:kind"),
+    ("replayed_seq_not_pp_seq", raw_of(R(replayed(), seq=10)), "replayed:pp_mismatch"),
+    ("replayed_pp_from_later_view", raw_of(replayed(view=2)), "replayed:pp_mismatch"),
+    (
+        "replayed_no_op_with_prepares",
+        raw_of(R(replayed(no_op=True), prepares=replayed().prepares)),
+        "replayed:no_op_with_prepares",
+    ),
+    (
+        "replayed_duplicate",
+        raw_of(R(replayed(), prepares=pc_set(prepare_senders=(2, 3, 2)).prepares)),
+        "replayed:duplicate_signer",
+    ),
+    (
+        "replayed_prepare_view",
+        raw_of(R(replayed(), prepares=(wrap(Prepare(9, 4, D), sender=2),))),
+        "replayed:prepare_mismatch",
+    ),
     # Nesting: NESTING_DEPTH_MAX envelopes below the top one decode; one more does not.
     (
         "nesting_at_limit",
