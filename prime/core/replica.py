@@ -473,4 +473,5 @@ class Replica:
         sizes.update(self.recon.collection_sizes())
         sizes.update(self.catchup.collection_sizes())
         sizes.update(self.suspect.collection_sizes())
+        sizes.update(self.vc.collection_sizes())
         return sizes

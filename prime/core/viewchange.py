@@ -187,8 +187,11 @@ class ViewChange:
 
     # ---------------------------------------------------- reliable broadcast (2.6.1)
 
-    def _rb_slot(self, env: Envelope, *, init: bool) -> tuple[RbSlot, bytes] | None:
-        """The instance an RB message belongs to and its payload's digest, or None."""
+    def _rb_slot(self, env: Envelope, kind: str) -> tuple[RbSlot, bytes] | None:
+        """The instance an RB message of ``kind`` (init, echo, ready) belongs to and its
+        payload's digest; None if the message is to be ignored (a peer's second echo or
+        ready is, before its payload is kept)."""
+        init = kind == "init"
         payload = env.msg.payload
         tag = payload.msg
         origin, seq = tag.rb_origin, tag.rb_seq
@@ -204,6 +207,8 @@ class ViewChange:
         slot = self.rb.get((origin, seq))
         if slot is None:
             slot = self.rb[(origin, seq)] = RbSlot()
+        if env.sender in (slot.echoed_by if kind == "echo" else slot.readied_by if kind == "ready" else ()):
+            return None
         if digest not in slot.payloads:
             if slot.payloads:
                 self.r.stats.equivocations_seen += 1  # evidence against the originator
@@ -229,7 +234,7 @@ class ViewChange:
             self.my_rb.append(env)  # retransmitted until the new view executes
 
     def on_rb_init(self, via: int, env: Envelope) -> None:
-        found = self._rb_slot(env, init=True)
+        found = self._rb_slot(env, "init")
         if found is None:
             return
         slot, digest = found
@@ -239,8 +244,8 @@ class ViewChange:
             self._send_rb(RbEcho, slot, digest)
 
     def on_rb_echo(self, via: int, env: Envelope) -> None:
-        found = self._rb_slot(env, init=False)
-        if found is None or env.sender in found[0].echoed_by:
+        found = self._rb_slot(env, "echo")
+        if found is None:
             return
         slot, digest = found
         self._keep_own(via, env)
@@ -251,8 +256,8 @@ class ViewChange:
             self._echo_and_ready(slot, digest)
 
     def on_rb_ready(self, via: int, env: Envelope) -> None:
-        found = self._rb_slot(env, init=False)
-        if found is None or env.sender in found[0].readied_by:
+        found = self._rb_slot(env, "ready")
+        if found is None:
             return
         slot, digest = found
         self._keep_own(via, env)
@@ -540,3 +545,12 @@ class ViewChange:
         if "H11" not in r.p.legacy:
             self.replay_floor = max(self.replay_floor, start - 1)
         r.finish_view_change(start)
+
+    def collection_sizes(self) -> dict[str, int]:
+        """All of it is per view: reset when the next view is pre-installed."""
+        return {
+            "rb_instances": len(self.rb),
+            "rb_payloads": sum(len(slot.payloads) for slot in self.rb.values()),
+            "vc_lists_seen": len(self.lists_seen),
+            "vc_share_sets": len(self.shares),
+        }

@@ -132,6 +132,7 @@ def test_long_run_memory_stays_bounded() -> None:
         assert sizes["ord_history"] <= 10, (rid, sizes)
         assert sizes["po_history"] <= 200, (rid, sizes)
         assert sizes["blocked_on"] <= 20 and sizes["sign_queue"] <= 128, (rid, sizes)
+        assert sizes["vouches"] <= 64 * cluster.n and sizes["rb_payloads"] <= 4 * (cluster.n + 1), (rid, sizes)
     assert summary["delivered"]["1"] == summary["submitted"] > 500
 
 
