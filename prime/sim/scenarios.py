@@ -2,7 +2,7 @@
 
 A scenario mixes network faults (loss, duplication, jitter-driven reordering,
 a partition), up to ``k`` crashed replicas and up to ``f`` Byzantine replicas
-of every behaviour. The same seed always yields the same scenario, and the
+of every behaviour, twins (one identity run as two instances) included. The same seed always yields the same scenario, and the
 scenario's own replay command reproduces the run.
 """
 
@@ -40,6 +40,10 @@ def random_scenario(seed: int, *, f: int, k: int, duration: float = 1.0) -> SimC
         end = round(start + rng.uniform(0.1, duration * 0.6), 3)
         sep = ">" if rng.random() < 0.3 else "|"
         partitions.append(f"{lonely}{sep}{rest}@{start}-{end}")
+    twins: list[int] = []
+    if rng.random() < 0.15 and len(byz) < f and len(byz) + len(crash) + len(restart) < f + k:
+        # Drawn last, so the rest of every seed's scenario stays what it was.
+        twins.append(rng.choice([r for r in ids if r not in byz and r not in crash and r not in restart]))
     return SimConfig(
         f=f,
         k=k,
@@ -54,4 +58,5 @@ def random_scenario(seed: int, *, f: int, k: int, duration: float = 1.0) -> SimC
         crash=crash,
         restart=restart,
         partitions=partitions,
+        twins=twins,
     )

@@ -1,10 +1,9 @@
 """Many random seeds per CI run, N=4 and N=6: every invariant holds in every one.
 
 Each seed draws a scenario (prime.sim.scenarios): loss, duplication, reordering,
-a partition, up to k crashed and up to f Byzantine replicas of every behaviour.
-Liveness is checked in every run whose leader is correct; runs with a faulty
-leader check safety only until the suspect-leader and view-change issues land
-(the summary says which, in ``liveness_skipped_reason``).
+a partition, up to k crashed and up to f Byzantine replicas of every behaviour
+(twins included), the leader among them in about one run in five. Every scenario
+stays within the fault model, so liveness is checked in every run.
 Set PRIME_SIM_SEEDS to change the count (default 500 per configuration).
 """
 
@@ -26,7 +25,7 @@ CHUNKS = [(lo, min(lo + CHUNK, SEEDS)) for lo in range(0, SEEDS, CHUNK)]
 @pytest.mark.parametrize(("lo", "hi"), CHUNKS, ids=[f"seeds{lo}-{hi - 1}" for lo, hi in CHUNKS])
 @pytest.mark.timeout(600)
 def test_random_seeds(f: int, k: int, lo: int, hi: int) -> None:
-    """Agreement, gap-free order, validity and (leader correct) liveness hold for every seed."""
+    """Agreement, gap-free order, validity and liveness hold for every seed."""
     failures = []
     liveness_checked = 0
     for seed in range(lo, hi):
@@ -35,4 +34,4 @@ def test_random_seeds(f: int, k: int, lo: int, hi: int) -> None:
         if not summary["ok"]:
             failures.append(f"seed {seed}: {summary['violations'][:3]}\n  replay: {summary['replay']}")
     assert not failures, "\n".join(failures)
-    assert liveness_checked >= (hi - lo) // 2, "most runs have a correct leader and check liveness"
+    assert liveness_checked == hi - lo, "every scenario is within the fault model"
