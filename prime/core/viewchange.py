@@ -122,6 +122,8 @@ class ViewChange:
         self.shares: dict[tuple[int, int], dict[int, bytes]] = {}
         self.combined: set[tuple[int, int]] = set()
         self.attempted: set[tuple[int, int]] = set()
+        self.failed: dict[tuple[int, int], int] = {}  # key -> shares its failed attempt had
+        self.my_proof: VcProof | None = None
         self.combining: dict[tuple[int, int], int] = {}  # key -> shares in the attempt
         self.my_shares: list[VcPartialSig] = []
         self.replay: Envelope | None = None
@@ -184,6 +186,8 @@ class ViewChange:
                 self.r.sign_and_send(self.my_vc_list)
             for share in self.my_shares:
                 self.r.sign_and_send(share)
+            if self.my_proof is not None:
+                self.r.sign_and_send(self.my_proof, dest=self.r.leader)
 
     # ---------------------------------------------------- reliable broadcast (2.6.1)
 
@@ -399,9 +403,15 @@ class ViewChange:
         held = self.shares.get(key, {})
         if key in self.combined or key in self.combining or len(held) < self.r.q.certificate:
             return
-        legacy = "H7" in self.r.p.legacy
-        if legacy and (key in self.attempted or len(held) != self.r.q.certificate):
-            return  # the C code: one attempt, when exactly 2f+k+1 shares are present
+        if "H7" in self.r.p.legacy:
+            if key in self.attempted or len(held) != self.r.q.certificate:
+                return  # the C code: one attempt, when exactly 2f+k+1 shares are present
+        elif self.my_proof is not None or self.combining or len(held) <= self.failed.get(key, 0):
+            # The new leader needs one proof, so a replica combines one list at a time and
+            # stops at its first proof (with N=6 several lists often gather shares, each
+            # combination tens of milliseconds); a list whose combination failed is tried
+            # again only with more shares (H7).
+            return
         self.attempted.add(key)
         self.combining[key] = len(held)
         members, start_seq = key
@@ -410,8 +420,12 @@ class ViewChange:
             statement(self.r.view, members, start_seq),
             (self.r.view, members, start_seq),
             tuple(sorted(held.items())),
-            verify_shares=not legacy,
+            verify_shares="H7" not in self.r.p.legacy,
         )
+
+    def _combine_any(self) -> None:
+        for key in list(self.shares):
+            self._try_combine(key)
 
     def on_combine_done(self, context: tuple[int, int, int], signature: bytes | None) -> None:
         view, members, start_seq = context
@@ -420,17 +434,19 @@ class ViewChange:
         if view != self.r.view or not self.active:
             return
         if signature is None:
-            # H7: too few valid shares (bad ones were skipped). Retry at once if shares
-            # arrived while this attempt ran, otherwise when the next one arrives.
-            if len(self.shares.get(key, {})) > used:
-                self._try_combine(key)
+            # H7: too few valid shares (bad ones were skipped). This list is retried when
+            # more shares arrive (at once if some arrived meanwhile); others may go first.
+            self.failed[key] = used
+            if "H7" not in self.r.p.legacy:
+                self._combine_any()
             return
         self.combined.add(key)
+        if self.my_proof is not None:
+            return  # the C code's (legacy H7) attempts run side by side
         self.r.log.debug("VC proof for list %s start %d", bits(members), start_seq)
-        proof = VcProof(view, members, start_seq, signature)
-        if self.proof_sent_us is None:
-            self.proof_sent_us = self.r.now_us  # the VC TAT stopwatch (2.5.1)
-        self.r.sign_and_send(proof, dest=self.r.leader)
+        self.my_proof = VcProof(view, members, start_seq, signature)
+        self.proof_sent_us = self.r.now_us  # the VC TAT stopwatch (2.5.1)
+        self.r.sign_and_send(self.my_proof, dest=self.r.leader)
 
     # ----------------------------------------------------- REPLAY (2.6.4)
 

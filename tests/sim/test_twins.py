@@ -32,9 +32,10 @@ def test_replica_that_missed_a_replay_catches_up_from_f_plus_1_records() -> None
     """A twinned leader makes view changes follow one another; a replica that has not executed
     view 2's replay when view 3 starts cannot build complete state for view 3 until it gets the
     replayed ordinals, which have no commit certificate. It installs them from f+1 matching
-    REPLAYED records (before this, seed 1 stalled in view 3 for good)."""
+    REPLAYED records. (Without them some of these seeds stalled in view 3 for good; which
+    seeds need the path depends on timing, so the test runs a range that did.)"""
     filled = 0
-    for seed in SEEDS:
+    for seed in range(9, 17):
         summary, _ = run_ok(SimConfig(f=1, k=0, seed=seed, duration=1.0, net="wan", loss=0.03, twins=[1]))
         filled += sum(summary["replayed_filled"].values())
     assert filled > 0, "no seed exercised the catch-up of replayed ordinals"
