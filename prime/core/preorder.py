@@ -429,6 +429,17 @@ class PreOrder:
             self.r.sign_and_send(ProofMatrix(self.r.now_us, rows), dest=self.r.leader)
             self.r.suspect.on_proof_matrix_sent(tuple(self.matrix_vectors()))
 
+    def challenge_new_leader(self, ordered: tuple[PoSeq, ...] | None) -> None:
+        """A view was installed with ``ordered`` as the eligibility point of its replay.
+        What we sent the old leader beyond it is news to the new one: forget it, so the
+        next proof matrix goes out and is a TAT challenge. Otherwise a new leader that
+        sends the REPLAY and then nothing, with requests pending from the old view, is
+        never measured and never replaced (the C code keeps the old marks)."""
+        if ordered is None:
+            return  # the replay point is behind our execution and collected: keep the marks
+        for s in range(1, self.r.n + 1):
+            self.max_num_sent_in_proof[s] = min(self.max_num_sent_in_proof[s], ordered[s - 1])
+
     def on_proof_matrix(self, via: int, env: Envelope) -> None:
         if not self.r.is_leader or env.sender == self.r.me:
             return

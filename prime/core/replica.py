@@ -303,6 +303,8 @@ class Replica:
             self.ord.seq = max(self.ord.seq, start_seq, self.ord.aru + 1)  # H12
             self.ord.should_send_pp = True
             self.set_timer("pre_prepare", self.now_us)
+        else:
+            self.po.challenge_new_leader(self.ord.pop_of(start_seq - 1))
 
     def request_threshold(
         self,

@@ -537,6 +537,12 @@ class ViewChange:
     def _execute_replay(self, replay: Replay) -> None:
         r, order = self.r, self.r.ord
         start = replay.start_seq
+        if not self.sent_replay_commit:
+            # 2f+k+1 commits fixed the replay, so committing to it is safe; a replica that
+            # got there without the prepares must still commit: after the view change it
+            # ignores replay messages, and a peer may be waiting for exactly its commit.
+            self.sent_replay_commit = True
+            r.sign_and_send(ReplayCommit(r.view, self.replay_digest))
         chosen = self.union(replay.members)
         keep_low = order.aru - r.p.gc_lag_ordinals
         for g in list(order.history):

@@ -28,6 +28,8 @@ Behaviours (``--byz ID:NAME``):
   fail, so combination skips them, hardening H7).
 * ``bad-parts``: as a designated sender, sends garbage erasure-coded parts
   (validly signed, so only the rebuilt request's digest can expose them).
+* ``mute-after-replay``: correct until, as a new leader, it has sent its REPLAY;
+  silent from then on.
 """
 
 from __future__ import annotations
@@ -333,6 +335,21 @@ class BadShares(Node):
         super().outgoing(action)
 
 
+class MuteAfterReplay(Node):
+    """Correct until it has sent a REPLAY as a new leader, then silent: the view change
+    completes, and the new view then has to notice that nothing is being ordered."""
+
+    behaviour = "mute-after-replay"
+    muted = False
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        if self.muted:
+            return
+        if isinstance(action.env.msg, msgs.Replay):
+            self.muted = True
+        super().outgoing(action)
+
+
 def _with_env(action: A.Send | A.Broadcast, env: Envelope) -> tuple[Any, ...]:
     return (action.dest, env) if isinstance(action, A.Send) else (env,)
 
@@ -349,14 +366,9 @@ BEHAVIOURS: dict[str, type[Node]] = {
         BadParts,
         DelayLeader,
         BadShares,
+        MuteAfterReplay,
     )
 }
-
-# Behaviours that leave ordering alone (or, for "delay", slow it within what
-# suspect-leader allows), so a run whose leader has one still checks liveness
-# unless a view was pre-installed; the others need the view change.
-ORDERING_HONEST = frozenset({"recon", "bad-parts", "equivocate", "replay", "delay", "bad-shares"})
-
 
 def make_node(behaviour: str, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> Node:
     cls = BEHAVIOURS.get(behaviour)

@@ -57,6 +57,22 @@ def test_new_leader_crashing_during_view_change() -> None:
         assert all(cluster.nodes[r].replica.view >= 3 for r in cluster.correct if cluster.alive[r])
 
 
+@pytest.mark.parametrize("net", ["lan", "wan"])
+@pytest.mark.parametrize(("f", "k", "fault"), [(1, 0, dict(partitions=["1|2,3,4@0.3-1.0"])),
+                                               (1, 1, dict(crash={1: 0.3}))], ids=["N4", "N6"])
+def test_new_leader_silent_after_its_replay_is_replaced(f: int, k: int, fault: dict, net: str) -> None:
+    """View 2's leader completes the view change (sends its REPLAY) and then sends nothing,
+    while every client's requests are stuck from view 1. Replicas send their proof matrix to
+    the new leader as a TAT challenge once the view is installed, so the silence is measured
+    and view 3 takes over. (Keeping the old view's "already sent" marks, as the C code does,
+    stalls every one of these runs for good.)"""
+    for seed in range(1, 4):
+        cfg = SimConfig(f=f, k=k, seed=seed, duration=1.0, net=net, byz={2: "mute-after-replay"}, **fault)
+        summary, cluster = run_ok(cfg)
+        assert summary["liveness_checked"]
+        assert all(cluster.nodes[r].replica.view >= 3 for r in cluster.correct if cluster.alive[r])
+
+
 @pytest.mark.parametrize(("f", "k"), [(1, 0), (1, 1)])
 def test_bad_threshold_shares_are_skipped(f: int, k: int) -> None:
     """A replica sending threshold shares with wrong values does not stall the view change (H7)."""
