@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prime.core import actions as A
-from prime.core.quorum import matrix_pop
+from prime.core.quorum import compare_vectors, matrix_pop
 from prime.msgs import Commit, OrdKind, Prepare, PrePrepare, Update
 from prime.types import PO_ZERO, PoSeq
 from prime.wire import Envelope
@@ -128,11 +128,43 @@ class Order:
         if self.seq > self.aru + self.r.p.ordinal_window_max // 2:
             return  # do not run further ahead than replicas accept
         self.should_send_pp = False
-        rows = tuple(self.r.po.cum_acks[1:])
-        pp = PrePrepare(self.seq, self.r.view, self.r.now_us, rows)
+        pp = PrePrepare(self.seq, self.r.view, self.r.now_us, self._matrix_for(self.seq))
         self.seq += 1
         self.r.stats.pre_prepares_sent += 1
         self.r.sign_and_send(pp)
+
+    def _matrix_for(self, seq: int) -> tuple[Envelope | None, ...]:
+        """Our summary matrix, with each row kept at least as high as the matrix that
+        defines ordinal ``seq-1``.
+
+        Rows of a correct replica only grow, but a faulty one signs PO_ARUs that are
+        neither higher nor lower than each other, and the PO_ARU rule keeps the first
+        it saw. After a view change the previous matrix came from the old leader, which
+        may have kept the other one: our matrix would then go backwards (S5), every
+        correct replica would refuse it, and with no new requests nobody would ever
+        measure us slow. So where our row is lower anywhere, the previous row is reused."""
+        rows = list(self.r.po.cum_acks[1:])
+        prev = self._rows_of(seq - 1)
+        if prev is not None:
+            for i, old in enumerate(prev):
+                mine = rows[i]
+                if old is not None and (mine is None or compare_vectors(mine.msg.cum_aru, old.msg.cum_aru)[0]):
+                    rows[i] = old
+        return tuple(rows)
+
+    def _rows_of(self, seq: int) -> tuple[Envelope | None, ...] | None:
+        """The rows of the pre-prepare whose matrix ordinal ``seq`` uses (a NO_OP copies
+        its predecessor's); None if that slot is gone or unknown."""
+        while seq > 0:
+            slot = self.history.get(seq)
+            if slot is None:
+                return None
+            if slot.pp is not None:
+                return slot.pp.msg.rows
+            if slot.kind != OrdKind.NO_OP:
+                return None
+            seq -= 1
+        return None
 
     def on_pre_prepare(self, via: int, env: Envelope) -> None:
         pp: PrePrepare = env.msg
@@ -197,8 +229,12 @@ class Order:
             prev = self.pop_of(seq - 1)
             slot.kind = OrdKind.NO_OP
             slot.pop = prev if prev is not None else self.zero_pop
-        slot.ordered = slot.reconciled = slot.sent_prepare = True
+        slot.ordered = slot.sent_prepare = True
         self.history[seq] = slot
+        # Unlike the C code, which marks replayed ordinals reconciled, ship their requests
+        # to replicas that never acknowledged them: nobody else will (the originator stops
+        # retransmitting once it executed them), and such a replica would wait forever.
+        self.r.recon.reconcile(slot)
         self.try_execute()
 
     def _on_pp_complete(self, slot: OrdSlot) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from prime import msgs
 from prime.core.order import pre_prepare_digest
+from prime.core.quorum import matrix_pop
 from prime.core.viewchange import statement
 from prime.crypto import threshold
 from prime.wire import Envelope
@@ -324,3 +325,30 @@ def test_lagging_replica_asks_peers_whose_report_is_ahead() -> None:
     for j in (2, 3):
         h.feed(_replayed(h, j, 1, None))
     assert h.replica.ord.aru == 1 and h.replica.vc.complete == {2, 3}
+
+
+# ------------------------------------------- the first pre-prepare of a new view
+
+
+def test_new_leader_matrix_never_goes_below_the_replayed_one() -> None:
+    """A faulty replica 3 signed two PO_ARUs neither of which is higher (each acks a request
+    the other does not). The replayed ordinal 5 used version A; this replica, leader of the new
+    view, kept version B. Its next matrix reuses row A, so the pre-prepare does not go
+    backwards (S5), which every correct replica would refuse."""
+    h = Harness(me=1)
+    order, po = h.replica.ord, h.replica.po
+    version_a = h.po_aru(3, h.vector(s2=(1, 4), s4=(1, 1)), num=7)
+    version_b = h.po_aru(3, h.vector(s2=(1, 1), s4=(1, 4)), num=8)
+    rows = [h.po_aru(j, h.vector(s2=(1, 4), s4=(1, 1))) for j in (1, 2)] + [version_a, None]
+    replayed = h.pre_prepare(5, rows, view=1, leader=1)
+    order.install_replayed(5, replayed, ())
+    po.cum_acks[3] = version_b
+    for env in rows[:2]:
+        po.apply_po_aru(env)
+    matrix = order._matrix_for(6)
+    assert matrix[2] is version_a
+    new_pop = matrix_pop([None if r is None else r.msg.cum_aru for r in matrix], h.n, h.p.quorums.eligibility_rank)
+    assert all(c >= p for c, p in zip(new_pop, order.history[5].pop))
+    with_b = [None if r is None else r.msg.cum_aru for r in po.cum_acks[1:]]
+    old_pop = matrix_pop(with_b, h.n, h.p.quorums.eligibility_rank)
+    assert any(c < p for c, p in zip(old_pop, order.history[5].pop)), "the plain matrix went backwards"
