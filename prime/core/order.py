@@ -446,8 +446,15 @@ class Order:
                 continue
             if self.r.is_leader:
                 self.r.forward(slot.pp)
-            elif self.r.me in slot.prepares:
-                self.r.forward(slot.prepares[self.r.me])
+            else:
+                if not slot.ordered:
+                    # The leader's flood reached only those connected at the time; if it
+                    # crashed since, a replica that was cut off would never get the PP, the
+                    # ordinal could lack its prepare quorum for good, and (its TAT challenge
+                    # answered at the others) nobody would measure the dead leader.
+                    self.r.forward(slot.pp)
+                if self.r.me in slot.prepares:
+                    self.r.forward(slot.prepares[self.r.me])
             if self.r.me in slot.commits:
                 self.r.forward(slot.commits[self.r.me])
 
