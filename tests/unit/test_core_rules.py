@@ -506,3 +506,21 @@ def test_h14_no_ordinal_waits_forever_after_a_jump() -> None:
     h.feed(reqs[3])
     assert [d.ordinal for d in h.delivered] == [6]
     assert h.delivered_payloads() == [[b"r3"]]
+
+
+def test_unordered_pre_prepare_is_reflooded_by_non_leaders() -> None:
+    """A replica cut off during the leader's flood must still get the PP if the leader dies:
+    every non-leader re-floods the PP of an ordinal not yet ordered with its retransmissions,
+    and stops once the ordinal is ordered."""
+    h = Harness(me=4)
+    pp = h.pre_prepare(1, [None] * h.n)
+    h.feed(pp)
+    h.sent.clear()
+    h.advance(h.p.retrans_period_us + 1)
+    assert any(env.raw == pp.raw for _, env in h.sent), "the PP is flooded again"
+    for commit in h.votes(msgs.Commit, pp, [1, 2, 3]):
+        h.feed(commit)
+    assert h.replica.ord.history.get(1) is None or h.replica.ord.history[1].ordered
+    h.sent.clear()
+    h.advance(h.p.retrans_period_us + 1)
+    assert not any(env.raw == pp.raw for _, env in h.sent)
