@@ -492,6 +492,10 @@ class PreOrder:
         if po > self.cum_aru[s]:
             self.cum_aru[s] = po
             self.cum_aru_updated = True
+            # Requests after it may be certified already (their acks came first, this
+            # one's never did: it was ordered on others' evidence): advance over them,
+            # or nothing would ever move cum_aru again and they would never be ordered.
+            self._advance_cum_aru(s)
         if po > self.aru[s]:
             self.aru[s] = po
         if po > self.max_acked[s]:

@@ -524,3 +524,35 @@ def test_unordered_pre_prepare_is_reflooded_by_non_leaders() -> None:
     h.sent.clear()
     h.advance(h.p.retrans_period_us + 1)
     assert not any(env.raw == pp.raw for _, env in h.sent)
+
+
+def test_cum_aru_advances_over_certified_requests_when_an_older_one_executes() -> None:
+    """Our own request 1 never got its quorum of acks here (one was lost) but was ordered on
+    the others' evidence; request 2 was certified meanwhile. Executing request 1 must move
+    cum_aru over request 2 too: nothing else would (its acks are all in), our PO_ARU would
+    never show it, and with one replica crashed it could never become eligible."""
+    h = Harness(me=4)
+    c = h.n + 1
+    h.client_update(h.update(c, 1, b"one"))
+    h.flush()
+    h.client_update(h.update(c, 2, b"two"))
+    h.flush()
+    own = {env.msg.po[1]: env for _, env in h.sent if isinstance(env.msg, msgs.PoRequest)}
+    assert sorted(own) == [1, 2, 3]  # 1 announces the incarnation, 2 and 3 carry the updates
+    for acker in (1, 2, 3):
+        h.feed(h.ack(acker, 4, 3, request_digest(own[3])))
+    for seq in (1, 2):
+        h.feed(h.ack(1, 4, seq, request_digest(own[seq])))  # 2 and 3's acks were lost
+    assert h.replica.po.cum_aru[4] == (1, 0)
+    pp = h.pre_prepare(1, [h.po_aru(i, h.vector(s4=(1, 2))) for i in (1, 2, 3)] + [None])
+    h.feed(pp)
+    for commit in h.votes(msgs.Commit, pp, [1, 2, 3]):
+        h.feed(commit)
+    assert h.delivered_payloads() == [[b"one"]]
+    # The next ordinal garbage-collects ordinal 1's requests (gc_lag_ordinals = 1).
+    pp2 = h.pre_prepare(2, [h.po_aru(i, h.vector(s4=(1, 2)), num=2) for i in (1, 2, 3)] + [None])
+    h.feed(pp2)
+    for commit in h.votes(msgs.Commit, pp2, [1, 2, 3]):
+        h.feed(commit)
+    assert [d.ordinal for d in h.delivered] == [1, 2]
+    assert h.replica.po.cum_aru[4] == (1, 3)
