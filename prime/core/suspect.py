@@ -267,11 +267,15 @@ class SuspectLeader:
         self.r.sign_direct(NewLeader(new_view))
         self.r.set_timer("new_leader", self.r.now_us + self.r.p.new_leader_resend_us)
 
-    def on_equivocation(self) -> None:
-        """Two validly signed, different pre-prepares from the leader for one ordinal:
-        proof of misbehaviour, so no need to wait for the TAT to grow."""
-        if self.r.view_change_done and "EVIDENCE" not in self.r.p.legacy:
-            self.suspect("two conflicting pre-prepares")
+    def on_equivocation(self, what: str = "pre-prepares") -> None:
+        """Two validly signed, different pre-prepares (or REPLAYs) from the leader for one
+        ordinal (view): proof of misbehaviour, so no need to wait for the TAT to grow.
+        Two REPLAYs count during the view change too: they split the replicas, and the
+        view-change stopwatch stops at the first REPLAY, so nothing else would notice."""
+        if "EVIDENCE" in self.r.p.legacy:
+            return
+        if self.r.view_change_done or what == "REPLAYs":
+            self.suspect(f"two conflicting {what}")
 
     # ------------------------------------------- NEW_LEADER and its proof
 

@@ -128,6 +128,7 @@ class ViewChange:
         self.my_shares: list[VcPartialSig] = []
         self.replay: Envelope | None = None
         self.replay_digest = b""
+        self.replay_conflict_seen = False
         self.replay_prepares: dict[int, bytes] = {}
         self.replay_commits: dict[int, bytes] = {}
         self.sent_replay_prepare = False
@@ -462,9 +463,13 @@ class ViewChange:
         if not self.active or msg.view != self.r.view or env.sender != self.r.leader:
             return
         if self.replay is not None:
-            if self.replay.raw != env.raw:
+            if self.replay.raw != env.raw and not self.replay_conflict_seen:
+                # Evidence, forwarded once (forwarding every copy of it, as peers forward
+                # theirs, fed a storm of millions of messages): the first REPLAY is kept.
+                self.replay_conflict_seen = True
                 self.r.stats.equivocations_seen += 1
-                self.r.forward(env)  # evidence: the first REPLAY is kept
+                self.r.forward(env)
+                self.r.suspect.on_equivocation("REPLAYs")
             return
         self.replay = env
         self.r.log.debug("REPLAY list %s start %d", bits(msg.members), msg.start_seq)

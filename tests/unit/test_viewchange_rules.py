@@ -352,3 +352,27 @@ def test_new_leader_matrix_never_goes_below_the_replayed_one() -> None:
     with_b = [None if r is None else r.msg.cum_aru for r in po.cum_acks[1:]]
     old_pop = matrix_pop(with_b, h.n, h.p.quorums.eligibility_rank)
     assert any(c < p for c, p in zip(old_pop, order.history[5].pop)), "the plain matrix went backwards"
+
+
+def _replay(h: Harness, members: int, start_seq: int = 1) -> Envelope:
+    stmt = statement(2, members, start_seq)
+    shares = [threshold.SignatureShare.from_bytes(h.threshold_share(j, stmt)) for j in OTHERS]
+    return h.sign(2, msgs.Replay(2, members, start_seq, threshold.combine(h.threshold_key[0], stmt, shares)))
+
+
+def test_two_replays_from_the_new_leader_are_evidence_forwarded_once() -> None:
+    """Two validly signed, different REPLAYs from view 2's leader: the first is kept, the
+    second is forwarded once as evidence (every peer forwarding every copy was a storm of
+    millions of messages) and the leader is suspected at once, during the view change."""
+    h = Harness(me=4, threshold=True)
+    preinstall(h)
+    first, second = _replay(h, MEMBERS_123), _replay(h, (1 << 1) | (1 << 2) | (1 << 4))
+    h.feed(first)
+    h.sent.clear()
+    for _ in range(3):
+        h.feed(second)
+        h.feed(second, via=3)
+    h.flush()
+    forwarded = [env for _, env in h.sent if env.raw == second.raw]
+    assert len(forwarded) == 1 and h.replica.vc.replay.raw == first.raw
+    assert [m.new_view for m in h.sent_messages(msgs.NewLeader)] == [3]
