@@ -79,6 +79,7 @@ class Recon:
         # column of the matrix and its proof-ARU), so it is decided once per originator.
         designated: dict[int, bool] = {}
         outbox: dict[int, list[ReconPart]] = {}
+        ack_box: dict[int, list[msgs.AckPart]] = {}
         for s, q in ids:
             if s not in designated:
                 column = [PO_ZERO if row is None else row.msg.cum_aru[s - 1] for row in rows]
@@ -101,6 +102,10 @@ class Recon:
                 # (an equivocating originator fed it a copy that is not the certified one).
                 if po.cum_max_acked[dest][s] < q or acks.get(dest, certified) != certified:
                     self.r.stats.recon_requests_sent += 1
+                    # Our ack too: the needy replica verifies what it rebuilds (or receives)
+                    # against the digest 2f+k+1 acks certify, and acks lost on the way are
+                    # never re-sent once the request executed, so it could wait for good.
+                    ack_box.setdefault(dest, []).append(msgs.AckPart(s, q, acks.get(me, certified)))
                     if not self.r.p.use_erasure_codes:
                         self.r.forward(env, dest)
                         self.r.stats.recon_bytes_sent += len(env.raw)
@@ -111,6 +116,9 @@ class Recon:
         for dest, parts in sorted(outbox.items()):
             for i in range(0, len(parts), msgs.RECON_PARTS_MAX):
                 self.r.sign_and_send(ReconMsg(tuple(parts[i : i + msgs.RECON_PARTS_MAX])), dest=dest)
+        for dest, ack_parts in sorted(ack_box.items()):
+            for i in range(0, len(ack_parts), msgs.ACK_PARTS_MAX):
+                self.r.sign_and_send(msgs.PoAck(tuple(ack_parts[i : i + msgs.ACK_PARTS_MAX])), dest=dest)
 
     def _my_part(self, s: int, q: PoSeq, raw: bytes) -> ReconPart:
         data_parts = self.r.q.one_correct
