@@ -248,30 +248,34 @@ class ViewChange:
             slot.sent_echo = True
             self._send_rb(RbEcho, slot, digest)
 
-    def on_rb_echo(self, via: int, env: Envelope) -> None:
-        found = self._rb_slot(env, "echo")
+    def _count(self, via: int, env: Envelope, kind: str) -> tuple[RbSlot, bytes, int] | None:
+        """Count a peer's echo or ready for the payload it carries: (instance, digest, count)."""
+        found = self._rb_slot(env, kind)
         if found is None:
-            return
+            return None
         slot, digest = found
         self._keep_own(via, env)
-        slot.echoed_by.add(env.sender)
-        echoes = slot.echoes.setdefault(digest, set())
-        echoes.add(env.sender)
-        if len(echoes) >= self.r.q.certificate and not slot.sent_ready:  # Q13
+        (slot.echoed_by if kind == "echo" else slot.readied_by).add(env.sender)
+        votes = (slot.echoes if kind == "echo" else slot.readies).setdefault(digest, set())
+        votes.add(env.sender)
+        return slot, digest, len(votes)
+
+    def on_rb_echo(self, via: int, env: Envelope) -> None:
+        counted = self._count(via, env, "echo")
+        if counted is None:
+            return
+        slot, digest, echoes = counted
+        if echoes >= self.r.q.certificate and not slot.sent_ready:  # Q13
             self._echo_and_ready(slot, digest)
 
     def on_rb_ready(self, via: int, env: Envelope) -> None:
-        found = self._rb_slot(env, "ready")
-        if found is None:
+        counted = self._count(via, env, "ready")
+        if counted is None:
             return
-        slot, digest = found
-        self._keep_own(via, env)
-        slot.readied_by.add(env.sender)
-        readies = slot.readies.setdefault(digest, set())
-        readies.add(env.sender)
-        if len(readies) >= self.r.q.one_correct and not slot.sent_ready:  # Q14
+        slot, digest, readies = counted
+        if readies >= self.r.q.one_correct and not slot.sent_ready:  # Q14
             self._echo_and_ready(slot, digest)
-        if len(readies) >= self.r.q.certificate and not slot.delivered:  # Q15
+        if readies >= self.r.q.certificate and not slot.delivered:  # Q15
             slot.delivered = True
             self._deliver(slot.payloads[digest])
 
