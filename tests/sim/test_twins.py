@@ -62,3 +62,25 @@ def test_twins_with_weakened_quorums_are_caught(f: int, k: int) -> None:
                                    twins=[1], quorum_weaken_by=1, params=NO_EVIDENCE))
         caught += any(v.startswith("S1") for v in summary["violations"])
     assert caught >= 3, caught
+
+
+SWEEP_FINDINGS = [
+    # Found by stress sweeps; each stalled or crashed before its fix (session 2 of #6).
+    dict(f=1, k=0, seed=16, net="wan", loss=0.03, twins=[1]),  # replay execution re-entered itself
+    dict(f=1, k=0, seed=578, net="wan", loss=0.036, duplicate=0.05, clients=2, inflight=2,
+         twins=[1]),  # a replica that executed the replay never sent its REPLAY_COMMIT
+    dict(f=2, k=0, seed=529, net="wan", loss=0.002, duplicate=0.05, clients=2, inflight=2,
+         byz={1: "equivocating-leader"}, twins=[2]),  # a silent new leader was never measured
+    dict(f=1, k=0, seed=796, net="wan", loss=0.045, clients=2, inflight=2,
+         twins=[1]),  # the new leader's matrix went backwards
+    dict(f=1, k=1, seed=1843, net="lan", loss=0.043, duplicate=0.05, clients=2, inflight=2,
+         crash={1: 0.81}, twins=[2]),  # two REPLAYs forwarded by everyone: a message storm
+]
+
+
+@pytest.mark.parametrize("case", SWEEP_FINDINGS, ids=lambda c: f"N{3 * c['f'] + 2 * c['k'] + 1}-seed{c['seed']}")
+def test_runs_that_exposed_view_change_bugs_stay_fixed(case: dict) -> None:
+    """Pinned runs from the sweeps. Timing-sensitive: a later change can make one of them
+    pass even without its fix, so each fix also has a test of its own where one was feasible."""
+    summary, _ = run_ok(SimConfig(duration=1.0, **case))
+    assert summary["liveness_checked"]
