@@ -173,7 +173,7 @@ class Verifier:
         from prime.crypto import threshold
 
         return threshold.verify(
-            self.threshold_public, statement(msg.view, msg.members, msg.start_seq), msg.signature
+            self.threshold_public, statement(msg.view, msg.members, msg.start_seq, msg.union_digest), msg.signature
         )
 
     def _verify_nested(self, msg: Message) -> bool:

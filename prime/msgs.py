@@ -38,6 +38,7 @@ UPDATES_PER_REQUEST_MAX = 256
 ACK_PARTS_MAX = 1024
 RECON_PARTS_MAX = 256
 RECON_PART_BYTES_MAX = 65536
+UNION_ENTRIES_MAX = 1024  # PC_SET ordinals one replay decides (a REPORT's replay certificate)
 ORDINAL_MAX = 2**63 - 1
 U32 = 2**32 - 1
 U64 = 2**64 - 1
@@ -555,7 +556,19 @@ class Report(Message):
     rb_seq: Annotated[int, Int(0, 0)]
     exec_aru: Annotated[int, ORDINAL]
     pc_set_size: Annotated[int, Int(0, U32)]
-    replay_floor: Annotated[int, ORDINAL]  # H11: highest ordinal fixed by an executed replay
+    # H11: the highest ordinal fixed by a replay this replica committed to (REPLAY_COMMIT
+    # sent) and has not yet executed; 0 without one. It is proven by ``replay`` below: a
+    # correct replica trusts it only when it equals that replay's ``start_seq - 1``.
+    replay_floor: Annotated[int, ORDINAL]
+    # The replay certificate (none: all four empty): the leader's REPLAY, whose threshold
+    # signature covers ``union_digest``, and the opening of that digest: the ordinals in
+    # ``[union_lo, start_seq)`` the replay decided as PC_SETs, with their PPDs (every
+    # other ordinal there it decided as a NO_OP). Those decisions are decisions of the
+    # REPLAY's view, and compete as such in the next replay union.
+    replay: Annotated[Any, Optional(Nested(frozenset({T_REPLAY})))] = None
+    union_lo: Annotated[int, ORDINAL] = 0
+    union_seqs: Annotated[tuple[int, ...], TupleOf(ORDINAL, UNION_ENTRIES_MAX)] = ()
+    union_ppds: Annotated[tuple[bytes, ...], TupleOf(DIGEST, UNION_ENTRIES_MAX)] = ()
 
 
 @message(tag=T_PC_SET)
@@ -592,6 +605,8 @@ class VcPartialSig(Message):
     members: Annotated[int, BITMAP]
     start_seq: Annotated[int, Int(1, ORDINAL_MAX)]
     share: Annotated[bytes, Bytes(SHARE_BYTES_MAX)]
+    # digest of the replay union the list's complete state defines (viewchange.union_digest)
+    union_digest: Annotated[bytes, DIGEST] = bytes(DIGEST_SIZE)
 
 
 @message(tag=T_VC_PROOF)
@@ -601,6 +616,8 @@ class VcProof(Message):
     members: Annotated[int, BITMAP]
     start_seq: Annotated[int, Int(1, ORDINAL_MAX)]
     signature: Annotated[bytes, Bytes(SIGNATURE_BYTES_MAX)]
+    # digest of the replay union the list's complete state defines (viewchange.union_digest)
+    union_digest: Annotated[bytes, DIGEST] = bytes(DIGEST_SIZE)
 
 
 @message(tag=T_REPLAY)
@@ -610,6 +627,8 @@ class Replay(Message):
     members: Annotated[int, BITMAP]
     start_seq: Annotated[int, Int(1, ORDINAL_MAX)]
     signature: Annotated[bytes, Bytes(SIGNATURE_BYTES_MAX)]
+    # digest of the replay union the list's complete state defines (viewchange.union_digest)
+    union_digest: Annotated[bytes, DIGEST] = bytes(DIGEST_SIZE)
 
 
 @message(tag=T_REPLAY_PREPARE)

@@ -436,6 +436,18 @@ class Order:
                 self.r.po.collect(s, q)
             del self.history[seq]
 
+    def purge_before_view(self, view: int) -> None:
+        """Forget unordered slots of views before ``view`` (adopting a view from a
+        certificate): their pre-prepares and votes can never complete any more, and an
+        occupied slot would make this view's pre-prepare for the ordinal be ignored."""
+        dead = sorted(g for g, slot in self.history.items() if not slot.ordered and slot.view < view)
+        for g in dead:
+            del self.history[g]
+        if dead:
+            self.pp_aru = max(self.aru, min(self.pp_aru, dead[0] - 1))
+        self.blocked_on = set()
+        self.try_execute()
+
     # ------------------------------------------------------ retransmission (2.8)
 
     def on_retrans_timeout(self) -> None:

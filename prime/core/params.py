@@ -49,6 +49,9 @@ class Params:
     ping_period_us: int = 500_000
     tat_ub_period_us: int = 500_000
     new_leader_resend_us: int = 1_000_000
+    # a view change not complete this long after pre-install moves on to the next view
+    # (doubling with every one in a row that misses it); see ViewChange.on_deadline
+    view_change_timeout_us: int = 5_000_000
     ping_history: int = 10
     # catch-up
     catchup_period_us: int = 1_000_000

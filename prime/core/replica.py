@@ -86,6 +86,7 @@ class Stats:
     recon_bad_rebuilds: int = 0
     jumps: int = 0
     replayed_filled: int = 0  # replayed ordinals installed from f+1 matching records
+    view_change_timeouts: int = 0  # view changes not complete within their bound
 
 
 class Replica:
@@ -146,6 +147,7 @@ class Replica:
             "new_leader": self.suspect.on_new_leader_timeout,
             "new_leader_proof": self._on_new_leader_proof_timeout,
             "vc_retrans": self.vc.on_retrans_timeout,
+            "vc_deadline": self.vc.on_deadline,
         }
         # The literal dispatch table: message tag -> handler(via, env).
         self._handlers: dict[int, Callable[[int, wire.Envelope], None]] = {
@@ -285,8 +287,14 @@ class Replica:
         self.view_change_done = True
         self.executed_in_view = True
         self.vc.reset()
+        self.vc.timeouts_in_row = 0
         self.cancel_timer("new_leader_proof")
         self.cancel_timer("vc_retrans")
+        self.cancel_timer("vc_deadline")
+        # Slots of older views that nothing ordered are dead: the view's own pre-prepares,
+        # Prepares and Commits for those ordinals must find them free (item 15); what
+        # the view decided there comes by catch-up.
+        self.ord.purge_before_view(view)
         if self.is_leader:
             self.ord.seq = max(self.ord.seq, self.ord.aru + 1)  # H12
             self.ord.should_send_pp = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from prime import msgs
-from prime.core.viewchange import ViewChange
+from prime.core.viewchange import MemberState, ViewChange
 from prime.sim.cluster import SimConfig
 from tests.harness import Harness
 from tests.sim.simutil import run_ok
@@ -112,6 +112,8 @@ def test_replay_union_highest_view_wins() -> None:
     old = _pc_set(h, 5, 1, origin=1)
     new = _pc_set(h, 5, 2, origin=3)
     vc.pc_sets = {1: {1: old}, 3: {1: new}}
+    vc.members = {i: MemberState(0, 5, {5: (env.msg.pre_prepare.msg.view, env)}) for i, env in ((1, old), (3, new))}
+    vc.members[2] = MemberState(0, 0)
     members = (1 << 1) | (1 << 2) | (1 << 3)
     chosen = vc.union(members)
     assert chosen[5] is new

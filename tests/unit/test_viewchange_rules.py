@@ -14,13 +14,14 @@ import pytest
 from prime import msgs
 from prime.core.order import pre_prepare_digest
 from prime.core.quorum import matrix_pop
-from prime.core.viewchange import statement
+from prime.core.viewchange import statement, union_digest
 from prime.crypto import threshold
 from prime.wire import Envelope
 from tests.harness import Harness
 
 OTHERS = (1, 2, 3)
 MEMBERS_123 = (1 << 1) | (1 << 2) | (1 << 3)
+NO_UNION = union_digest(1, 1, ())  # the union of states that hold nothing to replay
 
 
 def legacy(item: str, on: bool) -> frozenset[str]:
@@ -121,7 +122,7 @@ def test_h6_short_vc_list_not_signed(old: bool) -> None:
     rb_deliver(h, report(h, 3))
     assert 3 in h.replica.vc.complete
     h.feed(h.sign(3, msgs.VcList(2, 1 << 3)))
-    shares = [j for j in h.threshold_jobs if j.op == "share" and j.statement == statement(2, 1 << 3, 1)]
+    shares = [j for j in h.threshold_jobs if j.op == "share" and j.statement == statement(2, 1 << 3, 1, NO_UNION)]
     if old:
         assert len(shares) == 1
     else:
@@ -142,7 +143,7 @@ def test_h6_new_leader_proof_needs_distinct_voters(old: bool) -> None:
 
 
 def _shares(h: Harness, stmt: bytes, who: tuple[int, ...]) -> list[Envelope]:
-    return [h.sign(j, msgs.VcPartialSig(2, MEMBERS_123, 1, h.threshold_share(j, stmt))) for j in who]
+    return [h.sign(j, msgs.VcPartialSig(2, MEMBERS_123, 1, h.threshold_share(j, stmt), NO_UNION)) for j in who]
 
 
 @pytest.mark.parametrize("old", [False, True], ids=["hardened", "literal-C"])
@@ -154,10 +155,10 @@ def test_h7_bad_share_skipped_and_combination_retried(old: bool) -> None:
     h = Harness(f=1, k=1, me=4, threshold=True, legacy=legacy("H7", old))
     votes = tuple(h.sign(j, msgs.NewLeader(2)) for j in (1, 2, 3, 5))
     h.feed(h.sign(1, msgs.NewLeaderProof(2, votes)))
-    stmt = statement(2, MEMBERS_123, 1)
+    stmt = statement(2, MEMBERS_123, 1, NO_UNION)
     good = _shares(h, stmt, (1, 2, 5, 6))
-    bad_share = h.threshold_share(3, statement(2, MEMBERS_123, 99))
-    bad = h.sign(3, msgs.VcPartialSig(2, MEMBERS_123, 1, bad_share))
+    bad_share = h.threshold_share(3, statement(2, MEMBERS_123, 99, NO_UNION))
+    bad = h.sign(3, msgs.VcPartialSig(2, MEMBERS_123, 1, bad_share, NO_UNION))
     for env in (good[0], good[1], bad, good[2]):
         h.feed(env)
     combines = [j for j in h.threshold_jobs if j.op == "combine"]
@@ -186,12 +187,13 @@ def _execute_replay_with_blocked_ordinal(h: Harness) -> Envelope:
     rb_deliver(h, pc)
     for j in (2, 3):
         rb_deliver(h, report(h, j))
-    stmt = statement(2, MEMBERS_123, 2)
+    union = union_digest(2, 1, ((1, pre_prepare_digest(pp.msg)),))
+    stmt = statement(2, MEMBERS_123, 2, union)
     assert h.replica.vc.start_seq_for(MEMBERS_123) == 2
     public, _ = h.threshold_key
     shares = [threshold.SignatureShare.from_bytes(h.threshold_share(j, stmt)) for j in OTHERS]
     signature = threshold.combine(public, stmt, shares)
-    replay = h.sign(2, msgs.Replay(2, MEMBERS_123, 2, signature))
+    replay = h.sign(2, msgs.Replay(2, MEMBERS_123, 2, signature, union))
     h.feed(replay)
     digest = h.replica.vc.replay_digest
     for j in (1, 3):
@@ -237,7 +239,7 @@ def test_rb_delivers_what_the_quorum_agreed_despite_seeing_another_payload_first
     h = Harness(me=4, legacy=legacy("RB", old))
     preinstall(h)
     a = report(h, 1)
-    b = h.sign(1, msgs.Report(1, 2, 0, 0, 0, 7))  # differs from a in its replay_floor
+    b = h.sign(1, msgs.Report(1, 2, 0, 7, 0, 0))  # differs from a in its exec_aru
     h.feed(h.sign(1, msgs.RbInit(a)))
     for j in (1, 2, 3):
         h.feed(h.sign(j, msgs.RbEcho(b)))
@@ -257,13 +259,13 @@ def test_rb_one_echo_and_one_ready_per_sender_per_instance() -> None:
     h = Harness(me=4)
     preinstall(h)
     a = report(h, 1)
-    b = h.sign(1, msgs.Report(1, 2, 0, 0, 0, 7))
+    b = h.sign(1, msgs.Report(1, 2, 0, 7, 0, 0))
     for j in (1, 2):
         h.feed(h.sign(j, msgs.RbEcho(a)))
         h.feed(h.sign(j, msgs.RbEcho(b)))
     h.feed(h.sign(3, msgs.RbEcho(b)))
     for floor in range(8, 20):  # a flood of other payloads from a peer already counted
-        h.feed(h.sign(1, msgs.RbEcho(h.sign(1, msgs.Report(1, 2, 0, 0, 0, floor)))))
+        h.feed(h.sign(1, msgs.RbEcho(h.sign(1, msgs.Report(1, 2, 0, floor, 0, 0)))))
     h.flush()
     assert h.sent_messages(msgs.RbReady) == [], "b has one counted echo, a two: no quorum"
     slot = h.replica.vc.rb[(1, 0)]
@@ -355,9 +357,10 @@ def test_new_leader_matrix_never_goes_below_the_replayed_one() -> None:
 
 
 def _replay(h: Harness, members: int, start_seq: int = 1) -> Envelope:
-    stmt = statement(2, members, start_seq)
+    stmt = statement(2, members, start_seq, NO_UNION)
     shares = [threshold.SignatureShare.from_bytes(h.threshold_share(j, stmt)) for j in OTHERS]
-    return h.sign(2, msgs.Replay(2, members, start_seq, threshold.combine(h.threshold_key[0], stmt, shares)))
+    signed = threshold.combine(h.threshold_key[0], stmt, shares)
+    return h.sign(2, msgs.Replay(2, members, start_seq, signed, NO_UNION))
 
 
 def test_two_replays_from_the_new_leader_are_evidence_forwarded_once() -> None:
