@@ -30,6 +30,8 @@ Behaviours (``--byz ID:NAME``):
   (validly signed, so only the rebuilt request's digest can expose them).
 * ``mute-after-replay``: correct until, as a new leader, it has sent its REPLAY;
   silent from then on.
+* ``pc-set-overflow``, ``stale-certs``, ``replay-floor``, ``vc-flood``: the view-change
+  attacks of issue 11 (items 1, 2, 8, and 5/6/12; each class says what it does).
 """
 
 from __future__ import annotations
@@ -350,6 +352,146 @@ class MuteAfterReplay(Node):
         super().outgoing(action)
 
 
+class ViewChangeAttacker(Node):
+    """Base of the view-change attacks of issue 11: correct, except for what it reliably
+    broadcasts or votes while a view change is on."""
+
+    def _own_rb_payload(self, action: A.Send | A.Broadcast) -> Envelope | None:
+        env = action.env
+        if isinstance(action, A.Broadcast) and isinstance(env.msg, msgs.RbInit) and env.sender == self.rid:
+            payload = env.msg.payload
+            if payload.sender == self.rid:
+                return payload
+        return None
+
+    def _init(self, msg: msgs.Message) -> Envelope:
+        return self.signer.sign_one(msgs.RbInit(self.signer.sign_one(msg)))
+
+
+class PcSetOverflow(ViewChangeAttacker):
+    """Item 1: announces one PC_SET fewer than it reliably broadcasts (with none, it adds a
+    copy of a certificate it holds), and sends the unannounced PC_SET to one half before
+    its REPORT, to the other half after."""
+
+    behaviour = "pc-set-overflow"
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        payload = self._own_rb_payload(action)
+        if payload is None or not isinstance(payload.msg, msgs.Report):
+            if payload is None or not isinstance(payload.msg, msgs.PcSet):
+                super().outgoing(action)
+            return  # its PC_SETs go out with the REPORT, below
+        report: msgs.Report = payload.msg
+        view = report.rb_view
+        order = self.replica.ord
+        certs = [
+            (slot.pp, slot.prepare_cert)
+            for g, slot in sorted(order.history.items())
+            if slot.pp is not None and slot.prepare_cert
+        ]
+        if not certs:
+            super().outgoing(action)
+            return
+        own = [(pp, cert) for pp, cert in certs if pp.msg.seq > report.exec_aru] or certs[-1:]
+        pc_sets = [self._init(msgs.PcSet(self.rid, view, i, pp, cert)) for i, (pp, cert) in enumerate(own, 1)]
+        announced = dataclasses.replace(report, pc_set_size=len(pc_sets) - 1)
+        early, late = halves(self.cluster.n, self.rid, self.rng)
+        forged = self._init(announced)
+        for dst in early:
+            self.cluster.transmit(self.rid, dst, pc_sets[-1])
+            self.cluster.transmit(self.rid, dst, forged)
+        for dst in late:
+            self.cluster.transmit(self.rid, dst, forged)
+            self.cluster.transmit(self.rid, dst, pc_sets[-1])
+        for env in pc_sets[:-1]:
+            self.cluster.transmit_all(self.rid, env)
+
+
+class StaleCertificates(ViewChangeAttacker):
+    """Item 2: remembers every prepare certificate it ever held and, in each view change,
+    reports for every ordinal above its execution point the one of the highest
+    pre-prepare view, ignoring what replays decided since (and carrying no replay)."""
+
+    behaviour = "stale-certs"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.kept: dict[int, tuple[Envelope, tuple[Envelope, ...]]] = {}
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        for g, slot in self.replica.ord.history.items():
+            if slot.pp is not None and slot.prepare_cert:
+                known = self.kept.get(g)
+                if known is None or slot.pp.msg.view > known[0].msg.view:
+                    self.kept[g] = (slot.pp, slot.prepare_cert)
+        if len(self.kept) > 4096:
+            for g in sorted(self.kept)[:2048]:
+                del self.kept[g]
+        payload = self._own_rb_payload(action)
+        if payload is None:
+            super().outgoing(action)
+            return
+        if isinstance(payload.msg, msgs.PcSet):
+            return  # replaced by its own list, below
+        report: msgs.Report = payload.msg
+        view, aru = report.rb_view, report.exec_aru
+        chosen = sorted((g, pc) for g, pc in self.kept.items() if g > aru)
+        for i, (_, (pp, cert)) in enumerate(chosen, 1):
+            self.cluster.transmit_all(self.rid, self._init(msgs.PcSet(self.rid, view, i, pp, cert)))
+        self.cluster.transmit_all(self.rid, self._init(msgs.Report(self.rid, view, 0, aru, len(chosen), 0)))
+
+
+class ReplayFloorLiar(ViewChangeAttacker):
+    """Item 8: reports a replay floor it cannot prove, far above everyone's execution point
+    (the previous code installed NO_OPs up to it in one step)."""
+
+    behaviour = "replay-floor"
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        payload = self._own_rb_payload(action)
+        if payload is not None and isinstance(payload.msg, msgs.Report):
+            lie = dataclasses.replace(
+                payload.msg, replay_floor=payload.msg.exec_aru + 5000, replay=None,
+                union_lo=0, union_seqs=(), union_ppds=(),
+            )
+            self.cluster.transmit_all(self.rid, self._init(lie))
+            return
+        super().outgoing(action)
+
+
+class ViewChangeFlooder(ViewChangeAttacker):
+    """Items 5, 6 and 12: never sends a genuine share or proof; whenever it reports in a
+    view change it sends, validly signed, threshold shares for 5N made-up lists, every VC list it can name, and RB
+    instances (copies of a PC_SET under 300 sequence numbers)."""
+
+    behaviour = "vc-flood"
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        if isinstance(action.env.msg, (msgs.VcPartialSig, msgs.VcProof)):
+            return  # it never helps the view change along
+        super().outgoing(action)
+        payload = self._own_rb_payload(action)
+        if payload is None or not isinstance(payload.msg, msgs.Report):
+            return
+        n, view = self.cluster.n, payload.msg.rb_view
+        quorum = self.replica.q.certificate
+        share = bytes(64)
+        for junk in range(5 * n):
+            members = sum(1 << i for i in range(1, n + 1)) & ~(1 << (1 + junk % n))
+            fake = msgs.VcPartialSig(view, members, 10**6 + junk, share)
+            self.cluster.transmit_all(self.rid, self.signer.sign_one(fake))
+        sent = 0
+        for members in range(2, 1 << (n + 1), 2):
+            if bin(members).count("1") >= quorum and sent < 4 * n + 4:
+                self.cluster.transmit_all(self.rid, self.signer.sign_one(msgs.VcList(view, members)))
+                sent += 1
+        certs = [(s.pp, s.prepare_cert) for s in self.replica.ord.history.values() if s.pp is not None and s.prepare_cert]
+        if certs:
+            pp, cert = certs[-1]
+            for seq in range(1000, 1300):
+                self.cluster.transmit_all(self.rid, self._init(msgs.PcSet(self.rid, view, seq, pp, cert)))
+
+
 def _with_env(action: A.Send | A.Broadcast, env: Envelope) -> tuple[Any, ...]:
     return (action.dest, env) if isinstance(action, A.Send) else (env,)
 
@@ -367,6 +509,10 @@ BEHAVIOURS: dict[str, type[Node]] = {
         DelayLeader,
         BadShares,
         MuteAfterReplay,
+        PcSetOverflow,
+        StaleCertificates,
+        ReplayFloorLiar,
+        ViewChangeFlooder,
     )
 }
 
