@@ -180,6 +180,8 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "NEW_LEADER(_PROOF) resend period (def.h SUSPECT_NEW_LEADER_SEC/USEC)"),
     Key("suspect_leader", "ping_history", int, 10, 1, 1000,
         "pings remembered per peer to match pongs (def.h PING_HIST)"),
+    Key("suspect_leader", "view_change_timeout_us", int, 5 * _SECOND_US, 100_000, _HOUR_US,
+        "a view change not complete this long after pre-install moves on (ours; doubles per miss)"),
 
     Key("catchup", "catchup_period_us", int, _SECOND_US, 1000, _HOUR_US,
         "minimum spacing of catchup attempts (def.h PR_CATCHUP_PERIOD_SEC/USEC)"),
@@ -289,6 +291,7 @@ class SuspectLeaderConfig:
     view_change_period_us: int
     new_leader_resend_us: int
     ping_history: int
+    view_change_timeout_us: int
 
 
 @dataclass(frozen=True, slots=True)

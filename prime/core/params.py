@@ -113,6 +113,7 @@ class Params:
             tat_ub_period_us=sl.tat_ub_period_us,
             new_leader_resend_us=sl.new_leader_resend_us,
             ping_history=sl.ping_history,
+            view_change_timeout_us=sl.view_change_timeout_us,
             catchup_period_us=u.catchup_period_us,
             catchup_epsilon_us=u.catchup_epsilon_us,
             jump_gap_ordinals_min=u.jump_gap_ordinals_min,
