@@ -136,6 +136,36 @@ def problems(files: Mapping[str, str]) -> list[str]:
     return out
 
 
+# A test a document names: ``tests/unit/test_x.py::test_y``, then ``::test_z`` in the same file.
+TEST_NAME = re.compile(
+    r"((?:tests|perf)/(?:[\w-]+/)*[a-z0-9_]+\.py)(?:::(\w+))?|(?<![\w/.])::(\w+)"
+)
+
+
+def missing_tests(files: Mapping[str, str]) -> list[str]:
+    """Every test or script named in a Markdown document that does not exist."""
+    out: list[str] = []
+    for path, text in sorted(files.items()):
+        if not path.endswith(".md"):
+            continue
+        current: str | None = None
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            for m in TEST_NAME.finditer(line):
+                if m.group(1):
+                    current = m.group(1)
+                    if current not in files:
+                        out.append(f"{path}:{lineno}: {current} does not exist")
+                        continue
+                name = m.group(2) or m.group(3)
+                if name is None:
+                    continue
+                if current is None or current not in files:
+                    out.append(f"{path}:{lineno}: ::{name} names no file")
+                elif not re.search(rf"^\s*(?:async\s+)?def {name}\(", files[current], re.M):
+                    out.append(f"{path}:{lineno}: {current} has no {name}")
+    return out
+
+
 def repository_files() -> Iterable[str]:
     """Tracked files, plus new ones not ignored (so a fresh document counts before it is added)."""
     try:
@@ -181,6 +211,20 @@ def test_every_cited_document_section_and_item_exists(texts: dict[str, str]) -> 
     assert all(d in texts for d in DOCS), "the three documents are in the repository"
     found = problems(texts)
     assert not found, "broken citations:\n" + "\n".join(found)
+
+
+def test_every_test_the_documents_name_exists(texts: dict[str, str]) -> None:
+    """hardening.md names, for each departure, the test that shows it: each must exist."""
+    found = missing_tests(texts)
+    assert not found, "\n".join(found)
+    assert "test_h1_commit_sent_when_pp_completes_after_prepares" in texts["docs/hardening.md"]
+
+
+def test_missing_test_names_are_reported() -> None:
+    """The test-name check bites: a missing file and a missing function are reported."""
+    doc, md = "see `tests/a.py::test_x`, `::test_gone` and `tests/b.py`", "d" + ".md"
+    found = missing_tests({md: doc, "tests/a.py": "def test_x() -> None:\n    pass\n"})
+    assert found == [f"{md}:1: tests/a.py has no test_gone", f"{md}:1: tests/b.py does not exist"]
 
 
 def test_the_code_cites_the_documents(texts: dict[str, str]) -> None:
@@ -230,7 +274,9 @@ def test_checker_bites() -> None:
 
 def test_slug_matches_github_anchors() -> None:
     """Anchors are computed as GitHub computes them, for the headings the documents use."""
-    assert slug("OQ1: Which order statistic is TAT_leader") == "oq1-which-order-statistic-is-tat_leader"
+    assert slug("OQ1: Which order statistic is TAT_leader") == (
+        "oq1-which-order-statistic-is-tat_leader"
+    )
     assert slug("VC4: The new leader's matrix never goes below the replayed one") == (
         "vc4-the-new-leaders-matrix-never-goes-below-the-replayed-one"
     )
