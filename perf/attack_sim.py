@@ -1,7 +1,7 @@
 """Throughput and latency under the delay attack vs fault-free, in the simulator.
 
 For N=4 and N=6 on the LAN model, the leader (replica 1) runs the DELAY_ATTACK
-(PROTOCOL.md 6.1) at several delays: it applies proof matrices only once they
+(docs/protocol.md section 6.1) at several delays: it applies proof matrices only once they
 are ``delay`` old and sends each pre-prepare to replica 2 only. Below the
 suspect-leader bound (K_lat * TAT_acceptable + PP period, 40 ms here) it keeps
 its role and slows ordering; above, it is suspected, the view change installs

@@ -13,7 +13,7 @@ Measures, as medians over several interleaved repetitions in one run:
 * Merkle batch signing, ``build_batch`` plus one signature per batch, for batches of 1, 16
   and 128 messages, in messages/s;
 * per-message verification of a received batch, with and without the
-  ``(signer, root, signature)`` cache PROTOCOL.md 4.2 recommends.
+  ``(signer, root, signature)`` cache docs/protocol.md section 4.2 recommends.
 
 Times are CPU time of the benchmarking thread (``time.thread_time``), so other processes
 on a shared machine do not inflate them. Candidates run interleaved (one short slice of
@@ -255,7 +255,7 @@ def bench_merkle_verify(
     """Time verifying every message of a received batch, one message at a time.
 
     "uncached" runs Ed25519 for every message; "cached" keeps ``(signer, root, signature)
-    -> valid`` as PROTOCOL.md 4.2 advises, emptied at the start of each batch so every
+    -> valid`` as docs/protocol.md section 4.2 advises, emptied at the start of each batch so every
     batch pays for exactly one Ed25519 verification, as a fresh batch from a peer would.
     """
     verify_key = key.verify_key

@@ -5,7 +5,7 @@ the median over several repetitions of: signature shares made per second, share 
 verified per second, combines per second (with and without share verification), and
 signatures verified per second. Prints a table and writes perf/results/threshold_bench.json.
 
-    python perf/threshold_bench.py               # 2048-bit modulus, as PROTOCOL.md 4.3 advises
+    python perf/threshold_bench.py               # 2048-bit modulus, as docs/protocol.md section 4.3 advises
     python perf/threshold_bench.py --quick       # fewer, shorter repetitions
     python perf/threshold_bench.py --bits 1024   # C Prime's modulus size
 """

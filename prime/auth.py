@@ -8,7 +8,7 @@ wrapper in the simulator, say) can never produce another identity's signature.
 
 ``Verifier`` checks an envelope and, recursively, every envelope embedded in it
 (rows of a pre-prepare, Prepares in a PC_SET, ...). It caches verified Merkle
-roots, so the siblings of one batch cost only hashing (PROTOCOL.md 4.2, the
+roots, so the siblings of one batch cost only hashing (docs/protocol.md section 4.2, the
 Python performance note).
 """
 

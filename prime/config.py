@@ -5,10 +5,10 @@ allowed range and comment. Defaults (``default_config``), validation
 (``load_config``) and the ``--check-config`` listing (``format_config``) are all
 derived from it, and the per-group dataclasses are checked against it at import,
 so the file, the code and the help text cannot drift apart. The groups follow
-the original ``src/def.h`` (PROTOCOL.md section 5).
+the original ``src/def.h`` (docs/protocol.md section 5).
 
 An operator mistake stops start-up with one ``ConfigError`` line naming the
-file, the key and what is allowed (STYLE.md "Errors and bad input"). After the
+file, the key and what is allowed (docs/design.md section 7, "Errors and bad input"). After the
 per-key checks, ``validate`` checks the relationships between keys listed in
 ``RULES``, each with its reason.
 """
@@ -55,7 +55,7 @@ RING_FRAME_HEADER_BYTES: Final = 64  # room a ring slot keeps beside one whole m
 UPDATE_OVERHEAD_BYTES: Final = 256  # an update's ids, stamps, Ed25519 signature, framing
 # A pre-prepare carries N signed PO-ARU rows of N (incarnation, seq) pairs: at most
 # 18 msgpack bytes per pair plus ~200 bytes of row envelope (64-byte signature,
-# header, framing) -- PROTOCOL.md 1.1 notes the same limit on N in the C layout.
+# header, framing) -- docs/protocol.md section 1.1 notes the same limit on N in the C layout.
 _PAIR_BYTES_MAX: Final = 18
 _ROW_OVERHEAD_BYTES: Final = 200
 _SECOND_US: Final = 1_000_000
@@ -195,11 +195,11 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "an incarnation may be this far ahead of the local clock (hardening H8)"),
 
     Key("attacks", "delay_attack", bool, False, None, None,
-        "the leader mounts the delay attack (def.h DELAY_ATTACK, PROTOCOL.md 6.1)"),
+        "the leader mounts the delay attack (def.h DELAY_ATTACK, docs/protocol.md section 6.1)"),
     Key("attacks", "delay_target_us", int, 20_000, 0, 10 * _SECOND_US,
         "matrix age a delaying leader waits for (def.h DELAY_TARGET)"),
     Key("attacks", "recon_attack", bool, False, None, None,
-        "replicas 1..f mount the reconciliation attack (def.h RECON_ATTACK, PROTOCOL.md 6.2)"),
+        "replicas 1..f mount the reconciliation attack (def.h RECON_ATTACK, docs/protocol.md section 6.2)"),
 
     Key("logging", "stats_interval_ms", int, 1000, 0, 3_600_000,
         "one line of counters per process this often; 0 = never"),
@@ -360,12 +360,12 @@ class Config:
 
     @property
     def n(self) -> int:
-        """N = 3f+2k+1 replicas (PROTOCOL.md 1.1)."""
+        """N = 3f+2k+1 replicas (docs/protocol.md section 1.1)."""
         return 3 * self.system.f + 2 * self.system.k + 1
 
     @property
     def quorum(self) -> int:
-        """2f+k+1: any two such sets share a correct replica (PROTOCOL.md 1.2)."""
+        """2f+k+1: any two such sets share a correct replica (docs/protocol.md section 1.2)."""
         return 2 * self.system.f + self.system.k + 1
 
     @property
@@ -528,7 +528,7 @@ def _derive_n(source: str, values: Mapping[tuple[str, str], Value]) -> int:
             source,
             f"[system] f = {f}, k = {k}",
             f"N = 3f+2k+1 = {n} replicas; allowed: N <= {SERVERS_MAX} "
-            "(replica bitmaps are 32-bit, PROTOCOL.md 1.1)",
+            "(replica bitmaps are 32-bit, docs/protocol.md section 1.1)",
         )
     given = values.get(("system", "n"))
     if given is not None and given != n:
@@ -587,7 +587,7 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule(("cryptography.sig_debounce_view_change_us", "cryptography.sig_debounce_us"),
          lambda c: c.cryptography.sig_debounce_view_change_us <= c.cryptography.sig_debounce_us,
          "sig_debounce_view_change_us must be <= sig_debounce_us",
-         "a view change signs sooner than normal operation, never later (PROTOCOL.md 4.2)"),
+         "a view change signs sooner than normal operation, never later (docs/protocol.md section 4.2)"),
     Rule(("cryptography.threshold_modulus_bits",),
          lambda c: c.cryptography.threshold_modulus_bits % 2 == 0,
          "threshold_modulus_bits must be even",
@@ -596,7 +596,7 @@ RULES: Final[tuple[Rule, ...]] = (
          lambda c: _is_prime(c.cryptography.threshold_public_exponent)
          and c.cryptography.threshold_public_exponent > c.n,
          "threshold_public_exponent must be a prime > N",
-         "Shoup's combination needs gcd(4*(N!)^2, e) = 1 (PROTOCOL.md 4.3)"),
+         "Shoup's combination needs gcd(4*(N!)^2, e) = 1 (docs/protocol.md section 4.3)"),
     Rule(("catchup.catchup_epsilon_us", "catchup.catchup_period_us"),
          lambda c: c.catchup.catchup_epsilon_us < c.catchup.catchup_period_us,
          "catchup_epsilon_us must be < catchup_period_us",
@@ -613,7 +613,7 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule(("system.message_bytes_max", "system.n"),
          lambda c: pre_prepare_bytes_estimate(c.n) <= c.system.message_bytes_max,
          f"message_bytes_max must be >= N*(N*{_PAIR_BYTES_MAX} + {_ROW_OVERHEAD_BYTES})",
-         "a pre-prepare carries N signed PO-ARU rows of N pairs (PROTOCOL.md 2.3.1)"),
+         "a pre-prepare carries N signed PO-ARU rows of N pairs (docs/protocol.md section 2.3.1)"),
     Rule(("networking.ring_slot_size_bytes", "system.message_bytes_max"),
          lambda c: c.networking.ring_slot_size_bytes
          >= c.system.message_bytes_max + RING_FRAME_HEADER_BYTES,

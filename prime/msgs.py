@@ -1,4 +1,4 @@
-"""Every Prime message, defined once (PROTOCOL.md section 2).
+"""Every Prime message, defined once (docs/protocol.md section 2).
 
 A message is a frozen dataclass registered with ``@message(tag=...)``. Each field
 is ``Annotated[type, Spec]``: the spec says how the field is checked when decoded
@@ -9,12 +9,12 @@ On the wire a message body is the msgpack array ``[tag, *fields]`` in
 declaration order. Every message travels inside an ``Envelope`` that names the
 signer and carries the signature: either a direct signature (``mt_num == 1``,
 no path) or the signature of a Merkle root plus the sibling path
-(PROTOCOL.md section 4.2). Messages that other messages embed (PO_ARU rows in a
+(docs/protocol.md section 4.2). Messages that other messages embed (PO_ARU rows in a
 pre-prepare, Prepares in a PC_SET, Commits in an ORD_CERT, ...) are embedded as
 complete envelopes, so they stay verifiable on their own and can be forwarded as
 the exact signed bytes.
 
-Tags keep the C enum numbering (PROTOCOL.md section 2.0). PO_CERT (29) is declared
+Tags keep the C enum numbering (docs/protocol.md section 2.0). PO_CERT (29) is declared
 but never sent in v3.0 and validation always rejects it (``REJECTED_TAGS``).
 CATCHUP_REQUEST (27), dead code in v3.0, is ours: a replica a few ordinals
 behind asks a peer for the ORD certificates it missed (``prime.core.catchup``).
@@ -29,7 +29,7 @@ from typing import Annotated, Any, Callable, ClassVar, TypeVar, get_type_hints
 # ---------------------------------------------------------------------------
 # Bounds. Every count and size taken from the wire is bounded by one of these.
 
-SERVERS_MAX = 31  # bitmaps are 32-bit (PROTOCOL.md 1.1)
+SERVERS_MAX = 31  # bitmaps are 32-bit (docs/protocol.md section 1.1)
 DIGEST_SIZE = 32  # SHA-256
 SIGNATURE_BYTES_MAX = 1024  # Ed25519 is 64; a threshold RSA signature up to 8192 bits
 SHARE_BYTES_MAX = 8192  # a Shoup share with its proof
@@ -271,7 +271,7 @@ class Message:
 
 
 class UpdateKind(enum.IntEnum):
-    """Content types of an UPDATE (PROTOCOL.md 2.0, 7.3)."""
+    """Content types of an UPDATE (docs/protocol.md sections 2.1 and 7.3)."""
 
     APP = 0
     CLIENT_NO_OP = 101
@@ -280,7 +280,7 @@ class UpdateKind(enum.IntEnum):
 
 
 class OrdKind(enum.IntEnum):
-    """How an ordinal was decided (ORD_CERT ``kind``, PROTOCOL.md 2.7)."""
+    """How an ordinal was decided (ORD_CERT ``kind``, docs/protocol.md section 2.7)."""
 
     COMMIT = 1
     PC_SET = 2
@@ -665,7 +665,7 @@ class Replayed(Message):
 
     A replayed ordinal has no commit certificate. A replica that missed the replay
     installs it from ``f+1`` matching copies sent by distinct replicas, one of which
-    is correct (``prime.core.catchup``; ours, PROTOCOL.md 10 open question 5)."""
+    is correct (``prime.core.catchup``; ours, docs/hardening.md OQ5)."""
 
     view: Annotated[int, VIEW]
     seq: Annotated[int, Int(1, ORDINAL_MAX)]
@@ -713,7 +713,7 @@ class OrdCert(Message):
 
 
 # ---------------------------------------------------------------------------
-# Traffic classes (PROTOCOL.md 2.0 / 2.8): timely messages are served first.
+# Traffic classes (docs/protocol.md sections 2.0 and 2.8): timely messages are served first.
 
 
 class TrafficClass(enum.IntEnum):
@@ -733,5 +733,5 @@ def traffic_class(tag: int) -> TrafficClass:
     return TrafficClass.BOUNDED
 
 
-# Messages signed alone (direct signature) because others embed them (PROTOCOL.md 2.0).
+# Messages signed alone (direct signature) because others embed them (docs/protocol.md section 2.0).
 DIRECT_SIGNED_TAGS = frozenset({T_UPDATE, T_PO_ARU, T_NEW_LEADER, T_REPORT, T_PC_SET})

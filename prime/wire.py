@@ -1,6 +1,6 @@
 """msgpack codec for ``prime.msgs``: shape checks, never an exception.
 
-Trust is added in stages (STYLE.md): bytes, then ``decode`` (shape: this module),
+Trust is added in stages (docs/design.md section 4): bytes, then ``decode`` (shape: this module),
 then a verifier (signature: ``prime.auth``), then the core (meaning). ``decode``
 returns an ``Envelope`` or a short reason such as ``"po_ack:count"``; it never
 raises and never allocates without bound: msgpack is called with explicit

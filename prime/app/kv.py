@@ -6,7 +6,7 @@ for each ordinal 1, 2, 3, ..., its events in order. An event is an UPDATE:
 are empty; ``NEW_INCARNATION`` says a replica restarted; ``CLIENT_STATE_TRANSFER``
 from replica r at ordinal X says r jumped over ordinals it never delivered.
 
-The contract (PROTOCOL.md 7.3; open question 2 decided: the daemon delivers every
+The contract (docs/protocol.md section 7.3; docs/hardening.md OQ2 decided: the daemon delivers every
 ordinal after the jump point, and the application discards what precedes X):
 
 1. Apply each client stamp ``(client, incarnation, seq)`` at most once. A faulty

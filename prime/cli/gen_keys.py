@@ -2,7 +2,7 @@
 
 For the configuration in conf/def.toml (N = 3f+2k+1) it makes an Ed25519 key pair
 per server 1..N and per client N+1..N+clients, and a Shoup threshold RSA key
-dealt as an (N, 2f+k+1) sharing (PROTOCOL.md 4.1, 4.3), then a manifest. The
+dealt as an (N, 2f+k+1) sharing (docs/protocol.md sections 4.1 and 4.3), then a manifest. The
 layout is in ``prime.crypto.keys`` and keys/README.md. Finding the two safe
 primes is the slow part (seconds to minutes at 2048 bits); the dealer reports
 its progress and the total time is printed at the end.

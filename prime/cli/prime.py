@@ -1,7 +1,7 @@
 """``bin/prime``: start one Prime replica, or check its configuration.
 
 ``prime -i ID`` will start the supervisor and the replica's processes
-(ARCHITECTURE.md); that runtime is not built yet, so for now only
+(docs/design.md section 9); that runtime is not built yet, so for now only
 ``--check-config`` does real work: it loads and validates conf/def.toml and the
 address file, with ``-i`` also loads and cross-checks that server's key files,
 prints the effective configuration and exits 0. Any operator mistake prints one
@@ -9,7 +9,7 @@ line naming the file and the key and exits 2.
 
 The daemon refuses to run under ``python -O``: our asserts are the safety net
 that stops a replica whose state broke an invariant, and stopping is safer than
-diverging (STYLE.md "Errors and bad input").
+diverging (docs/design.md section 7, "Errors and bad input").
 """
 
 from __future__ import annotations

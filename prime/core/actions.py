@@ -26,7 +26,7 @@ class Broadcast:
 @dataclass(frozen=True, slots=True)
 class Deliver:
     """Ordinal ``ordinal`` is executed: hand its events to the application, in
-    order. An empty ``updates`` is the synthetic CLIENT_NO_OP (PROTOCOL.md 2.3.5).
+    order. An empty ``updates`` is the synthetic CLIENT_NO_OP (docs/protocol.md section 2.3.5).
     ``requests`` names the PO-Requests executed, ``(originator, incarnation, seq)``."""
 
     ordinal: int
@@ -39,7 +39,7 @@ class SignJob:
     """Sign ``bodies`` and answer with ``CryptoDone(job_id, envelopes)``.
 
     ``direct``: sign each body on its own (messages that others embed);
-    otherwise sign them as one Merkle batch (PROTOCOL.md 4.2)."""
+    otherwise sign them as one Merkle batch (docs/protocol.md section 4.2)."""
 
     job_id: int
     messages: tuple[Message, ...]

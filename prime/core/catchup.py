@@ -1,4 +1,4 @@
-"""Catch-up: ORD certificates, filling a missed ordinal, and the jump (PROTOCOL.md 2.7).
+"""Catch-up: ORD certificates, filling a missed ordinal, and the jump (docs/protocol.md section 2.7).
 
 Every replica periodically broadcasts the ORD certificate of its newest
 normally ordered ordinal: the pre-prepare plus ``2f+k+1`` matching Commits, a
@@ -20,7 +20,7 @@ behind uses a certificate in one of two ways:
   application to transfer state (``StateTransferNeeded``), then introduces a
   CLIENT_STATE_TRANSFER marker that every replica delivers.
 
-Open questions of PROTOCOL.md section 10, decided:
+Open questions of docs/hardening.md section 4, decided:
 * 2: after a jump to J the daemon goes on delivering J+1, J+2, ... as the C code
   does, and the application discards what it receives up to X, the ordinal of
   its own CLIENT_STATE_TRANSFER marker, then takes a peer's state as of X
@@ -34,7 +34,7 @@ Open questions of PROTOCOL.md section 10, decided:
   records sent by distinct replicas, at least one of them correct. During a
   view change a replica asks each peer whose REPORT is ahead of its ARU.
 
-Hardening adopted (PROTOCOL.md 9):
+Hardening adopted (docs/hardening.md section 2):
 * H6: a certificate counts only if its pre-prepare is signed by
   ``leader(PP.view)``, its Commits come from distinct replicas and carry the
   PP's view, sequence and digest, and the certificate's own view equals the

@@ -1,4 +1,4 @@
-"""The core's only inputs (STYLE.md "One core, two drivers").
+"""The core's only inputs (docs/design.md section 2, "One core, two drivers").
 
 Every input has been through the wire codec (shape) and a verifier (signature)
 before it becomes an event: the core trusts signatures, never meaning.

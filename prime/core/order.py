@@ -1,4 +1,4 @@
-"""Global ordering and execution: PRE_PREPARE, PREPARE, COMMIT (PROTOCOL.md 2.3).
+"""Global ordering and execution: PRE_PREPARE, PREPARE, COMMIT (docs/protocol.md section 2.3).
 
 The leader periodically proposes its summary matrix in a pre-prepare; replicas
 agree on it with a Prepare and a Commit round (the paper's "global ordering",
@@ -15,7 +15,7 @@ Invariants:
   through its certified copy (H3).
 * S5: a pre-prepare whose proof-ARU vector goes backwards is never prepared.
 
-Hardening adopted here (PROTOCOL.md 9):
+Hardening adopted here (docs/hardening.md section 2):
 * H1: a prepare certificate sends our Commit on *either* path (Prepares after
   the PP, or the PP after the Prepares).
 * H2: when a PP completes, both certificates are re-checked, so Commits that
@@ -56,7 +56,7 @@ def pre_prepare_digest(pp: PrePrepare) -> bytes:
 
 @dataclass(slots=True)
 class OrdSlot:
-    """Everything known about one ordinal (PROTOCOL.md 3.2)."""
+    """Everything known about one ordinal (docs/protocol.md section 3.2)."""
 
     seq: int
     view: int = 0

@@ -13,7 +13,7 @@ from typing import Any
 from prime.core.quorum import Quorums
 
 
-# Besides the hardening items of PROTOCOL.md section 9, two switches turn off our own
+# Besides the hardening items of docs/hardening.md section 2, two switches turn off our own
 # additions: "EVIDENCE", suspecting a leader on two conflicting pre-prepares (the C
 # code waits for the TAT to grow, which a two-faced leader avoids), and "RB", counting
 # reliable-broadcast echoes and readies per payload (the C code binds an instance to
@@ -66,7 +66,7 @@ class Params:
     request_copies_max: int = 4  # distinct versions kept of one PO id (equivocation)
     # simulator-only negative control: weaken every quorum by this much
     quorum_weaken_by: int = 0
-    # test-only: hardening items (PROTOCOL.md 9) to switch OFF, reproducing the
+    # test-only: hardening items (docs/hardening.md section 1) to switch OFF, reproducing the
     # literal C behaviour, so a test can show the hole is real ("H1", "H2", ...)
     legacy: frozenset[str] = frozenset()
     quorums: Quorums = field(init=False)

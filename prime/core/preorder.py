@@ -1,11 +1,11 @@
-"""Pre-ordering: PO_REQUEST, PO_ACK, PO_ARU and the proof matrix (PROTOCOL.md 2.1, 2.2).
+"""Pre-ordering: PO_REQUEST, PO_ACK, PO_ARU and the proof matrix (docs/protocol.md sections 2.1 and 2.2).
 
 Every replica disseminates the updates it introduced and collects proof that
 ``2f+k+1`` replicas hold them *before* the leader is involved (the paper's
 "pre-ordering" phase, DSN'08 section 4.2). The leader then orders only compact
 summary vectors, so it cannot censor or delay individual updates unnoticed.
 
-State per originator ``s`` (PROTOCOL.md 3.1): ``aru[s]`` (contiguous receipt),
+State per originator ``s`` (docs/protocol.md section 3.1): ``aru[s]`` (contiguous receipt),
 ``max_acked[s]``, ``cum_aru[s]`` (contiguous receipt *with* a PO certificate:
 Q1), ``white_line[s]`` (garbage-collection point), ``last_executed[s]``, and
 the summary matrix ``cum_acks[r]`` (the newest PO_ARU accepted from ``r``).

@@ -1,4 +1,4 @@
-"""Quorum sizes and the order statistics of PROTOCOL.md section 1.2, as pure functions.
+"""Quorum sizes and the order statistics of docs/protocol.md section 1.2, as pure functions.
 
 Every threshold the protocol uses is computed here from ``(f, k)`` so that a
 deliberately weakened quorum (the simulator's negative control) changes it in
@@ -15,7 +15,7 @@ from prime.types import PO_ZERO, PoSeq
 
 @dataclass(frozen=True, slots=True)
 class Quorums:
-    """The thresholds of PROTOCOL.md 1.2 for one ``(f, k)``.
+    """The thresholds of docs/protocol.md section 1.2 for one ``(f, k)``.
 
     Computed once at construction, not per use: the core reads them for every
     PO-Ack part and every Prepare and Commit."""
@@ -73,7 +73,7 @@ def matrix_pop(rows: Sequence[Sequence[PoSeq] | None], n: int, rank: int) -> tup
 
 
 def compare_vectors(cur: Sequence[PoSeq], prev: Sequence[PoSeq]) -> tuple[bool, bool]:
-    """Entry-wise comparison (PROTOCOL.md 2.2.3): ``(some_lower, some_higher)``."""
+    """Entry-wise comparison (docs/protocol.md section 2.2.3): ``(some_lower, some_higher)``."""
     lower = higher = False
     for a, b in zip(cur, prev):
         if a < b:

@@ -1,4 +1,4 @@
-"""Reconciliation: ship eligible requests to replicas that lack them (PROTOCOL.md 2.4).
+"""Reconciliation: ship eligible requests to replicas that lack them (docs/protocol.md section 2.4).
 
 Once ordinal ``g``'s pre-prepare is accepted, the requests it makes eligible
 must reach every correct replica, even if their originator sent them to only

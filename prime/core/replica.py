@@ -4,13 +4,13 @@
 timer table, the signature batcher, the action list, counters) and routes each
 verified message to its sub-protocol by a literal table (``_handlers``). It has
 no sockets, clocks, threads or randomness of its own: time arrives as ``Tick``,
-signing leaves as ``SignJob`` and returns as ``CryptoDone`` (STYLE.md, "One
+signing leaves as ``SignJob`` and returns as ``CryptoDone`` (docs/design.md section 2, "One
 core, two drivers"; etcd raft's ``Step``/``Ready`` split).
 
-Sub-protocols, one module each (PROTOCOL.md section in brackets):
+Sub-protocols, one module each (docs/protocol.md section in brackets):
 ``preorder`` [2.2], ``order`` [2.3], ``recon`` [2.4], ``catchup`` [2.7].
 
-Self-delivery (PROTOCOL.md 2.0): a message this replica broadcasts is, once
+Self-delivery (docs/protocol.md section 2.0): a message this replica broadcasts is, once
 signed, also handed to its own handler, which is how its own PO-Acks, Prepares
 and Commits are counted. A message addressed to one replica is applied locally
 only when that replica is this one.
@@ -254,7 +254,7 @@ class Replica:
         """Pre-install ``new_view``: stop leading the old one, reset per-view state,
         carry the proof to everyone every second, and start the view change.
 
-        The view change itself (PROTOCOL.md 2.6) is the next sub-protocol; until it
+        The view change itself (docs/protocol.md section 2.6) is the next sub-protocol; until it
         lands, a pre-installed view does not order anything."""
         assert new_view > self.view, (new_view, self.view)
         self.log.info("pre-install view %d (leader %d)", new_view, leader_of(new_view, self.n))
@@ -409,7 +409,7 @@ class Replica:
             self.emit(A.Send(dest, env))
 
     def sign_and_send(self, msg: Message, dest: int = BROADCAST) -> None:
-        """Queue ``msg`` for the next Merkle batch (PROTOCOL.md 4.2).
+        """Queue ``msg`` for the next Merkle batch (docs/protocol.md section 4.2).
 
         The batch is released when ``sig_batch_count_max`` messages wait or the
         oldest has waited ``sig_debounce_us`` (a cap on age rather than the C

@@ -1,5 +1,5 @@
 """Suspect-Leader: measure the leader, bound what is acceptable, replace a slow one
-(PROTOCOL.md 2.5; DSN'08 section 4.4, "Suspect-Leader").
+(docs/protocol.md section 2.5; DSN'08 section 4.4, "Suspect-Leader").
 
 Each non-leader measures the leader's *turnaround time* (TAT): from sending a
 proof matrix (a *TAT challenge*) to accepting a pre-prepare that covers it.
@@ -15,7 +15,7 @@ as leader (``alpha``, Q10, reported in TAT_UB). From the reports:
   ``2f+k+1`` matching votes pre-install the next view, and the NEW_LEADER_PROOF
   carries those votes to everyone else.
 
-Open question 1 of PROTOCOL.md section 10, decided: ``TAT_leader`` is the
+Open question 1 (docs/hardening.md OQ1), decided: ``TAT_leader`` is the
 ``(f+k+1)``-th *highest* reported value. The paper takes the ``(f+1)``-st
 highest, so that the f Byzantine replicas cannot raise it alone while one
 correct replica's measurement can; the C code takes the ``(f+k+1)``-th lowest,

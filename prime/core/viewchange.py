@@ -1,5 +1,5 @@
 """View change: reliable broadcast of state, a threshold-signed choice of whose state
-defines the new view, and a replay that keeps every committed update (PROTOCOL.md 2.6;
+defines the new view, and a replay that keeps every committed update (docs/protocol.md section 2.6;
 Kirsch's thesis, "proof-based view change").
 
 Replicas reliably broadcast (RB_INIT/ECHO/READY, Q13-Q15) a REPORT (their
@@ -12,7 +12,7 @@ REPLAY naming the set. After REPLAY_PREPARE/REPLAY_COMMIT rounds every replica
 replays the same ordinals: the union of the listed PC_SETs, NO_OPs elsewhere,
 up to ``start_seq``, and the new leader continues from ``start_seq``.
 
-Decisions and hardening (PROTOCOL.md 9, 10):
+Decisions and hardening (docs/hardening.md):
 * Reliable broadcast counts echoes and readies per payload digest (Bracha);
   the original binds an instance to the first payload seen, which lets an
   equivocating originator stall a correct replica (``Params.legacy`` "RB").

@@ -1,4 +1,4 @@
-"""Erasure coding of PO-Requests for reconciliation (PROTOCOL.md 2.4, Q21), over zfec.
+"""Erasure coding of PO-Requests for reconciliation (docs/protocol.md section 2.4, Q21), over zfec.
 
 A request's wire bytes are split into ``f+1`` equal data blocks (zero padded)
 and coded into ``N`` parts, any ``f+1`` of which rebuild it. Part ``i``

@@ -13,7 +13,7 @@ Layout of a keys folder (keys/README.md says the same for operators)::
 Private files are created with mode 0600 from the start (``os.open``), and the
 loaders refuse one that group or others may read, as ssh does: a key that others
 could have copied no longer proves anything. Every problem with a file raises
-``KeyFileError`` naming the file and the problem (STYLE.md "Errors and bad input").
+``KeyFileError`` naming the file and the problem (docs/design.md section 7, "Errors and bad input").
 The manifest is written last, so a folder with a manifest holds a complete set.
 """
 

@@ -1,4 +1,4 @@
-"""Merkle-tree batch signatures (PROTOCOL.md 4.2) with SHA-256 and domain separation (9 H9).
+"""Merkle-tree batch signatures (docs/protocol.md section 4.2) with SHA-256 and domain separation (docs/hardening.md H9).
 
 A replica signs a whole batch of outgoing messages with one Ed25519 signature over the
 root of a Merkle tree whose leaves are the messages, and appends to each message the
@@ -19,7 +19,7 @@ Hashing (H9 hardening; the C code used SHA-1 with no prefixes):
 * leaf digest  = SHA-256(0x00 || leaf_bytes)
 * inner digest = SHA-256(0x01 || left || right)
 * an unused leaf (padding up to ``mt_num``) is 32 zero bytes, not hashed; inner nodes above
-  unused leaves are still hashed normally (PROTOCOL.md 11, correction 15).
+  unused leaves are still hashed normally (docs/protocol.md section 4.2).
 
 The prefixes make leaf and inner preimages disjoint (first byte 0x00 versus 0x01), so the
 bytes of an inner node, ``left || right``, cannot be presented as a 64-byte message that
@@ -37,7 +37,7 @@ right order at each level. The only way two indices give the same root is when t
 subtrees being swapped are equal, in which case the covered bytes are identical too (up
 to a SHA-256 collision), so such a swap changes nothing a receiver acts on.
 
-Senders cut batches at ``SIG_THRESHOLD`` = 128 (PROTOCOL.md 11, correction 1); only the
+Senders cut batches at ``SIG_THRESHOLD`` = 128 (docs/protocol.md section 4.2); only the
 validator accepts up to 256, so this module accepts up to ``BATCH_SIZE_MAX`` = 256
 everywhere and leaves the sender's cap to the batcher's configuration.
 
@@ -98,7 +98,7 @@ _INNER_STATE = sha256(_INNER_PREFIX)
 
 
 def digest(data: bytes) -> bytes:
-    """Plain SHA-256 of ``data``: the message digest ``H`` of PROTOCOL.md 4.1 (no prefix)."""
+    """Plain SHA-256 of ``data``: the message digest ``H`` of docs/protocol.md section 4.1 (no prefix)."""
     return sha256(data).digest()
 
 

@@ -1,7 +1,7 @@
-"""Ed25519 signatures for replicas and clients (PROTOCOL.md 4.1), on the cheapest call path.
+"""Ed25519 signatures for replicas and clients (docs/protocol.md section 4.1), on the cheapest call path.
 
 Prime signs every protocol message, so this module sits on the hot path: a replica signs
-one Merkle root per batch (PROTOCOL.md 4.2) and verifies at least one signature per
+one Merkle root per batch (docs/protocol.md section 4.2) and verifies at least one signature per
 received batch. libsodium's Ed25519 costs about 22 us to sign and 64 us to verify a
 32-byte root on the development machine; the Python call path around it adds between 0.5
 and 3 us depending on how it is called, and that part is the one we control.
@@ -49,7 +49,7 @@ floor: bare ``lib`` call, shared buffer       44 205      0.981      15 521     
 
 Keys: ``SigningKey`` is built from the 32-byte seed that ``bin/gen_keys`` stores; libsodium's
 64-byte secret key (seed followed by the public key) is derived once in the constructor.
-Errors follow STYLE.md: a bad key length is an operator or programmer mistake and raises
+Errors follow docs/design.md section 7: a bad key length is an operator or programmer mistake and raises
 ``CryptoError``; a bad *signature* is peer input and only makes ``verify`` return False.
 """
 
@@ -66,7 +66,7 @@ import nacl.bindings
 from prime.errors import CryptoError
 
 # PyNaCl's compiled cffi module ships no type stubs, and cffi returns Any in any case (the
-# reason STYLE.md relaxes mypy for cffi twins). Importing it by name keeps mypy --strict
+# reason docs/design.md section 8 relaxes mypy for cffi twins). Importing it by name keeps mypy --strict
 # clean without an ignore comment; the objects and the call cost are the same.
 _sodium: Any = importlib.import_module("nacl._sodium")
 _ffi: Any = _sodium.ffi
@@ -129,7 +129,7 @@ class VerifyKey:
         """Return whether ``signature`` is this key's Ed25519 signature over ``data``.
 
         Both arguments usually come from a peer, so anything wrong with them (wrong length,
-        wrong type, forged, non-canonical) yields False rather than an exception: STYLE.md
+        wrong type, forged, non-canonical) yields False rather than an exception: docs/design.md section 7
         treats malformed input as routine traffic. libsodium also rejects small-order keys
         and non-canonical encodings here, so no separate key validation is needed.
         """

@@ -1,7 +1,7 @@
 """Shoup threshold RSA: the typed Python twin of ``native/tshare.h``.
 
 Implements the scheme of V. Shoup, "Practical Threshold Signatures" (Eurocrypt 2000),
-as PROTOCOL.md section 4.3 prescribes for the view-change proof:
+as docs/protocol.md section 4.3 prescribes for the view-change proof:
 
 * Dealing (Shoup's Protocol 1, "the dealer"): ``n = pq`` with safe primes
   ``p = 2p'+1`` and ``q = 2q'+1``, ``m = p'q'``, ``d = e^-1 mod m`` for a prime
@@ -9,10 +9,10 @@ as PROTOCOL.md section 4.3 prescribes for the view-change proof:
   with ``F(0) = d`` gives player ``i`` the key share ``s_i = F(i)``. The verification
   keys are a random square ``v`` and ``v_i = v^{s_i}``.
 * Signature share ("generating a signature share"): ``x_i = x^{2 Delta s_i}`` with ``Delta = players!``
-  and ``x`` the full-domain hash of the message into ``Z_n`` (PROTOCOL.md 4.3 [HARDEN]).
+  and ``x`` the full-domain hash of the message into ``Z_n`` (docs/protocol.md section 4.3; docs/hardening.md FDH).
 * Proof of correctness ("proof of correctness"): a Fiat-Shamir proof, with SHA-256 as ``H'``,
   that ``log_{x~}(x_i^2) = log_v(v_i)`` where ``x~ = x^{4 Delta}``. It lets a combiner
-  identify and skip a bad share (PROTOCOL.md section 9, hardening H7).
+  identify and skip a bad share (docs/hardening.md H7).
 * Combining ("combining shares"): for a set ``S`` of ``threshold`` share indices the integer
   Lagrange coefficients ``lambda_{0,j} = Delta * prod_{j' != j} j' / (j' - j)`` give
   ``w = prod x_j^{2 lambda_{0,j}}`` with ``w^e = x^{4 Delta^2}``; with
@@ -52,7 +52,7 @@ except ImportError as exc:  # pragma: no cover - depends on the build
 log = logging.getLogger(__name__)
 
 PLAYERS_MAX = 64  # Delta = 64! has 296 bits, so share exponents stay near the modulus size
-MODULUS_BITS_MIN = 512  # tests only; PROTOCOL.md 4.3 recommends >= 2048
+MODULUS_BITS_MIN = 512  # tests only; docs/protocol.md section 4.3 recommends >= 2048
 MODULUS_BITS_MAX = 8192
 PUBLIC_EXPONENT_MAX = 2**64  # e is a small prime > players (C Prime used 17)
 CHALLENGE_BITS = 256  # L1 in Shoup's proof: the output size of H' (SHA-256)
@@ -273,7 +273,7 @@ def deal(
 
 
 def hash_to_zn(pub: PublicKey, message: bytes) -> int:
-    """Full-domain hash of ``message`` into ``Z_n`` (PROTOCOL.md 4.3 [HARDEN]): SHA-256 in
+    """Full-domain hash of ``message`` into ``Z_n`` (docs/protocol.md section 4.3; docs/hardening.md FDH): SHA-256 in
     counter mode over a domain tag, the modulus and the message, stretched to
     ``FDH_EXTRA_BYTES`` more than ``n`` and reduced mod ``n``."""
     if not isinstance(message, bytes | bytearray | memoryview):
@@ -347,7 +347,7 @@ def combine(
 ) -> bytes:
     """Combines the first ``pub.threshold`` acceptable shares (distinct indices in
     1..players and, with ``verify_shares``, a valid proof) into an RSA signature
-    (Shoup's Protocol 1). Bad shares are logged and skipped (PROTOCOL.md H7). Returns
+    (Shoup's Protocol 1). Bad shares are logged and skipped (docs/hardening.md H7). Returns
     ``y`` as big-endian bytes of the modulus length, after checking ``y^e = x``."""
     chosen = _choose_shares(pub, message, shares, verify_shares=verify_shares)
     if len(chosen) < pub.threshold:

@@ -16,11 +16,11 @@ Behaviours (``--byz ID:NAME``):
   re-introduces other clients' signed updates in its own PO-Requests.
 * ``corrupt``: rewrites outgoing messages with wrong fields (re-signed, so
   they verify) or flipped bytes (so they do not), at random.
-* ``recon``: the RECON_ATTACK (PROTOCOL.md 6.2): sends its PO-Requests only to
+* ``recon``: the RECON_ATTACK (docs/protocol.md section 6.2): sends its PO-Requests only to
   replicas ``1..2f+k+1``, acknowledges only other attackers' requests, and never
   sends reconciliation traffic, so correct designated senders must ship its
   requests to the deprived replicas. It orders correctly otherwise.
-* ``delay``: the DELAY_ATTACK (PROTOCOL.md 6.1): as leader, ignores other
+* ``delay``: the DELAY_ATTACK (docs/protocol.md section 6.1): as leader, ignores other
   replicas' PO_ARUs, applies each proof matrix only once it is ``--delay-ms``
   old, and sends each new pre-prepare only to replica 2 (whose flooding
   reaches the rest). Retransmissions are not restricted.

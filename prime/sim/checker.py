@@ -1,4 +1,4 @@
-"""The invariant checker: what every simulation run must satisfy (PROTOCOL.md 8).
+"""The invariant checker: what every simulation run must satisfy (docs/protocol.md section 8).
 
 * Agreement (S1): no two correct replicas deliver different event lists at one
   ordinal.
@@ -104,7 +104,7 @@ class Checker:
             rec.executed_requests.add(req)
         for u in updates:
             if u.kind == UpdateKind.CLIENT_STATE_TRANSFER and u.client == replica and rec.transfer_pending:
-                # The application takes a peer's state as of this ordinal (PROTOCOL.md 7.3).
+                # The application takes a peer's state as of this ordinal (docs/protocol.md section 7.3).
                 rec.delivered_stamps = self.applied_through(ordinal)
                 rec.transfer_pending = False
                 continue

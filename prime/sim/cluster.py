@@ -279,7 +279,7 @@ class SimCluster:
 
     def _make_clients(self) -> list[SimClient]:
         # Clients attach to correct replicas that never crash, and to recon attackers:
-        # their updates must still reach everyone (PROTOCOL.md L4).
+        # their updates must still reach everyone (docs/protocol.md section 8, L4).
         homes = [
             r
             for r in range(1, self.n + 1)

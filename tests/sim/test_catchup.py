@@ -1,4 +1,4 @@
-"""Catch-up, partition recovery and restart in the simulator (PROTOCOL.md 2.7; L5-L7).
+"""Catch-up, partition recovery and restart in the simulator (docs/protocol.md section 2.7; L5-L7).
 
 In every run the checker also compares the example key-value application's state at
 all correct replicas at the end (prime.app.kv): it must be equal, state transfers

@@ -128,7 +128,7 @@ def test_every_key_in_def_toml_has_a_comment_above_it() -> None:
 
 
 def test_schema_names_carry_units_or_are_flags() -> None:
-    """Every numeric key but the dimensionless ones names its unit (STYLE.md "Names")."""
+    """Every numeric key but the dimensionless ones names its unit (docs/design.md section 8, "Names")."""
     unit = re.compile(r"_(us|ms|s|bytes|bps|bits|ordinals|messages|ticks|count|updates)(_|$)")
     dimensionless = {
         "f",

@@ -1,4 +1,4 @@
-"""Unit tests for prime.crypto.merkle: batch signing trees per PROTOCOL.md 4.2 with H9 hardening."""
+"""Unit tests for prime.crypto.merkle: batch signing trees per docs/protocol.md section 4.2 with H9 hardening."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ Batch = tuple[bytes, list[tuple[bytes, ...]], int]
 
 
 def reference_batch(leaves: Sequence[bytes]) -> Batch:
-    """Build the tree literally as PROTOCOL.md 4.2 describes it, as an independent oracle.
+    """Build the tree literally as docs/protocol.md section 4.2 describes it, as an independent oracle.
 
     A full heap array (root 1, leaves m..2m-1), zero padding leaves, every inner node
     hashed, and the path read off by walking x -> x ^ 1 -> parent.
@@ -185,7 +185,7 @@ def test_known_answers() -> None:
     ],
 )
 def test_batch_size_for_rounds_up_to_power_of_two(count: int, expected: int) -> None:
-    """mt_num is the count rounded up to a power of two, as in PROTOCOL.md 4.2 step 1."""
+    """mt_num is the count rounded up to a power of two, as in docs/protocol.md section 4.2 step 1."""
     assert batch_size_for(count) == expected
 
 
@@ -234,7 +234,7 @@ def test_every_message_verifies_alone_for_all_sizes() -> None:
         leaves = make_leaves(count, seed=1000 + count)
         root, paths, mt_num = build_batch(leaves)
         signature = SIGNER.sign(root)
-        # Like the verifier PROTOCOL.md 4.2 recommends, run Ed25519 once per distinct
+        # Like the verifier docs/protocol.md section 4.2 recommends, run Ed25519 once per distinct
         # rebuilt root (batch-mates repeat identical bytes), but decide every message
         # from its own rebuilt root, never from the one build_batch returned.
         verified: dict[bytes, bool] = {}

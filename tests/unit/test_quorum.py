@@ -10,7 +10,7 @@ from prime.core.recon import designated_senders
     ("f", "k", "cert", "prep", "rank"), [(1, 0, 3, 2, 2), (1, 1, 4, 3, 3), (2, 1, 6, 5, 4)]
 )
 def test_quorum_sizes_match_protocol_table(f: int, k: int, cert: int, prep: int, rank: int) -> None:
-    """The thresholds equal PROTOCOL.md 1.2 for N=4, N=6 and N=9."""
+    """The thresholds equal docs/protocol.md section 1.2 for N=4, N=6 and N=9."""
     q = Quorums(f, k)
     assert (q.n, q.certificate, q.prepare, q.eligibility_rank) == (3 * f + 2 * k + 1, cert, prep, rank)
     # Two certificate quorums intersect in at least f+1 replicas (one correct).

@@ -78,7 +78,7 @@ def test_combine_accepts_shares_in_any_order_and_ignores_extras(keys: Dealt) -> 
 
 @pytest.mark.parametrize("verify_shares", [True, False])
 def test_every_smaller_subset_fails_to_combine(keys: Dealt, verify_shares: bool) -> None:
-    """Any t-1 valid shares are refused with CryptoError (PROTOCOL.md S9)."""
+    """Any t-1 valid shares are refused with CryptoError (docs/protocol.md section 8, S9)."""
     t = keys.public.threshold
     for subset in itertools.combinations(keys.shares, t - 1):
         with pytest.raises(CryptoError, match=f"need {t} valid shares, have {t - 1}"):
@@ -109,7 +109,7 @@ CORRUPTIONS: dict[str, Callable[[SignatureShare, int], SignatureShare]] = {
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_corrupted_share_is_rejected_and_skipped(keys: Dealt, corruption: str) -> None:
     """A share with a changed value, proof or index fails verify_share, and combine skips
-    it: it succeeds with t other valid shares and refuses with only t-1 (PROTOCOL.md H7)."""
+    it: it succeeds with t other valid shares and refuses with only t-1 (docs/hardening.md H7)."""
     public, t = keys.public, keys.public.threshold
     bad = CORRUPTIONS[corruption](keys.shares[0], public.n)
     assert bad != keys.shares[0]
