@@ -9,12 +9,14 @@ byte, and a failing run prints the command that replays it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
 from typing import Any
 
+from prime.core.params import Params
 from prime.sim.byzantine import BEHAVIOURS
 from prime.sim.cluster import SimCluster, SimConfig
 from prime.sim.network import Partition
@@ -62,11 +64,11 @@ def _param(text: str) -> tuple[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m prime.sim",
+        prog="bin/sim",
         description="Run a seeded, deterministic simulation of a Prime cluster and check "
         "agreement, gap-free order, validity and liveness.",
         epilog="Byzantine behaviours: " + ", ".join(sorted(BEHAVIOURS)) + ". Example: "
-        "python -m prime.sim --f 1 --k 1 --seed 7 --loss 0.02 --byz 3:equivocate --crash 5@1.5",
+        "bin/sim --f 1 --k 1 --seed 7 --loss 0.02 --byz 3:equivocate --crash 5@1.5",
     )
     p.add_argument("--f", type=int, default=1, help="Byzantine replicas tolerated (default 1)")
     p.add_argument("--k", type=int, default=0, help="crashed/partitioned replicas tolerated (default 0)")
@@ -104,6 +106,68 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(ValueError):
+    """A flag value the simulator cannot run: one line, exit status 2."""
+
+
+PARAM_KEYS = sorted(
+    f.name for f in dataclasses.fields(Params) if f.init and f.name not in ("f", "k", "legacy", "quorum_weaken_by")
+)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything argparse cannot check alone; raise ``UsageError`` naming the flag."""
+    if args.f < 0 or args.k < 0 or 3 * args.f + 2 * args.k + 1 > 31:
+        raise UsageError(
+            f"--f {args.f} --k {args.k}: need f >= 0, k >= 0 and N = 3f+2k+1 <= 31 "
+            "(bitmaps are 32-bit): f is 0..10, k is 0..15"
+        )
+    n = 3 * args.f + 2 * args.k + 1
+    for flag, value, lo, hi in (
+        ("--duration", args.duration, 0.001, 3600.0),
+        ("--loss", args.loss, 0.0, 0.9),
+        ("--duplicate", args.duplicate, 0.0, 0.9),
+        ("--liveness-bound", args.liveness_bound, 0.1, 3600.0),
+        ("--delay-ms", args.delay_ms, 0.0, 10_000.0),
+    ):
+        if not lo <= value <= hi:
+            raise UsageError(f"{flag} {value}: must be between {lo} and {hi}")
+    for flag, value, lo, hi in (
+        ("--clients", args.clients, 1, 10_000),
+        ("--inflight", args.inflight, 1, 10_000),
+        ("--payload-bytes", args.payload_bytes, 1, 16_384),
+    ):
+        if not lo <= value <= hi:
+            raise UsageError(f"{flag} {value}: must be an integer from {lo} to {hi}")
+    ids = [("--byz", rid) for rid, _ in args.byz] + [("--crash", rid) for rid, _ in args.crash]
+    ids += [("--restart", rid) for rid, _ in args.restart] + [("--twins", rid) for rid in args.twins]
+    for text in args.partition:
+        part = Partition.parse(text)
+        ids += [("--partition", rid) for rid in sorted(part.a | part.b)]
+    for flag, rid in ids:
+        if not 1 <= rid <= n:
+            raise UsageError(f"{flag}: replica {rid} does not exist (replicas are 1..{n} for f={args.f}, k={args.k})")
+    for _, behaviour in args.byz:
+        if behaviour not in BEHAVIOURS:
+            raise UsageError(f"--byz: unknown behaviour {behaviour!r}; known: {', '.join(sorted(BEHAVIOURS))}")
+    for key, _ in args.param:
+        if key not in PARAM_KEYS:
+            raise UsageError(f"--param: unknown key {key!r}; known: {', '.join(PARAM_KEYS)}")
+
+
+def outside_model(args: argparse.Namespace) -> str:
+    """Why this run is outside the fault model (empty if it is within it)."""
+    byz = {rid for rid, _ in args.byz} | set(args.twins)
+    down = {rid for rid, _ in args.crash} | {rid for rid, _ in args.restart}
+    if len(byz) > args.f:
+        return f"{len(byz)} Byzantine replicas > f = {args.f}"
+    if len(byz | down) > args.f + args.k:
+        return f"{len(byz | down)} faulty replicas (Byzantine, crashed or restarted) > f + k = {args.f + args.k}"
+    if args.weaken_quorums:
+        return "quorums weakened (a negative control)"
+    return ""
+
+
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
         f=args.f,
@@ -138,14 +202,20 @@ def main(argv: list[str] | None = None) -> int:
         # summary counts what matters, so keep the terminal readable.
         logging.getLogger("prime.crypto.threshold").setLevel(logging.ERROR)
     try:
+        check_args(args)
         cfg = config_from_args(args)
         cluster = SimCluster(cfg)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, AssertionError) as e:
         print(f"prime.sim: {e}", file=sys.stderr)
         return 2
+    outside = outside_model(args)
+    if outside:
+        print(f"prime.sim: OUTSIDE THE FAULT MODEL ({outside}): safety is checked, liveness is not, "
+              "and a violation here shows the model's limit, not a bug", file=sys.stderr)
     started = time.process_time()
     summary = cluster.run()
     summary["cpu_s"] = round(time.process_time() - started, 3)
+    summary["outside_model"] = outside
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:

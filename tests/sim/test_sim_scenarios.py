@@ -164,7 +164,7 @@ def test_cli_json_summary_and_exit_status() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 1
-    assert "replay with: python -m prime.sim" in bad.stdout
+    assert "replay with: bin/sim" in bad.stdout
 
 
 def test_cli_rejects_bad_arguments_clearly() -> None:
