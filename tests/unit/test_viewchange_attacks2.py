@@ -97,3 +97,102 @@ def test_new_leader_cannot_overwrite_a_replayed_noop_that_has_not_executed_yet()
     assert executed.get(1) == ((3, 1, 1),), "ordinal 1 executed D1"
     assert 2 in executed, "the NO_OP at ordinal 2 executed"
     assert executed[2] == (), "the replay decided a NO_OP at ordinal 2: it executes nothing"
+
+
+# ------------------------------------- two REPLAYs of one view: the tie goes to the liar
+
+
+def test_an_uncommitted_replay_of_a_byzantine_leader_cannot_outvote_the_committed_one() -> None:
+    """N=4, replica 3 (the leader of view 3) is Byzantine. In view 3 replica 2 reports D1 (a
+    view-1 prepare certificate) at ordinal 1, replica 3 reports only E2 at ordinal 2,
+    replicas 1 and 4 report nothing. Correct replicas sign a share for every list they are
+    complete for, so both L1 = {1, 2, 4} (D1 at 1, start 2) and L2 = {1, 3, 4} (NO_OP at 1,
+    E2 at 2, start 3) get shares from replicas 1 and 4; with its own share replica 3
+    combines both proofs. It sends REPLAY R1 (L1) to everyone and keeps R2 (L2).
+
+    Replica 1 executes R1: D1 at ordinal 1. Replica 4 commits to R1 but has not executed it,
+    and carries R1 into view 4. Replica 2 never saw R1. In view 4 the list is {2, 3, 4}:
+    replica 2 reports D1 under view 1, replica 4 carries R1 (D1, a decision of view 3), and
+    replica 3 carries R2 (a NO_OP at ordinal 1, also a decision of view 3, and it is a
+    valid certificate: leader-signed, threshold-signed, opening matches). Equal views, and
+    the tie goes to the lowest replica id: 3. View 4 replays a NO_OP at ordinal 1, where
+    replica 1 executed D1.
+
+    Fails with bf4372f: the view-4 union has no decision D1 at ordinal 1. Expected: only the
+    replay the view actually committed to counts, e.g. a REPORT's replay certificate also
+    carries 2f+k REPLAY_PREPAREs of non-leaders on its digest (a correct replica prepares
+    one REPLAY per view, so two REPLAYs of a view cannot both have them)."""
+    d1_h = Harness(me=1, threshold=True)
+    d1, d1_prepares = certified_pp(d1_h, 1, view=1)
+    e2, e2_prepares = certified_pp(d1_h, 2, view=1)
+    l1, l2 = members_of(1, 2, 4), members_of(1, 3, 4)
+    u1 = union_digest(2, 1, ((1, ppd(d1)),))
+    u2 = union_digest(3, 1, ((2, ppd(e2)),))
+    s1, s2 = statement(3, l1, 2, u1), statement(3, l2, 3, u2)
+
+    def view3_states(h: Harness) -> None:
+        """Replica ``h.me`` (1 or 4) in view 3, complete for all four replicas."""
+        preinstall(h, 3, (1, 2, 4))
+        (own,) = own_payloads(h, 3)
+        rb_deliver(h, own)
+        other = 5 - h.me  # 4 for replica 1, 1 for replica 4: reports nothing either
+        rb_deliver(h, h.sign(other, msgs.Report(other, 3, 0, 0, 0, 0)))
+        rb_deliver(h, h.sign(2, msgs.Report(2, 3, 0, 0, 1, 0)))
+        rb_deliver(h, h.sign(2, msgs.PcSet(2, 3, 1, d1, d1_prepares)))
+        rb_deliver(h, h.sign(3, msgs.Report(3, 3, 0, 0, 1, 0)))
+        rb_deliver(h, h.sign(3, msgs.PcSet(3, 3, 1, e2, e2_prepares)))
+        assert h.replica.vc.complete == {1, 2, 3, 4}
+        h.feed(h.sign(2, msgs.VcList(3, l1)))
+        h.feed(h.sign(3, msgs.VcList(3, l2)))
+        h.flush()
+        signed = {job.statement for job in h.threshold_jobs if job.op == "share"}
+        assert {s1, s2} <= signed, "a correct replica signs a share for both lists"
+
+    # Replica 1: signs both, executes R1 (D1 at ordinal 1).
+    view3_states(d1_h)
+    r1 = d1_h.sign(3, msgs.Replay(3, l1, 2, threshold_sign(d1_h, s1, (1, 3, 4)), u1))
+    r2 = d1_h.sign(3, msgs.Replay(3, l2, 3, threshold_sign(d1_h, s2, (1, 3, 4)), u2))
+    d1_h.feed(r1)
+    digest = d1_h.replica.vc.replay_digest
+    for j in (2, 4):
+        d1_h.feed(d1_h.sign(j, msgs.ReplayPrepare(3, digest)))
+    for j in (2, 3, 4):
+        d1_h.feed(d1_h.sign(j, msgs.ReplayCommit(3, digest)))
+    assert d1_h.replica.view_change_done and d1_h.replica.ord.aru == 1
+    assert d1_h.replica.ord.history[1].ppd == ppd(d1), "replica 1 executed D1 at ordinal 1"
+
+    # Replica 4: signs both, commits to R1, has not executed it; carries it into view 4.
+    carrier = Harness(me=4, threshold=True)
+    carrier.signers = d1_h.signers
+    view3_states(carrier)
+    carrier.feed(r1)
+    for j in (1, 2):
+        carrier.feed(carrier.sign(j, msgs.ReplayPrepare(3, digest)))
+    carrier.flush()
+    assert carrier.sent_messages(msgs.ReplayCommit) and not carrier.replica.view_change_done
+    carrier.sent.clear()
+    preinstall(carrier, 4, (1, 2, 3))
+    carried = own_payloads(carrier, 4)
+
+    # Replica 2 in view 4: its own view-1 certificate for D1, replica 4's carried R1, and
+    # replica 3's REPORT carrying R2 (all it needs: R2, its opening, E2).
+    h = Harness(me=2, threshold=True)
+    h.signers = d1_h.signers
+    h.feed(d1)
+    for env in d1_prepares:
+        h.feed(env)
+    h.flush()
+    assert h.replica.ord.history[1].prepare_cert
+    preinstall(h, 4, (1, 3, 4))
+    for payload in carried:
+        rb_deliver(h, payload)
+    rb_deliver(h, h.sign(3, msgs.Report(3, 4, 0, 0, 1, 2, r2, 1, (2,), (ppd(e2),))))
+    rb_deliver(h, h.sign(3, msgs.PcSet(3, 4, 1, e2, e2_prepares)))
+    for payload in own_payloads(h, 4):
+        rb_deliver(h, payload)
+    m4 = members_of(2, 3, 4)
+    vc = h.replica.vc
+    assert vc.complete >= {2, 3, 4}
+    union = vc.union(m4)
+    assert 1 in union, "view 4 would replay a NO_OP at ordinal 1, where replica 1 executed D1"
+    assert ppd(union[1].msg.pre_prepare) == ppd(d1)
