@@ -191,8 +191,13 @@ def test_an_uncommitted_replay_of_a_byzantine_leader_cannot_outvote_the_committe
     for payload in own_payloads(h, 4):
         rb_deliver(h, payload)
     m4 = members_of(2, 3, 4)
+    h.feed(h.sign(4, msgs.VcList(4, m4)))
+    h.flush()
+    # The union the tie produces: ordinal 1 a NO_OP, E2 at 2, start 3.
+    noop_at_1 = statement(4, m4, 3, union_digest(3, 1, ((2, ppd(e2)),)))
+    signed = {job.statement for job in h.threshold_jobs if job.op == "share"}
+    assert noop_at_1 not in signed, "replica 2 signs view 4's replay of a NO_OP where replica 1 executed D1"
     vc = h.replica.vc
-    assert vc.complete >= {2, 3, 4}
-    union = vc.union(m4)
-    assert 1 in union, "view 4 would replay a NO_OP at ordinal 1, where replica 1 executed D1"
-    assert ppd(union[1].msg.pre_prepare) == ppd(d1)
+    if {2, 3, 4} <= vc.complete:  # (a fix may instead refuse replica 3's certificate)
+        union = vc.union(m4)
+        assert 1 in union and ppd(union[1].msg.pre_prepare) == ppd(d1)
