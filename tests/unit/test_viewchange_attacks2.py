@@ -201,3 +201,86 @@ def test_an_uncommitted_replay_of_a_byzantine_leader_cannot_outvote_the_committe
     if {2, 3, 4} <= vc.complete:  # (a fix may instead refuse replica 3's certificate)
         union = vc.union(m4)
         assert 1 in union and ppd(union[1].msg.pre_prepare) == ppd(d1)
+
+
+# ------------------------- a stale replay certificate hides a newer prepare certificate
+
+
+def test_a_stale_replay_certificate_does_not_hide_a_later_views_certificate() -> None:
+    """N=4, replica 3 is Byzantine; replica 4 (under test) is correct.
+
+    View 2 (leader 2, correct): replica 3 reports E2 (a view-1 prepare certificate) at
+    ordinal 2; the replay R2 of list {2, 3, 4} decides a NO_OP at 1 and E2 at 2 (start 3).
+    Replica 4 commits to R2; only replica 3's commit joins it, so R2 never executes
+    anywhere. View 3: replica 4 is cut off; the list {1, 2, 3} (replica 3 now omits E2)
+    replays nothing, start 1, and view 3 orders D1' at 1 and D2' at 2 in normal operation:
+    D2' is committed by replicas 1, 3 and 4 (replica 4 adopted view 3 from the ORD
+    certificate of ordinal 1 and prepared, then committed D2'), so replica 1 executes it.
+    Replica 4 waits at ordinal 2 for a request, so its R2 certificate is still "not
+    executed".
+
+    View 4, list {2, 3, 4}: ``ViewChange.start`` deletes replica 4's view-3 prepare
+    certificate for D2' (ordinal 2 is below R2's start) and reports R2's view-2 decision E2
+    instead; nobody else holds D2', so view 4 replays E2 at ordinal 2, where replica 1
+    executed D2'.
+
+    Fails with bf4372f: the union decides E2 at ordinal 2 (and replica 4 signs a share for
+    it). Expected: a prepare certificate of a view above the carried replay's view is
+    reported, and wins under the highest-view rule (or the stale certificate is dropped
+    once a later view is adopted and decided past it)."""
+    h = Harness(me=4, threshold=True)
+    e2, e2_prepares = certified_pp(h, 2, view=1, salt=5)
+
+    # View 2: replica 4 commits to R2, which never gathers 2f+k+1 commits.
+    preinstall(h, 2, (1, 2, 3))
+    (own,) = own_payloads(h, 2)
+    rb_deliver(h, own)
+    rb_deliver(h, h.sign(2, msgs.Report(2, 2, 0, 0, 0, 0)))
+    rb_deliver(h, h.sign(3, msgs.Report(3, 2, 0, 0, 1, 0)))
+    rb_deliver(h, h.sign(3, msgs.PcSet(3, 2, 1, e2, e2_prepares)))
+    m2 = members_of(2, 3, 4)
+    u2 = union_digest(3, 1, ((2, ppd(e2)),))
+    s2 = statement(2, m2, 3, u2)
+    h.feed(h.sign(2, msgs.VcList(2, m2)))
+    h.flush()
+    assert s2 in {job.statement for job in h.threshold_jobs if job.op == "share"}
+    h.feed(h.sign(2, msgs.Replay(2, m2, 3, threshold_sign(h, s2, (2, 3, 4)), u2)))
+    h.feed(h.sign(3, msgs.ReplayPrepare(2, h.replica.vc.replay_digest)))
+    h.feed(h.sign(3, msgs.ReplayCommit(2, h.replica.vc.replay_digest)))
+    h.flush()
+    assert h.replica.vc.committed is not None and not h.replica.view_change_done
+
+    # View 3 (leader 3): replicas 1, 2, 3 completed it (replaying nothing) and commit D1' at
+    # ordinal 1; its ORD certificate brings replica 4 into view 3.
+    d1, _ = certified_pp_with(h, 1, 3, h.vector(), num=31)
+    d1_commits = tuple(h.votes(msgs.Commit, d1, [1, 2, 3]))
+    h.feed(h.sign(1, msgs.OrdCert(3, 1, int(OrdKind.COMMIT), 1, d1, d1_commits)))
+    assert h.replica.view == 3 and h.replica.view_change_done and h.replica.ord.aru == 1
+    # D2' at ordinal 2 makes replica 1's request (1, 1) eligible; replica 4 lacks it.
+    d2, _ = certified_pp_with(h, 2, 3, h.vector(s1=(1, 1)), num=32)
+    h.feed(d2)
+    h.feed(h.votes(msgs.Prepare, d2, [1])[0])
+    h.flush()
+    for env in h.votes(msgs.Commit, d2, [1, 3]):
+        h.feed(env)
+    h.flush()
+    slot = h.replica.ord.history[2]
+    assert slot.ordered and slot.prepare_cert and slot.ppd == ppd(d2), "view 3 committed D2' at 2"
+    assert h.replica.ord.aru == 1, "replica 4 waits for request (1, 1) at ordinal 2"
+
+    # View 4, list {2, 3, 4}: replica 2 executed ordinal 1 (it missed the Prepares of D2'),
+    # replica 3 reports nothing.
+    preinstall(h, 4, (1, 2, 3))
+    for payload in own_payloads(h, 4):
+        rb_deliver(h, payload)
+    rb_deliver(h, h.sign(2, msgs.Report(2, 4, 0, 1, 0, 0)))
+    rb_deliver(h, h.sign(3, msgs.Report(3, 4, 0, 1, 0, 0)))
+    m4 = members_of(2, 3, 4)
+    h.feed(h.sign(2, msgs.VcList(4, m4)))
+    h.flush()
+    stale = statement(4, m4, 3, union_digest(3, 2, ((2, ppd(e2)),)))
+    signed = {job.statement for job in h.threshold_jobs if job.op == "share"}
+    assert stale not in signed, "replica 4 signs view 4's replay of E2 at 2, where replica 1 executed D2'"
+    vc = h.replica.vc
+    assert {2, 3, 4} <= vc.complete
+    assert ppd(vc.union(m4)[2].msg.pre_prepare) == ppd(d2)
