@@ -569,6 +569,12 @@ class Report(Message):
     union_lo: Annotated[int, ORDINAL] = 0
     union_seqs: Annotated[tuple[int, ...], TupleOf(ORDINAL, UNION_ENTRIES_MAX)] = ()
     union_ppds: Annotated[tuple[bytes, ...], TupleOf(DIGEST, UNION_ENTRIES_MAX)] = ()
+    # ... and why that REPLAY is the one its view committed to: 2f+k REPLAY_PREPAREs of
+    # non-leaders, or 2f+k+1 REPLAY_COMMITs, on its digest. A Byzantine leader can get two
+    # REPLAYs threshold-signed, but only one can gather these.
+    replay_votes: Annotated[
+        tuple[Any, ...], TupleOf(Nested(frozenset({T_REPLAY_PREPARE, T_REPLAY_COMMIT})), SERVERS_MAX)
+    ] = ()
 
 
 @message(tag=T_PC_SET)

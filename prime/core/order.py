@@ -184,6 +184,11 @@ class Order:
         slot = self._slot(pp.seq, "pre_prepare")
         if slot is None:
             return
+        if slot.ordered and slot.pp is None:
+            # A NO_OP a replay (or f+1 REPLAYED records) decided: nothing re-decides it, not
+            # even a pre-prepare of this very view from a leader that ignores H12.
+            self.r.drop("pre_prepare:decided")
+            return
         if slot.pp is not None:
             if slot.pp.raw != env.raw and slot.view == pp.view and slot.ppd != pre_prepare_digest(pp):
                 self.r.stats.equivocations_seen += 1  # flooding exposes a two-faced leader

@@ -288,6 +288,11 @@ class Replica:
         self.executed_in_view = True
         self.vc.reset()
         self.vc.timeouts_in_row = 0
+        committed = self.vc.committed
+        if committed is not None and committed.replay.msg.view < view:
+            # The adopted view's own replay kept whatever that replay decided, if it ever
+            # executed: that view's decisions now speak for those ordinals.
+            self.vc.committed = None
         self.cancel_timer("new_leader_proof")
         self.cancel_timer("vc_retrans")
         self.cancel_timer("vc_deadline")

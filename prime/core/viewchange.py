@@ -160,6 +160,7 @@ class CommittedReplay:
     lo: int
     entries: tuple[tuple[int, bytes], ...]  # (seq, ppd) of the PC_SETs it decided
     contents: dict[int, Envelope]  # seq -> the winning PC_SET payload
+    votes: tuple[Envelope, ...]  # 2f+k REPLAY_PREPAREs or 2f+k+1 REPLAY_COMMITs on it
 
     @property
     def start_seq(self) -> int:
@@ -207,9 +208,9 @@ class ViewChange:
         self.replay: Envelope | None = None
         self.replay_digest = b""
         self.replay_conflict_seen = False
-        self.replay_prepares: dict[int, bytes] = {}
+        self.replay_prepares: dict[int, Envelope] = {}
         self.my_union: tuple[int, tuple[tuple[int, bytes], ...]] | None = None  # (lo, entries)
-        self.replay_commits: dict[int, bytes] = {}
+        self.replay_commits: dict[int, Envelope] = {}
         self.sent_replay_prepare = False
         self.sent_replay_commit = False
         self.sent_replay = False
@@ -242,10 +243,14 @@ class ViewChange:
         floor = 0
         if cert is not None:
             floor = cert.start_seq - 1
-            for g in [g for g in pcs if g < cert.start_seq]:
+            replay_view = cert.replay.msg.view
+            # Below the replay's start its decisions replace what we hold, except prepare
+            # certificates of a later view: that view re-decided the ordinal (the replay
+            # never executed anywhere, or it would have kept it), and they outrank it.
+            for g in [g for g, (pp, _) in pcs.items() if g < cert.start_seq and pp.msg.view <= replay_view]:
                 del pcs[g]
             for g, pc in cert.contents.items():
-                if g > order.aru:
+                if g > order.aru and g not in pcs:
                     pcs[g] = (pc.msg.pre_prepare, pc.msg.prepares)
         pc_sets = [PcSet(r.me, view, i, pp, prepares) for i, (_, (pp, prepares)) in enumerate(sorted(pcs.items()), 1)]
         if cert is None:
@@ -253,7 +258,9 @@ class ViewChange:
         else:
             seqs = tuple(g for g, _ in cert.entries)
             ppds = tuple(d for _, d in cert.entries)
-            report = Report(r.me, view, 0, order.aru, len(pc_sets), floor, cert.replay, cert.lo, seqs, ppds)
+            report = Report(
+                r.me, view, 0, order.aru, len(pc_sets), floor, cert.replay, cert.lo, seqs, ppds, cert.votes
+            )
         r.sign_direct(report, dest=-1)
         for pc in pc_sets:
             r.sign_direct(pc, dest=-1)
@@ -457,6 +464,8 @@ class ViewChange:
         replay: Replay = rep.replay.msg
         start = replay.start_seq
         seqs = rep.union_seqs
+        if not self._valid_replay_votes(replay, rep.replay_votes):
+            return False
         return (
             1 <= replay.view < rep.rb_view
             and rep.replay.sender == leader_of(replay.view, self.r.n)
@@ -467,6 +476,23 @@ class ViewChange:
             and all(a < b for a, b in zip(seqs, seqs[1:]))
             and union_digest(start, rep.union_lo, tuple(zip(seqs, rep.union_ppds))) == replay.union_digest
         )
+
+    def _valid_replay_votes(self, replay: Replay, votes: tuple[Envelope, ...]) -> bool:
+        """2f+k REPLAY_PREPAREs of distinct non-leaders, or 2f+k+1 REPLAY_COMMITs of distinct
+        replicas, all of the replay's view and on its digest. A correct replica prepares
+        one REPLAY per view and commits only a prepared (or executed) one; with the leader
+        faulty, at most f-1 faulty non-leaders remain, so two REPLAYs of one view cannot
+        both gather 2f+k prepares (2f+2k+2 correct replicas would be needed)."""
+        digest = replay_digest(replay)
+        senders = {v.sender for v in votes}
+        if len(senders) != len(votes) or not all(1 <= j <= self.r.n for j in senders):
+            return False
+        if not all(v.msg.view == replay.view and v.msg.digest == digest for v in votes):
+            return False
+        kinds = {type(v.msg) for v in votes}
+        if kinds == {ReplayPrepare}:
+            return len(votes) >= self.r.q.prepare and leader_of(replay.view, self.r.n) not in senders
+        return kinds == {ReplayCommit} and len(votes) >= self.r.q.certificate
 
     def _member_state(self, i: int) -> MemberState | None:
         """Replica ``i``'s decisions, once its REPORT and exactly the PC_SETs ``1 ..
@@ -486,9 +512,9 @@ class ViewChange:
             assert env is not None
             pp = env.msg.pre_prepare.msg
             state.floor = max(state.floor, pp.seq)
-            if cert is not None and pp.seq < cert.start_seq:
-                # Below the replay's start only its decisions count; a PC_SET there is the
-                # content of one, in the replay's view.
+            if cert is not None and pp.seq < cert.start_seq and pp.view <= cert.view:
+                # Below the replay's start its decisions count; a PC_SET there is the content
+                # of one, in the replay's view (one of a later view re-decided the ordinal).
                 if decided.get(pp.seq) == pre_prepare_digest(pp):
                     state.pcs[pp.seq] = (cert.view, env)
                 continue
@@ -747,15 +773,19 @@ class ViewChange:
             return
         if not 1 <= env.sender <= self.r.n:
             return
-        self.replay_prepares.setdefault(env.sender, msg.digest)
+        self.replay_prepares.setdefault(env.sender, env)
         self.try_replay_commit()
 
     def try_replay_commit(self) -> None:
         if self.replay is None or self.sent_replay_commit or not self._replay_matches_my_state():
             return
-        matching = sum(1 for d in self.replay_prepares.values() if d == self.replay_digest)
+        matching = len(self._matching(self.replay_prepares))
         if matching >= self.r.q.prepare:
             self._send_replay_commit()
+
+    def _matching(self, votes: dict[int, Envelope]) -> list[Envelope]:
+        """Votes on the REPLAY we hold, by ascending sender."""
+        return [env for _, env in sorted(votes.items()) if env.msg.digest == self.replay_digest]
 
     def _send_replay_commit(self) -> None:
         """Commit to the replay, and from now on carry its certificate (item 2): its
@@ -768,7 +798,12 @@ class ViewChange:
             lo, entries = self.my_union
             chosen = self.union(replay.members)
             contents = {g: chosen[g] for g, _ in entries}
-            self.committed = CommittedReplay(self.replay, lo, entries, contents)
+            prepares = self._matching(self.replay_prepares)
+            if len(prepares) >= self.r.q.prepare:
+                votes = tuple(prepares[: self.r.q.prepare])
+            else:  # committing because the replay executes: 2f+k+1 commits prove it
+                votes = tuple(self._matching(self.replay_commits)[: self.r.q.certificate])
+            self.committed = CommittedReplay(self.replay, lo, entries, contents, votes)
             self.replay_floor = max(self.replay_floor, replay.start_seq - 1)
         self.r.sign_and_send(ReplayCommit(self.r.view, self.replay_digest))
 
@@ -776,7 +811,7 @@ class ViewChange:
         msg: ReplayCommit = env.msg
         if not self.active or msg.view != self.r.view or not 1 <= env.sender <= self.r.n:
             return
-        self.replay_commits.setdefault(env.sender, msg.digest)
+        self.replay_commits.setdefault(env.sender, env)
         self.try_replay_commit()
         self.try_execute_replay()
 
@@ -785,7 +820,7 @@ class ViewChange:
             return
         if not self._replay_matches_my_state():
             return
-        matching = sum(1 for d in self.replay_commits.values() if d == self.replay_digest)
+        matching = len(self._matching(self.replay_commits))
         if matching >= self.r.q.certificate:
             self.execute_replay(self.replay.msg)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prime import msgs
 from prime.core.order import pre_prepare_digest
-from prime.core.viewchange import statement, union_digest
+from prime.core.viewchange import replay_digest, statement, union_digest
 from prime.crypto import threshold
 from prime.wire import Envelope
 from tests.harness import Harness
@@ -132,6 +132,7 @@ def test_a_replayed_decision_outranks_an_older_certificate_in_the_next_view_chan
     carried = own_payloads(carrier, 4)
     (carried_report,) = [p for p in carried if isinstance(p.msg, msgs.Report)]
     assert carried_report.msg.replay is not None and carried_report.msg.replay_floor == 1
+    assert sorted(v.sender for v in carried_report.msg.replay_votes) == [2, 4], "its prepare certificate"
 
     # Replica 3, in view 4, with members 1 (the carrier), 2 (faulty: reports D2) and itself.
     h = Harness(me=3, threshold=True)
@@ -170,12 +171,41 @@ def test_a_replay_certificate_whose_opening_does_not_match_is_refused() -> None:
     union = union_digest(2, 1, ((1, ppd(d1)),))
     replay = h.sign(3, msgs.Replay(3, m, 2, threshold_sign(h, statement(3, m, 2, union), (1, 2, 4)), union))
     preinstall(h, 4, (1, 2, 3))
-    lie = h.sign(2, msgs.Report(2, 4, 0, 0, 0, 1, replay, 1, (1,), (ppd(d2),)))
-    truth = h.sign(1, msgs.Report(1, 4, 0, 0, 0, 1, replay, 1, (1,), (ppd(d1),)))
+    digest = replay_digest(replay.msg)
+    prepares = tuple(h.sign(j, msgs.ReplayPrepare(3, digest)) for j in (1, 2))
+    lie = h.sign(2, msgs.Report(2, 4, 0, 0, 0, 1, replay, 1, (1,), (ppd(d2),), prepares))
+    truth = h.sign(1, msgs.Report(1, 4, 0, 0, 0, 1, replay, 1, (1,), (ppd(d1),), prepares))
     rb_deliver(h, lie)
     rb_deliver(h, truth)
     assert h.replica.stats.dropped["report:invalid"] == 1
     assert 2 not in h.replica.vc.reports and 1 in h.replica.vc.reports
+
+
+def test_a_replay_certificate_needs_the_votes_of_its_view() -> None:
+    """The REPLAY's threshold signature alone is not enough (a faulty leader can get two lists
+    signed): the certificate also needs 2f+k REPLAY_PREPAREs of non-leaders (or 2f+k+1
+    REPLAY_COMMITs) on that REPLAY. Too few, the leader's own, or votes on another digest:
+    refused."""
+    kinds = ["none", "one", "leader's", "other digest", "two commits", "three commits"]
+    for kind in kinds:
+        h = Harness(me=4, threshold=True)
+        d1, _ = certified_pp(h, 1, view=1)
+        m = members_of(1, 2, 4)
+        union = union_digest(2, 1, ((1, ppd(d1)),))
+        replay = h.sign(3, msgs.Replay(3, m, 2, threshold_sign(h, statement(3, m, 2, union), (1, 2, 4)), union))
+        digest = replay_digest(replay.msg)
+        preinstall(h, 4, (1, 2, 3))
+        votes = {
+            "none": (),
+            "one": (h.sign(1, msgs.ReplayPrepare(3, digest)),),
+            "leader's": tuple(h.sign(j, msgs.ReplayPrepare(3, digest)) for j in (1, 3)),  # 3 leads
+            "other digest": tuple(h.sign(j, msgs.ReplayPrepare(3, bytes(32))) for j in (1, 2)),
+            "two commits": tuple(h.sign(j, msgs.ReplayCommit(3, digest)) for j in (1, 2)),
+            "three commits": tuple(h.sign(j, msgs.ReplayCommit(3, digest)) for j in (1, 2, 3)),
+        }[kind]
+        rb_deliver(h, h.sign(1, msgs.Report(1, 4, 0, 0, 0, 1, replay, 1, (1,), (ppd(d1),), votes)))
+        accepted = 1 in h.replica.vc.reports
+        assert accepted == (kind == "three commits"), kind
 
 
 # ------------------------------------------------------------------------- item 8
