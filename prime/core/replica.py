@@ -86,6 +86,7 @@ class Stats:
     recon_bad_rebuilds: int = 0
     jumps: int = 0
     replayed_filled: int = 0  # replayed ordinals installed from f+1 matching records
+    amnesia_acks_withheld: int = 0  # acks a restarted replica held back (preorder)
 
 
 class Replica:
@@ -97,6 +98,7 @@ class Replica:
         me: int,
         *,
         incarnation: int = 1,
+        recovering: bool = False,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         assert 1 <= me <= params.n, (me, params.n)
@@ -106,6 +108,9 @@ class Replica:
         self.n = params.n
         self.q = params.quorums
         self.incarnation = incarnation
+        # True when this incarnation replaces an earlier one whose state (the acks it
+        # sent) is lost: a restart. The driver knows; the core cannot (preorder: amnesia).
+        self.recovering = recovering
         self.log = log or _ReplicaLog(_log, self)
         self.now_us = 0
         self.view = 1
