@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from prime.core.replica import Replica
 
 PoId = tuple[int, int, int]  # (originator, incarnation, seq)
+ACK_DIGESTS_PER_ACKER = 2  # digests one acker is counted for in one slot (equivocators sign two)
 
 
 def request_digest(env: Envelope) -> bytes:
@@ -79,26 +80,56 @@ class PoSlot:
     request: Envelope | None = None
     digest: bytes = b""
     others: dict[bytes, Envelope] = field(default_factory=dict)
-    acks: dict[int, bytes] = field(default_factory=dict)  # acker -> digest it acked
+    acks: dict[int, bytes] = field(default_factory=dict)  # acker -> first digest it acked
     ack_counts: dict[bytes, int] = field(default_factory=dict)  # digest -> acks
-    # acker -> the signed PO_ACK carrying its ack: shipped with reconciliation so a
-    # replica that never saw 2f+k+1 acks on one digest can check the certificate.
-    ack_envs: dict[int, Envelope] = field(default_factory=dict)
+    # digest -> acker -> the signed PO_ACK carrying that ack. A certificate is 2f+k+1
+    # signers of one digest, so an equivocating originator's ack of A counts for A even
+    # if its ack of B came first (at most ACK_DIGESTS_PER_ACKER digests per acker). The
+    # envelopes are shipped with reconciliation, so a replica that never saw 2f+k+1
+    # acks on one digest can check the certificate itself (issue 11, item 9).
+    signers: dict[bytes, dict[int, Envelope | None]] = field(default_factory=dict)
     owner: int = 0  # the peer charged for this slot while it holds no request (0: none)
 
     def add_ack(self, acker: int, digest: bytes, env: Envelope | None = None) -> bool:
-        """Record ``acker``'s first ack; False if it had acked already."""
-        if acker in self.acks:
+        """Record ``acker``'s ack of ``digest``; False if known or over its bound."""
+        signers = self.signers.get(digest)
+        if signers is not None and acker in signers:
             return False
-        self.acks[acker] = digest
-        self.ack_counts[digest] = self.ack_counts.get(digest, 0) + 1
-        if env is not None:
-            self.ack_envs[acker] = env
+        if acker in self.acks:
+            mine = [d for d, who in self.signers.items() if acker in who]
+            if len(mine) >= ACK_DIGESTS_PER_ACKER:
+                # Over its bound: its ack of its least-backed digest makes room, if that has
+                # less backing than this one. f colluders back junk with at most f acks;
+                # a certified digest has f+k+1 correct ones, so junk never displaces it.
+                weakest = min(mine, key=lambda d: (self.ack_counts[d], d))
+                backing = len(signers) if signers is not None else 0
+                if self.ack_counts[weakest] - 1 >= backing:
+                    return False
+                del self.signers[weakest][acker]
+                self.ack_counts[weakest] -= 1
+                if not self.ack_counts[weakest]:
+                    del self.signers[weakest], self.ack_counts[weakest]
+        else:
+            self.acks[acker] = digest
+        if signers is None:
+            signers = self.signers[digest] = {}
+        signers[acker] = env
+        self.ack_counts[digest] = len(signers)
         return True
+
+    def remove_acker(self, acker: int) -> None:
+        """Forget every ack of ``acker`` (its junk slot is evicted)."""
+        self.acks.pop(acker, None)
+        for digest in [d for d, who in self.signers.items() if acker in who]:
+            del self.signers[digest][acker]
+            if self.signers[digest]:
+                self.ack_counts[digest] = len(self.signers[digest])
+            else:
+                del self.signers[digest], self.ack_counts[digest]
 
     def certifying_envs(self, digest: bytes) -> list[Envelope]:
         """The stored PO_ACK envelopes of the acks that carry ``digest``."""
-        return [e for a, e in sorted(self.ack_envs.items()) if self.acks.get(a) == digest]
+        return [e for _, e in sorted(self.signers.get(digest, {}).items()) if e is not None]
 
     def certified_copy(self, quorum: int) -> Envelope | None:
         """The held copy whose digest has ``quorum`` acks (H3), if any."""
@@ -286,12 +317,7 @@ class PreOrder:
         with nobody else on it, the slot goes."""
         slot = self.history[s][po]
         self._uncharge(slot, s, po)
-        digest = slot.acks.pop(by, None)
-        if digest is not None:
-            slot.ack_envs.pop(by, None)
-            slot.ack_counts[digest] -= 1
-            if not slot.ack_counts[digest]:
-                del slot.ack_counts[digest]
+        slot.remove_acker(by)
         holders = sorted(slot.acks) or [x for x in self.r.recon.holders(s, po) if x != by]
         if holders:
             slot.owner = holders[0]
@@ -435,7 +461,7 @@ class PreOrder:
             return slot.digest
         me = self.r.me
         for digest, count in slot.ack_counts.items():
-            others = count - (1 if slot.acks.get(me) == digest else 0)
+            others = count - (1 if me in slot.signers[digest] else 0)
             if others >= self.r.q.certificate and (digest == slot.digest or digest in slot.others):
                 return digest
         return None
