@@ -36,8 +36,9 @@ Issue 11's attacks on pre-ordering and reconciliation:
 * ``amnesia-equivocate`` (item 3): waits for a correct replica R to restart. Before
   that, one of its PO-Requests (version A) goes to R and 2f+k-1 others only, its ack
   of A to those only, and it sends no PO_ARU (so A is certified but not eligible).
-  After R restarted it shows version B, with its ack of B, to R and the rest:
-  forgetful R acking B makes B certified too.
+  After R restarted it shows version B, with its ack of B, to R and the rest, and
+  once R acked B its PO_ARUs vouch for the id: forgetful R acking B makes B
+  certified at R and the rest, and the id eligible.
 * ``ack-junk`` (item 4): floods PO_ACK parts naming every originator's later,
   unknown (but plausible) incarnations, 2 x ``po_window_max`` ids each.
 * ``split-ack`` (item 9): as an originator, sends version A to the larger half of
@@ -378,6 +379,8 @@ class AmnesiaEquivocator(Node):
 
     behaviour = "amnesia-equivocate"
     RESEND_US = 200_000
+    SHOW_B_AFTER_US = 300_000  # after R's restart
+    VOUCH_AFTER_US = 3_000_000  # after R's restart, if R never acked B
 
     def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
         super().__init__(cluster, rid, replica, signer)
@@ -391,9 +394,20 @@ class AmnesiaEquivocator(Node):
         self.group_b = others[need:]
         self.versions: tuple[Envelope, Envelope, Envelope, Envelope] | None = None  # A, ack A, B, ack B
         self.next_us = 0
+        self.victim_acked_b = False
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        """Watch for the restarted replica's ack of B: then B is certified where it counts."""
+        if self.versions is not None and env.sender == self.victim and isinstance(env.msg, msgs.PoAck):
+            b_digest = hashlib.sha256(self.versions[2].raw).digest()
+            if any(p.originator == self.rid and p.digest == b_digest for p in env.msg.parts):
+                self.victim_acked_b = True
+        return True
 
     def _sign_versions(self) -> tuple[Envelope, Envelope, Envelope, Envelope]:
         po = (self.replica.incarnation, 2)
+        # Our core must not reuse the id (nor find its own executed id ahead of its count).
+        self.replica.po.po_seq = max(self.replica.po.po_seq, po)
         out: list[Envelope] = []
         for tag in (b"A", b"B"):
             update = self.signer.sign_one(Update(self.rid, po[0], 10**9 + 2, int(UpdateKind.APP), b"amnesia" + tag))
@@ -408,7 +422,15 @@ class AmnesiaEquivocator(Node):
             super().outgoing(action)
             return
         if isinstance(env.msg, msgs.PoAru) and env.sender == self.rid:
-            return  # no row of ours: A must stay uneligible until B is certified too
+            # No row of ours while only A is shown (it must not become eligible before B is
+            # certified too); once B is out, a row vouching for the id, to make it eligible.
+            if self.versions is not None and (self.victim_acked_b or now >= self.restart_us + self.VOUCH_AFTER_US):
+                aru: msgs.PoAru = env.msg
+                vector = list(aru.cum_aru)
+                vector[self.rid - 1] = max(vector[self.rid - 1], self.versions[0].msg.po)
+                row = self.signer.sign_one(msgs.PoAru(aru.incarnation, aru.num, tuple(vector)))
+                self.cluster.transmit_all(self.rid, row)
+            return
         super().outgoing(action)
         if now < self.next_us:
             return
@@ -423,7 +445,7 @@ class AmnesiaEquivocator(Node):
             for dst in self.group_a:
                 self.cluster.transmit(self.rid, dst, a)
                 self.cluster.transmit(self.rid, dst, ack_a)
-        elif now >= self.restart_us + 300_000:
+        elif now >= self.restart_us + self.SHOW_B_AFTER_US:
             for dst in self.group_b + [self.victim]:
                 self.cluster.transmit(self.rid, dst, b)
                 self.cluster.transmit(self.rid, dst, ack_b)
