@@ -697,6 +697,7 @@ class PreOrder:
         assert self.in_flight() <= self.r.p.max_po_in_flight, "L8 flow control"
         assert self.po_seq_executed <= self.po_seq
         assert self.last_executed[self.r.me] <= self.po_seq
+        assert len(self.unbacked_by[0]) == 0, "a request-backed slot is nobody's charge"
 
     def collection_sizes(self) -> dict[str, int]:
         return {
