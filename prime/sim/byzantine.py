@@ -39,8 +39,9 @@ Issue 11's attacks on pre-ordering and reconciliation:
   After R restarted it shows version B, with its ack of B, to R and the rest, and
   once R acked B its PO_ARUs vouch for the id: forgetful R acking B makes B
   certified at R and the rest, and the id eligible.
-* ``ack-junk`` (item 4): floods PO_ACK parts naming every originator's later,
-  unknown (but plausible) incarnations, 2 x ``po_window_max`` ids each.
+* ``ack-junk`` (item 4): floods PO_ACK parts naming an originator's later,
+  unknown (but plausible) incarnations: 2 x ``po_window_max`` ids of the lowest
+  other id at once (its whole slot cap), then a quarter window of the next ones.
 * ``split-ack`` (item 9): as an originator, sends version A to the larger half of
   the others and version B to the smaller one, and its ack of each version only to
   the half holding it; it never reconciles its own requests.
@@ -477,10 +478,12 @@ class AckJunk(Node):
         base = now // 1_000_000 + p.incarnation_slack_s // 2 + 2 * self.rounds
         incs = (base, base + 1) if self.rounds == 1 else (base,)
         count = p.po_window_max if self.rounds == 1 else p.po_window_max // 4
+        # One victim originator per round (the cap is per originator): the lowest other id
+        # first, a correct replica with clients in most scenarios; a bounded cost per run.
+        others = [r for r in range(1, self.cluster.n + 1) if r != self.rid]
+        victim = others[(self.rounds - 1) % len(others)]
         parts = [
-            msgs.AckPart(s, (inc, seq), self.rng.randbytes(msgs.DIGEST_SIZE))
-            for s in range(1, self.cluster.n + 1)
-            if s != self.rid
+            msgs.AckPart(victim, (inc, seq), self.rng.randbytes(msgs.DIGEST_SIZE))
             for inc in incs
             for seq in range(1, count + 1)
         ]
