@@ -93,24 +93,30 @@ class PoSlot:
     def add_ack(self, acker: int, digest: bytes, env: Envelope | None = None) -> bool:
         """Record ``acker``'s ack of ``digest``; False if known or over its bound."""
         signers = self.signers.get(digest)
+        if acker not in self.acks:  # the usual case: its first ack (the pre-ordering hot path)
+            self.acks[acker] = digest
+            if signers is None:
+                self.signers[digest] = {acker: env}
+                self.ack_counts[digest] = 1
+            else:
+                signers[acker] = env
+                self.ack_counts[digest] = len(signers)
+            return True
         if signers is not None and acker in signers:
             return False
-        if acker in self.acks:
-            mine = [d for d, who in self.signers.items() if acker in who]
-            if len(mine) >= ACK_DIGESTS_PER_ACKER:
-                # Over its bound: its ack of its least-backed digest makes room, if that has
-                # less backing than this one. f colluders back junk with at most f acks;
-                # a certified digest has f+k+1 correct ones, so junk never displaces it.
-                weakest = min(mine, key=lambda d: (self.ack_counts[d], d))
-                backing = len(signers) if signers is not None else 0
-                if self.ack_counts[weakest] - 1 >= backing:
-                    return False
-                del self.signers[weakest][acker]
-                self.ack_counts[weakest] -= 1
-                if not self.ack_counts[weakest]:
-                    del self.signers[weakest], self.ack_counts[weakest]
-        else:
-            self.acks[acker] = digest
+        mine = [d for d, who in self.signers.items() if acker in who]
+        if len(mine) >= ACK_DIGESTS_PER_ACKER:
+            # Over its bound: its ack of its least-backed digest makes room, if that has
+            # less backing than this one. f colluders back junk with at most f acks;
+            # a certified digest has f+k+1 correct ones, so junk never displaces it.
+            weakest = min(mine, key=lambda d: (self.ack_counts[d], d))
+            backing = len(signers) if signers is not None else 0
+            if self.ack_counts[weakest] - 1 >= backing:
+                return False
+            del self.signers[weakest][acker]
+            self.ack_counts[weakest] -= 1
+            if not self.ack_counts[weakest]:
+                del self.signers[weakest], self.ack_counts[weakest]
         if signers is None:
             signers = self.signers[digest] = {}
         signers[acker] = env
