@@ -175,7 +175,7 @@ class PreOrder:
         self.aru_num = 0
         # Slots created by acks or recon parts before any request: per peer charged, in
         # creation order (oldest evicted first), and per originator how many there are.
-        self.unbacked_by: list[dict[tuple[int, PoSeq], None]] = [dict() for _ in range(n + 1)]
+        self.unbacked_by: list[dict[tuple[int, PoSeq], None]] = [{} for _ in range(n + 1)]
         self.unbacked_in: list[int] = [0] * (n + 1)
         # Restart amnesia (module docstring): None until our new incarnation's marker
         # executed; then, per originator, the PO ids our previous life might have acked

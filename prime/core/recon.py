@@ -84,7 +84,9 @@ def designated_senders(column: list[tuple[int, int]], target: tuple[int, int], c
 Key = tuple[int, PoSeq]  # (originator, po)
 
 
-def _subsets_with(part: ReconPart, earlier: list[ReconPart], size: int) -> Iterator[tuple[ReconPart, ...]]:
+def _subsets_with(
+    part: ReconPart, earlier: list[ReconPart], size: int
+) -> Iterator[tuple[ReconPart, ...]]:
     """Every ``size``-subset of ``earlier + [part]`` that contains ``part``, lazily."""
     for rest in itertools.combinations(earlier, size - 1):
         yield rest + (part,)
@@ -100,7 +102,7 @@ class Recon:
         self.slots: dict[Key, dict[int, ReconPart]] = {}
         self.decode_attempts_max = 32  # "REBUILD" legacy: subsets tried per rebuild attempt
         # Per sender, the keys it holds parts under (arrival order) and their bytes (item 10).
-        self.held_by: list[dict[Key, int]] = [dict() for _ in range(n + 1)]
+        self.held_by: list[dict[Key, int]] = [{} for _ in range(n + 1)]
         self.bytes_by: list[int] = [0] * (n + 1)
         # Subsets of parts still to decode, per key (item 14), and senders proven to have
         # sent a part that is not of the certified request's encoding.
@@ -220,7 +222,8 @@ class Recon:
                 # Every subset this part forms with the parts before it (item 14).
                 earlier = [p for x, p in held.items() if p.request_bytes == part.request_bytes]
                 if len(earlier) + 1 >= data_parts:
-                    self.pending.setdefault(key, deque()).append(_subsets_with(part, earlier, data_parts))
+                    subsets = _subsets_with(part, earlier, data_parts)
+                    self.pending.setdefault(key, deque()).append(subsets)
             held[sender] = part
             if "JUNK" not in legacy:
                 self._charge(sender, key, len(part.data))
@@ -235,7 +238,10 @@ class Recon:
         mine[key] = size
         self.bytes_by[sender] += size
         p = self.r.p
-        while len(mine) > p.recon_parts_per_sender_max or self.bytes_by[sender] > p.recon_bytes_per_sender_max:
+        while (
+            len(mine) > p.recon_parts_per_sender_max
+            or self.bytes_by[sender] > p.recon_bytes_per_sender_max
+        ):
             old = next(iter(mine))
             self._drop_part(sender, old)
 
@@ -319,7 +325,9 @@ class Recon:
             for key in list(self.held_by[sender]):
                 self._drop_part(sender, key)
 
-    def _try_rebuild_legacy(self, s: int, q: PoSeq, held: dict[int, ReconPart], certified: bytes) -> None:
+    def _try_rebuild_legacy(
+        self, s: int, q: PoSeq, held: dict[int, ReconPart], certified: bytes
+    ) -> None:
         """The first ``decode_attempts_max`` subsets in arrival order, afresh each time."""
         by_length: dict[int, list[ReconPart]] = {}
         for part in held.values():
@@ -341,7 +349,10 @@ class Recon:
         """Retransmission tick: collect parts of what is executed here, and go on with
         rebuilds whose subsets were not all tried yet."""
         po = self.r.po
-        for key in [k for k in self.slots if k[1] <= po.white_line[k[0]] or po.executable_copy(*k) is not None]:
+        done = [
+            k for k in self.slots if k[1] <= po.white_line[k[0]] or po.executable_copy(*k) is not None
+        ]
+        for key in done:
             self.forget(*key)
         for s, q in sorted(self.pending):
             self.try_rebuild(s, q)

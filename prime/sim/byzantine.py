@@ -411,7 +411,8 @@ class AmnesiaEquivocator(Node):
         self.replica.po.po_seq = max(self.replica.po.po_seq, po)
         out: list[Envelope] = []
         for tag in (b"A", b"B"):
-            update = self.signer.sign_one(Update(self.rid, po[0], 10**9 + 2, int(UpdateKind.APP), b"amnesia" + tag))
+            forged = Update(self.rid, po[0], 10**9 + 2, int(UpdateKind.APP), b"amnesia" + tag)
+            update = self.signer.sign_one(forged)
             req = self.signer.sign_one(PoRequest(po, (update,)))
             digest = hashlib.sha256(req.raw).digest()
             out += [req, self.signer.sign_one(msgs.PoAck((msgs.AckPart(self.rid, po, digest),)))]
@@ -425,7 +426,8 @@ class AmnesiaEquivocator(Node):
         if isinstance(env.msg, msgs.PoAru) and env.sender == self.rid:
             # No row of ours while only A is shown (it must not become eligible before B is
             # certified too); once B is out, a row vouching for the id, to make it eligible.
-            if self.versions is not None and (self.victim_acked_b or now >= self.restart_us + self.VOUCH_AFTER_US):
+            vouch_at = self.restart_us + self.VOUCH_AFTER_US
+            if self.versions is not None and (self.victim_acked_b or now >= vouch_at):
                 aru: msgs.PoAru = env.msg
                 vector = list(aru.cum_aru)
                 vector[self.rid - 1] = max(vector[self.rid - 1], self.versions[0].msg.po)
@@ -488,7 +490,8 @@ class AckJunk(Node):
             for seq in range(1, count + 1)
         ]
         for i in range(0, len(parts), msgs.ACK_PARTS_MAX):
-            self.cluster.transmit_all(self.rid, self.signer.sign_one(msgs.PoAck(tuple(parts[i : i + msgs.ACK_PARTS_MAX]))))
+            junk = msgs.PoAck(tuple(parts[i : i + msgs.ACK_PARTS_MAX]))
+            self.cluster.transmit_all(self.rid, self.signer.sign_one(junk))
 
 
 class SplitAck(Node):
@@ -584,7 +587,8 @@ class ReconJunk(Node):
         for _ in range(self.PARTS):
             self.seq = self.seq % self.replica.p.po_window_max + 1
             s = self.rng.choice([r for r in range(1, self.cluster.n + 1) if r != self.rid])
-            parts.append(msgs.ReconPart(s, (inc, self.seq), self.rid - 1, self.REQUEST_BYTES, self.rng.randbytes(size)))
+            data = self.rng.randbytes(size)
+            parts.append(msgs.ReconPart(s, (inc, self.seq), self.rid - 1, self.REQUEST_BYTES, data))
         self.cluster.transmit_all(self.rid, self.signer.sign_one(msgs.Recon(tuple(parts))))
 
 

@@ -86,7 +86,8 @@ def test_split_ack_replicas_execute_ordinal_by_ordinal(f: int, k: int) -> None:
 def test_split_ack_makes_the_smaller_half_jump_without_certificate_shipping() -> None:
     """Negative control: without the certifying acks, the smaller half never executes the
     originator's request, blocks, and advances only by a jump (the checker says ok)."""
-    summary, cluster = run(SimConfig(f=1, k=1, seed=1, duration=1.0, byz={4: "split-ack"}, params=legacy("CERTSHIP")))
+    cfg = SimConfig(f=1, k=1, seed=1, duration=1.0, byz={4: "split-ack"}, params=legacy("CERTSHIP"))
+    summary, cluster = run(cfg)
     assert correct_jumps(summary, cluster), "some correct replica advanced only by a jump"
 
 
@@ -98,7 +99,7 @@ RECON_JUNK = dict(duration=3.0, byz={4: "recon-junk"}, clients=2, inflight=2)
 def test_recon_junk_is_bounded_per_sender() -> None:
     """Replica 4 sends junk parts all run long: each correct replica holds at most its budget
     of parts (and bytes) from it, and ordering is unaffected."""
-    summary, cluster = run_ok(SimConfig(seed=1, **RECON_JUNK))
+    _, cluster = run_ok(SimConfig(seed=1, **RECON_JUNK))
     p = cluster.params
     for r in sorted(cluster.correct):
         recon = cluster.nodes[r].replica.recon
@@ -111,7 +112,8 @@ def test_recon_junk_grows_without_bound_without_per_sender_budgets() -> None:
     """Negative control: every junk part is kept; the held parts grow with the run's length."""
     sizes = []
     for duration in (1.5, 3.0):
-        _, cluster = run(SimConfig(seed=1, **{**RECON_JUNK, "duration": duration}, params=legacy("JUNK")))
+        cfg = SimConfig(seed=1, **{**RECON_JUNK, "duration": duration}, params=legacy("JUNK"))
+        _, cluster = run(cfg)
         sizes.append(cluster.nodes[1].replica.recon.collection_sizes()["recon_parts"])
     assert sizes[0] > 1000 and sizes[1] > 1.5 * sizes[0], sizes
 
@@ -139,5 +141,6 @@ def test_early_garbage_parts_starve_the_first_32_subsets() -> None:
     """Negative control: trying only the first 32 subsets in arrival order never reaches the
     good one; replica 10 rebuilds nothing and advances only by a jump."""
     summary, cluster = run(SimConfig(seed=1, params=legacy("REBUILD"), **EARLY_GARBAGE))
+    assert summary["liveness_checked"]
     assert cluster.nodes[10].replica.stats.recon_rebuilt == 0
     assert "10" in correct_jumps(summary, cluster)
