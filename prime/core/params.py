@@ -18,8 +18,16 @@ from prime.core.quorum import Quorums
 # code waits for the TAT to grow, which a two-faced leader avoids), and "RB", counting
 # reliable-broadcast echoes and readies per payload (the C code binds an instance to
 # the first payload it sees, so an originator that equivocates can stall it).
+#
+# Issue 11's fixes in pre-ordering and reconciliation have switches too, so their tests
+# can show the attack working without them: "AMNESIA" (a restarted replica acks freely),
+# "JUNK" (slots and recon parts created by peers are not charged per peer), "CERTSHIP"
+# (reconciliation ships only the sender's own ack, not the certifying ones), "NOOPGC"
+# (replayed NO_OP ordinals are never marked reconciled, so never collected) and
+# "REBUILD" (a rebuild tries the first 32 subsets of parts in arrival order, afresh).
 LEGACY_ITEMS = frozenset(
     {"H1", "H2", "H3", "H4", "H5", "H6", "H7", "H8", "H11", "H12", "H13", "EVIDENCE", "RB"}
+    | {"AMNESIA", "JUNK", "CERTSHIP", "NOOPGC", "REBUILD"}
 )
 
 
@@ -64,6 +72,15 @@ class Params:
     ordinal_window_max: int = 2_000  # ordinal slots accepted beyond ARU
     po_window_max: int = 4_000  # PO slots accepted beyond an originator's white line
     request_copies_max: int = 4  # distinct versions kept of one PO id (equivocation)
+    # PO slots a peer's acks or recon parts may create before any request is held
+    # (its oldest are evicted beyond this): a correct peer needs about its lead over us.
+    po_unbacked_per_sender_max: int = 1_000
+    # Reconciliation parts kept per sending peer, in number and bytes (oldest evicted).
+    recon_parts_per_sender_max: int = 1_000
+    recon_bytes_per_sender_max: int = 4 * 1024 * 1024
+    # Erasure decodings tried per received event (more wait for the next part, ack or
+    # retransmission tick): each new part is tried with the parts before it.
+    recon_decodes_per_step_max: int = 64
     # simulator-only negative control: weaken every quorum by this much
     quorum_weaken_by: int = 0
     # test-only: hardening items (docs/hardening.md section 1) to switch OFF, reproducing the

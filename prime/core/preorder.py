@@ -19,6 +19,33 @@ Invariants:
 * L8: at most ``max_po_in_flight`` own PO-Requests are un-executed.
 * Every stored PO slot lies within ``po_window_max`` of its originator's white
   line, so a peer cannot make us store without bound.
+* Junk cannot crowd out genuine state (issue 11, item 4): a slot holding a
+  request signed by its originator is the originator's; a slot that PO-Acks or
+  reconciliation parts created before any request arrived is *charged to the
+  peer that created it*, at most ``po_unbacked_per_sender_max`` per peer, its
+  oldest evicted first. Only request-backed slots count towards an originator's
+  cap, so acks naming another originator's unknown (later) incarnations never
+  get its genuine PO-Requests refused. H8 (plausible incarnations) applies to
+  acks and reconciliation parts as to requests.
+
+Restart amnesia (issue 11, item 3). A replica that restarts has forgotten the
+acks its previous life sent. Were it to ack the other version of an
+equivocating originator's request, that version could be certified too (f
+Byzantine acks plus the amnesiac one and correct replicas shown the other
+version), and correct replicas would execute different requests at one PO id.
+The rule: a *recovering* replica (one the driver restarted, ``Replica(...,
+recovering=True)``) acks a PO id its previous life might have acked only for a
+digest ``2f+k+1`` *other* replicas already certify. "Might have acked": the
+originator's incarnation is not newer than our own (incarnations are start
+times in seconds, ties count as older) and the sequence number is within the PO
+window of what had been executed when our new incarnation's marker executed
+(our previous life never acked beyond its window, and its white line was at
+most that). Safety: the first certificate of any digest is made of acks each
+given at most once per life; two first certificates intersect in a correct
+replica's single life, so only one digest is ever certified. Liveness: a
+restarted replica counts as one of the k benign faults until then, and the
+other ``2f+k+1`` correct replicas certify without it; it acks the certified
+digest afterwards, and acks everything else as before.
 """
 
 from __future__ import annotations
@@ -38,6 +65,7 @@ if TYPE_CHECKING:
     from prime.core.replica import Replica
 
 PoId = tuple[int, int, int]  # (originator, incarnation, seq)
+ACK_DIGESTS_PER_ACKER = 2  # digests one acker is counted for in one slot (equivocators sign two)
 
 
 def request_digest(env: Envelope) -> bytes:
@@ -52,16 +80,62 @@ class PoSlot:
     request: Envelope | None = None
     digest: bytes = b""
     others: dict[bytes, Envelope] = field(default_factory=dict)
-    acks: dict[int, bytes] = field(default_factory=dict)  # acker -> digest it acked
+    acks: dict[int, bytes] = field(default_factory=dict)  # acker -> first digest it acked
     ack_counts: dict[bytes, int] = field(default_factory=dict)  # digest -> acks
+    # digest -> acker -> the signed PO_ACK carrying that ack. A certificate is 2f+k+1
+    # signers of one digest, so an equivocating originator's ack of A counts for A even
+    # if its ack of B came first (at most ACK_DIGESTS_PER_ACKER digests per acker). The
+    # envelopes are shipped with reconciliation, so a replica that never saw 2f+k+1
+    # acks on one digest can check the certificate itself (issue 11, item 9).
+    signers: dict[bytes, dict[int, Envelope | None]] = field(default_factory=dict)
+    owner: int = 0  # the peer charged for this slot while it holds no request (0: none)
 
-    def add_ack(self, acker: int, digest: bytes) -> bool:
-        """Record ``acker``'s first ack; False if it had acked already."""
-        if acker in self.acks:
+    def add_ack(self, acker: int, digest: bytes, env: Envelope | None = None) -> bool:
+        """Record ``acker``'s ack of ``digest``; False if known or over its bound."""
+        signers = self.signers.get(digest)
+        if acker not in self.acks:  # the usual case: its first ack (the pre-ordering hot path)
+            self.acks[acker] = digest
+            if signers is None:
+                self.signers[digest] = {acker: env}
+                self.ack_counts[digest] = 1
+            else:
+                signers[acker] = env
+                self.ack_counts[digest] = len(signers)
+            return True
+        if signers is not None and acker in signers:
             return False
-        self.acks[acker] = digest
-        self.ack_counts[digest] = self.ack_counts.get(digest, 0) + 1
+        mine = [d for d, who in self.signers.items() if acker in who]
+        if len(mine) >= ACK_DIGESTS_PER_ACKER:
+            # Over its bound: its ack of its least-backed digest makes room, if that has
+            # less backing than this one. f colluders back junk with at most f acks;
+            # a certified digest has f+k+1 correct ones, so junk never displaces it.
+            weakest = min(mine, key=lambda d: (self.ack_counts[d], d))
+            backing = len(signers) if signers is not None else 0
+            if self.ack_counts[weakest] - 1 >= backing:
+                return False
+            del self.signers[weakest][acker]
+            self.ack_counts[weakest] -= 1
+            if not self.ack_counts[weakest]:
+                del self.signers[weakest], self.ack_counts[weakest]
+        if signers is None:
+            signers = self.signers[digest] = {}
+        signers[acker] = env
+        self.ack_counts[digest] = len(signers)
         return True
+
+    def remove_acker(self, acker: int) -> None:
+        """Forget every ack of ``acker`` (its junk slot is evicted)."""
+        self.acks.pop(acker, None)
+        for digest in [d for d, who in self.signers.items() if acker in who]:
+            del self.signers[digest][acker]
+            if self.signers[digest]:
+                self.ack_counts[digest] = len(self.signers[digest])
+            else:
+                del self.signers[digest], self.ack_counts[digest]
+
+    def certifying_envs(self, digest: bytes) -> list[Envelope]:
+        """The stored PO_ACK envelopes of the acks that carry ``digest``."""
+        return [e for _, e in sorted(self.signers.get(digest, {}).items()) if e is not None]
 
     def certified_copy(self, quorum: int) -> Envelope | None:
         """The held copy whose digest has ``quorum`` acks (H3), if any."""
@@ -99,6 +173,17 @@ class PreOrder:
         self.intro_client_seq: dict[int, PoSeq] = {}
         self.update_queue: deque[Envelope] = deque()
         self.aru_num = 0
+        # Slots created by acks or recon parts before any request: per peer charged, in
+        # creation order (oldest evicted first), and per originator how many there are.
+        self.unbacked_by: list[dict[tuple[int, PoSeq], None]] = [{} for _ in range(n + 1)]
+        self.unbacked_in: list[int] = [0] * (n + 1)
+        # Restart amnesia (module docstring): None until our new incarnation's marker
+        # executed; then, per originator, the PO ids our previous life might have acked
+        # are those of incarnations up to ours with seq <= amnesia_seq[s] (same incarnation
+        # as amnesia_inc[s]) or <= po_window_max (a later one).
+        self.recovering = replica.recovering and "AMNESIA" not in replica.p.legacy
+        self.amnesia_inc: list[int] | None = None
+        self.amnesia_seq: list[int] = [0] * (n + 1)
         # Own incarnation starts at (inc, 0) for our own originator slot.
         self.aru[replica.me] = self.max_acked[replica.me] = self.cum_aru[replica.me] = (inc, 0)
         self.white_line[replica.me] = (inc, 0)
@@ -165,9 +250,10 @@ class PreOrder:
 
     # --------------------------------------------------------- PO_REQUEST (2.2.1)
 
-    def slot_for(self, s: int, po: PoSeq, reason: str) -> PoSlot | None:
-        """Get or create the PO slot of ``(s, po)`` (None outside the bounded window)."""
-        return self._slot_for(s, po, reason)
+    def slot_for(self, s: int, po: PoSeq, reason: str, by: int = 0) -> PoSlot | None:
+        """Get or create the PO slot of ``(s, po)`` (None outside the bounded window);
+        a slot created for peer ``by`` (acks, recon parts) is charged to it."""
+        return self._slot_for(s, po, reason, by)
 
     def certified_digest(self, s: int, po: PoSeq) -> bytes | None:
         """The digest ``2f+k+1`` PO-Acks carry for ``(s, po)``, if known yet (H3)."""
@@ -180,8 +266,11 @@ class PreOrder:
                 return digest
         return None
 
-    def _slot_for(self, s: int, po: PoSeq, reason: str) -> PoSlot | None:
-        """Get or create the PO slot, refusing ids outside the bounded window."""
+    def _slot_for(self, s: int, po: PoSeq, reason: str, by: int = 0) -> PoSlot | None:
+        """Get or create the PO slot, refusing ids outside the bounded window.
+
+        ``by`` is 0 for a PO-Request (signed by ``s`` itself); otherwise the peer whose
+        ack or recon part would create the slot, which is charged for it (item 4)."""
         if po <= self.white_line[s]:
             return None
         hist = self.history[s]
@@ -196,12 +285,56 @@ class PreOrder:
         if po[0] > wl[0] and po[1] > window:
             self.r.drop(reason + ":window")
             return None
-        if len(hist) >= 2 * window:
+        legacy = "JUNK" in self.r.p.legacy
+        if by and not legacy:
+            if not self.incarnation_plausible(po[0]):
+                self.r.drop(reason + ":incarnation_ahead")  # H8 for acks and recon too
+                return None
+            slot = PoSlot(owner=by)
+            hist[po] = slot
+            self._charge(by, s, po)
+            return slot
+        if len(hist) - (0 if legacy else self.unbacked_in[s]) >= 2 * window:
             self.r.drop(reason + ":full")
             return None
         slot = PoSlot()
         hist[po] = slot
         return slot
+
+    def _charge(self, by: int, s: int, po: PoSeq) -> None:
+        """Charge peer ``by`` for the request-less slot ``(s, po)``; evict its oldest
+        such slots beyond its budget (its own junk only ever displaces its own)."""
+        mine = self.unbacked_by[by]
+        mine[(s, po)] = None
+        self.unbacked_in[s] += 1
+        while len(mine) > self.r.p.po_unbacked_per_sender_max:
+            old_s, old_po = next(iter(mine))
+            self._evict_unbacked(by, old_s, old_po)
+
+    def _uncharge(self, slot: PoSlot, s: int, po: PoSeq) -> None:
+        if slot.owner:
+            self.unbacked_by[slot.owner].pop((s, po), None)
+            self.unbacked_in[s] -= 1
+            slot.owner = 0
+
+    def _evict_unbacked(self, by: int, s: int, po: PoSeq) -> None:
+        """Take ``by``'s ack off the request-less slot it was charged for. Another peer
+        that acked it takes the charge (so colluders cannot leave it uncharged);
+        with nobody else on it, the slot goes."""
+        slot = self.history[s][po]
+        self._uncharge(slot, s, po)
+        slot.remove_acker(by)
+        holders = sorted(slot.acks) or [x for x in self.r.recon.holders(s, po) if x != by]
+        if holders:
+            slot.owner = holders[0]
+            self._charge(holders[0], s, po)
+            return
+        del self.history[s][po]
+
+    def _delete_slot(self, s: int, po: PoSeq) -> None:
+        slot = self.history[s].pop(po, None)
+        if slot is not None:
+            self._uncharge(slot, s, po)
 
     def on_po_request(self, via: int, env: Envelope) -> None:
         req: PoRequest = env.msg
@@ -232,6 +365,7 @@ class PreOrder:
         digest = request_digest(env)
         if slot.request is None:
             slot.request, slot.digest = env, digest
+            self._uncharge(slot, s, req.po)  # now the originator's own state
         elif digest != slot.digest and digest not in slot.others:
             self.r.stats.equivocations_seen += 1
             if not self._keep_other_version(slot, digest, env):
@@ -308,9 +442,41 @@ class PreOrder:
         """Incarnation hold: until our newest incarnation executed, ack only seq-1 requests."""
         return self.po_seq[0] > self.last_executed[self.r.me][0]
 
+    def _may_have_acked_before(self, s: int, po: PoSeq) -> bool:
+        """Restart amnesia: could our previous life have acked ``(s, po)``? (docstring)"""
+        if not self.recovering or s == self.r.me or po[0] > self.r.incarnation:
+            return False
+        if self.amnesia_inc is None:
+            return True
+        window = self.r.p.po_window_max
+        known = self.amnesia_inc[s]
+        if po[0] < known:
+            return True
+        return po[1] <= (self.amnesia_seq[s] if po[0] == known else 0) + window
+
+    def _fix_amnesia_bounds(self) -> None:
+        """Our new incarnation's marker executed (or was jumped over): what had been
+        executed then bounds what our previous life's PO window held."""
+        self.amnesia_inc = [p[0] for p in self.last_executed]
+        self.amnesia_seq = [p[1] for p in self.last_executed]
+
+    def _ackable_digest(self, s: int, po: PoSeq, slot: PoSlot) -> bytes | None:
+        """The digest we ack for a held request: the first copy's, except where restart
+        amnesia applies; then only a version ``2f+k+1`` others certify, if we hold it."""
+        if not self._may_have_acked_before(s, po):
+            return slot.digest
+        me = self.r.me
+        for digest, count in slot.ack_counts.items():
+            others = count - (1 if me in slot.signers[digest] else 0)
+            if others >= self.r.q.certificate and (digest == slot.digest or digest in slot.others):
+                return digest
+        return None
+
     def send_po_acks(self, *, retransmit: bool) -> None:
         parts: list[msgs.AckPart] = []
         hold = self._own_incarnation_held()
+        if self.recovering and not hold and self.amnesia_inc is None:
+            self._fix_amnesia_bounds()
         for s in range(1, self.r.n + 1):
             aru = self.aru[s]
             if retransmit:
@@ -328,7 +494,11 @@ class PreOrder:
                 slot = self.history[s].get((inc, j))
                 if slot is None or slot.request is None:
                     continue  # collected: it was ordered without our ack
-                parts.append(msgs.AckPart(s, (inc, j), slot.digest))
+                digest = self._ackable_digest(s, (inc, j), slot) if self.recovering else slot.digest
+                if digest is None:
+                    self.r.stats.amnesia_acks_withheld += 1
+                    continue  # retransmission retries once others certify it
+                parts.append(msgs.AckPart(s, (inc, j), digest))
                 if (inc, j) > self.max_acked[s]:
                     self.max_acked[s] = (inc, j)
         for i in range(0, len(parts), msgs.ACK_PARTS_MAX):
@@ -352,8 +522,8 @@ class PreOrder:
             # An existing slot above the white line, else _slot_for's full checks.
             slot = history[s].get(po) if po > white_line[s] else None
             if slot is None:
-                slot = self._slot_for(s, po, "po_ack")
-            if slot is None or not slot.add_ack(a, part.digest):
+                slot = self._slot_for(s, po, "po_ack", a)
+            if slot is None or not slot.add_ack(a, part.digest, env):
                 continue
             if slot.request is not None:
                 self._advance_cum_aru(s)
@@ -457,6 +627,7 @@ class PreOrder:
                 self.r.forward(slot.request)
         self.send_po_acks(retransmit=True)
         self.send_po_aru()
+        self.r.recon.on_tick()
 
     # ------------------------------------------------------------ execution hooks
 
@@ -485,7 +656,7 @@ class PreOrder:
 
     def collect(self, s: int, po: PoSeq) -> None:
         """Garbage-collect one executed request (3.4)."""
-        self.history[s].pop(po, None)
+        self._delete_slot(s, po)
         self.r.recon.forget(s, po)
         if po > self.white_line[s]:
             self.white_line[s] = po
@@ -512,7 +683,8 @@ class PreOrder:
         if p > self.max_num_sent_in_proof[s]:
             self.max_num_sent_in_proof[s] = p
         for po in [q for q in self.history[s] if q <= p]:
-            del self.history[s][po]
+            self._delete_slot(s, po)
+            self.r.recon.forget(s, po)
         for arr in (self.max_acked, self.aru, self.last_executed, self.white_line):
             if p > arr[s]:
                 arr[s] = p
@@ -531,6 +703,7 @@ class PreOrder:
         assert self.in_flight() <= self.r.p.max_po_in_flight, "L8 flow control"
         assert self.po_seq_executed <= self.po_seq
         assert self.last_executed[self.r.me] <= self.po_seq
+        assert len(self.unbacked_by[0]) == 0, "a request-backed slot is nobody's charge"
 
     def collection_sizes(self) -> dict[str, int]:
         return {

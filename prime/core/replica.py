@@ -87,6 +87,7 @@ class Stats:
     jumps: int = 0
     replayed_filled: int = 0  # replayed ordinals installed from f+1 matching records
     view_change_timeouts: int = 0  # view changes not complete within their bound
+    amnesia_acks_withheld: int = 0  # acks a restarted replica held back (preorder)
 
 
 class Replica:
@@ -98,6 +99,7 @@ class Replica:
         me: int,
         *,
         incarnation: int = 1,
+        recovering: bool = False,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         assert 1 <= me <= params.n, (me, params.n)
@@ -107,6 +109,9 @@ class Replica:
         self.n = params.n
         self.q = params.quorums
         self.incarnation = incarnation
+        # True when this incarnation replaces an earlier one whose state (the acks it
+        # sent) is lost: a restart. The driver knows; the core cannot (preorder: amnesia).
+        self.recovering = recovering
         self.log = log or _ReplicaLog(_log, self)
         self.now_us = 0
         self.view = 1

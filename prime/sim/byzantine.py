@@ -16,11 +16,11 @@ Behaviours (``--byz ID:NAME``):
   re-introduces other clients' signed updates in its own PO-Requests.
 * ``corrupt``: rewrites outgoing messages with wrong fields (re-signed, so
   they verify) or flipped bytes (so they do not), at random.
-* ``recon``: the RECON_ATTACK (docs/protocol.md section 6.2): sends its PO-Requests only to
+* ``recon``: the RECON_ATTACK (PROTOCOL.md 6.2): sends its PO-Requests only to
   replicas ``1..2f+k+1``, acknowledges only other attackers' requests, and never
   sends reconciliation traffic, so correct designated senders must ship its
   requests to the deprived replicas. It orders correctly otherwise.
-* ``delay``: the DELAY_ATTACK (docs/protocol.md section 6.1): as leader, ignores other
+* ``delay``: the DELAY_ATTACK (PROTOCOL.md 6.1): as leader, ignores other
   replicas' PO_ARUs, applies each proof matrix only once it is ``--delay-ms``
   old, and sends each new pre-prepare only to replica 2 (whose flooding
   reaches the rest). Retransmissions are not restricted.
@@ -32,11 +32,32 @@ Behaviours (``--byz ID:NAME``):
   silent from then on.
 * ``pc-set-overflow``, ``stale-certs``, ``replay-floor``, ``vc-flood``: the view-change
   attacks of issue 11 (items 1, 2, 8, and 5/6/12; each class says what it does).
+
+Issue 11's attacks on pre-ordering and reconciliation:
+
+* ``amnesia-equivocate`` (item 3): waits for a correct replica R to restart. Before
+  that, one of its PO-Requests (version A) goes to R and 2f+k-1 others only, its ack
+  of A to those only, and it sends no PO_ARU (so A is certified but not eligible).
+  After R restarted it shows version B, with its ack of B, to R and the rest, and
+  once R acked B its PO_ARUs vouch for the id: forgetful R acking B makes B
+  certified at R and the rest, and the id eligible.
+* ``ack-junk`` (item 4): floods PO_ACK parts naming an originator's later,
+  unknown (but plausible) incarnations: 2 x ``po_window_max`` ids of the lowest
+  other id at once (its whole slot cap), then a quarter window of the next ones.
+* ``split-ack`` (item 9): as an originator, sends version A to the larger half of
+  the others and version B to the smaller one, and its ack of each version only to
+  the half holding it; it never reconciles its own requests.
+* ``recon-junk`` (item 10): keeps sending RECON parts (its own part index, right
+  sizes) for PO ids nobody ever ordered.
+* ``early-garbage`` (item 14): as soon as it sees a PO-Request, sends every replica a
+  garbage part of it (so garbage arrives before the correct designated senders'
+  parts), and sends garbage as a designated sender too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -352,6 +373,260 @@ class MuteAfterReplay(Node):
         super().outgoing(action)
 
 
+class AmnesiaEquivocator(Node):
+    """Issue 11 item 3: exploit a correct replica's restart to certify a second version.
+
+    It signs both versions of its PO id (incarnation, 2) itself (its core, which has no
+    clients, never uses that id): A with its ack goes to R and 2f+k-1 other correct
+    replicas before R restarts, B with its ack to R and the rest after."""
+
+    behaviour = "amnesia-equivocate"
+    RESEND_US = 200_000
+    SHOW_B_AFTER_US = 300_000  # after R's restart
+    VOUCH_AFTER_US = 3_000_000  # after R's restart, if R never acked B
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        super().__init__(cluster, rid, replica, signer)
+        cfg = cluster.cfg
+        victims = sorted(r for r in cfg.restart if r != rid and r not in cfg.byz)
+        self.victim = victims[0] if victims else 0
+        self.restart_us = int(cfg.restart[self.victim] * 1_000_000) if self.victim else 0
+        others = [r for r in range(1, cluster.n + 1) if r not in (rid, self.victim) and r not in cfg.byz]
+        need = 2 * cfg.f + cfg.k - 1
+        self.group_a = sorted([self.victim] + others[:need])
+        self.group_b = others[need:]
+        self.versions: tuple[Envelope, Envelope, Envelope, Envelope] | None = None  # A, ack A, B, ack B
+        self.next_us = 0
+        self.victim_acked_b = False
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        """Watch for the restarted replica's ack of B: then B is certified where it counts."""
+        if self.versions is not None and env.sender == self.victim and isinstance(env.msg, msgs.PoAck):
+            b_digest = hashlib.sha256(self.versions[2].raw).digest()
+            if any(p.originator == self.rid and p.digest == b_digest for p in env.msg.parts):
+                self.victim_acked_b = True
+        return True
+
+    def _sign_versions(self) -> tuple[Envelope, Envelope, Envelope, Envelope]:
+        po = (self.replica.incarnation, 2)
+        # Our core must not reuse the id (nor find its own executed id ahead of its count).
+        self.replica.po.po_seq = max(self.replica.po.po_seq, po)
+        out: list[Envelope] = []
+        for tag in (b"A", b"B"):
+            forged = Update(self.rid, po[0], 10**9 + 2, int(UpdateKind.APP), b"amnesia" + tag)
+            update = self.signer.sign_one(forged)
+            req = self.signer.sign_one(PoRequest(po, (update,)))
+            digest = hashlib.sha256(req.raw).digest()
+            out += [req, self.signer.sign_one(msgs.PoAck((msgs.AckPart(self.rid, po, digest),)))]
+        return out[0], out[1], out[2], out[3]
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        env, now = action.env, self.cluster.now_us
+        if not self.victim or self.restart_us < 150_000:
+            super().outgoing(action)
+            return
+        if isinstance(env.msg, msgs.PoAru) and env.sender == self.rid:
+            # No row of ours while only A is shown (it must not become eligible before B is
+            # certified too); once B is out, a row vouching for the id, to make it eligible.
+            vouch_at = self.restart_us + self.VOUCH_AFTER_US
+            if self.versions is not None and (self.victim_acked_b or now >= vouch_at):
+                aru: msgs.PoAru = env.msg
+                vector = list(aru.cum_aru)
+                vector[self.rid - 1] = max(vector[self.rid - 1], self.versions[0].msg.po)
+                row = self.signer.sign_one(msgs.PoAru(aru.incarnation, aru.num, tuple(vector)))
+                self.cluster.transmit_all(self.rid, row)
+            return
+        super().outgoing(action)
+        if now < self.next_us:
+            return
+        restarted = self.cluster.restarted.get(self.victim, 0) > 0
+        if self.versions is None:
+            if now < self.restart_us - 120_000:
+                return
+            self.versions = self._sign_versions()
+        self.next_us = now + self.RESEND_US
+        a, ack_a, b, ack_b = self.versions
+        if not restarted:
+            for dst in self.group_a:
+                self.cluster.transmit(self.rid, dst, a)
+                self.cluster.transmit(self.rid, dst, ack_a)
+        elif now >= self.restart_us + self.SHOW_B_AFTER_US:
+            for dst in self.group_b + [self.victim]:
+                self.cluster.transmit(self.rid, dst, b)
+                self.cluster.transmit(self.rid, dst, ack_b)
+
+
+class AckJunk(Node):
+    """Issue 11 item 4: PO_ACK parts for other originators' later (unknown) incarnations."""
+
+    behaviour = "ack-junk"
+    PERIOD_US = 250_000
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        super().__init__(cluster, rid, replica, signer)
+        self.next_us = 20_000
+        self.rounds = 0
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        super().outgoing(action)
+        now = self.cluster.now_us
+        if now < self.next_us or self.rounds >= 8:
+            return
+        self.next_us = now + self.PERIOD_US
+        self.rounds += 1
+        p = self.replica.p
+        # Plausible (H8 lets an incarnation run incarnation_slack_s ahead of the clock),
+        # but no originator is there yet: the slots are never collected.
+        # The first round alone names 2 x po_window_max ids per originator (the per-
+        # originator slot cap), over two incarnations (each takes po_window_max seqs).
+        base = now // 1_000_000 + p.incarnation_slack_s // 2 + 2 * self.rounds
+        incs = (base, base + 1) if self.rounds == 1 else (base,)
+        count = p.po_window_max if self.rounds == 1 else p.po_window_max // 4
+        # One victim originator per round (the cap is per originator): the lowest other id
+        # first, a correct replica with clients in most scenarios; a bounded cost per run.
+        others = [r for r in range(1, self.cluster.n + 1) if r != self.rid]
+        victim = others[(self.rounds - 1) % len(others)]
+        parts = [
+            msgs.AckPart(victim, (inc, seq), self.rng.randbytes(msgs.DIGEST_SIZE))
+            for inc in incs
+            for seq in range(1, count + 1)
+        ]
+        for i in range(0, len(parts), msgs.ACK_PARTS_MAX):
+            junk = msgs.PoAck(tuple(parts[i : i + msgs.ACK_PARTS_MAX]))
+            self.cluster.transmit_all(self.rid, self.signer.sign_one(junk))
+
+
+class SplitAck(Node):
+    """Issue 11 item 9: version A to the larger half, B to the smaller, each half only
+    its version's ack from us; no reconciliation of our own requests."""
+
+    behaviour = "split-ack"
+    REMEMBER_MAX = 256
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        super().__init__(cluster, rid, replica, signer)
+        small, large = halves(cluster.n, rid, self.rng)
+        self.group_b, self.group_a = small, large
+        self.versions: dict[tuple[int, int], tuple[Envelope, bytes]] = {}  # po -> (B, digest B)
+
+    def _version_b(self, env: Envelope) -> tuple[Envelope, bytes]:
+        req: PoRequest = env.msg
+        known = self.versions.get(req.po)
+        if known is None:
+            forged = Update(self.rid, req.po[0], 10**9 + req.po[1], int(UpdateKind.APP), b"split")
+            b_env = self.signer.sign_one(PoRequest(req.po, (self.signer.sign_one(forged),)))
+            known = self.versions[req.po] = (b_env, hashlib.sha256(b_env.raw).digest())
+            if len(self.versions) > self.REMEMBER_MAX:
+                del self.versions[next(iter(self.versions))]
+        return known
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        env = action.env
+        msg = env.msg
+        if isinstance(msg, PoRequest) and env.sender == self.rid:
+            if isinstance(action, A.Send):
+                return  # no reconciliation of our own requests
+            b_env, _ = self._version_b(env)
+            for dst in self.group_a:
+                self.cluster.transmit(self.rid, dst, env)
+            for dst in self.group_b:
+                self.cluster.transmit(self.rid, dst, b_env)
+            return
+        if isinstance(msg, msgs.Recon):
+            parts = tuple(p for p in msg.parts if p.originator != self.rid)
+            if parts:
+                super().outgoing(type(action)(*_with_env(action, self.signer.sign_one(msgs.Recon(parts)))))
+            return
+        if isinstance(msg, msgs.PoAck):
+            mine = [p for p in msg.parts if p.originator == self.rid]
+            if not mine:
+                super().outgoing(action)
+                return
+            rest = tuple(p for p in msg.parts if p.originator != self.rid)
+            if isinstance(action, A.Send):
+                if rest:
+                    super().outgoing(A.Send(action.dest, self.signer.sign_one(msgs.PoAck(rest))))
+                return
+            ack_a = self.signer.sign_one(msgs.PoAck(tuple(mine)))
+            b_parts = tuple(
+                msgs.AckPart(p.originator, p.po, self.versions[p.po][1]) for p in mine if p.po in self.versions
+            )
+            ack_b = self.signer.sign_one(msgs.PoAck(b_parts)) if b_parts else None
+            for dst in self.group_a:
+                self.cluster.transmit(self.rid, dst, ack_a)
+            for dst in self.group_b:
+                if ack_b is not None:
+                    self.cluster.transmit(self.rid, dst, ack_b)
+            if rest:
+                self.cluster.transmit_all(self.rid, self.signer.sign_one(msgs.PoAck(rest)))
+            return
+        super().outgoing(action)
+
+
+class ReconJunk(Node):
+    """Issue 11 item 10: RECON parts for PO ids nobody ever ordered, without end."""
+
+    behaviour = "recon-junk"
+    PERIOD_US = 5_000
+    PARTS = 16
+    REQUEST_BYTES = 6_000
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        super().__init__(cluster, rid, replica, signer)
+        self.next_us = 20_000
+        self.seq = 0
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        super().outgoing(action)
+        now = self.cluster.now_us
+        if now < self.next_us:
+            return
+        self.next_us = now + self.PERIOD_US
+        f = self.cluster.cfg.f
+        size = -(-self.REQUEST_BYTES // (f + 1))
+        inc = now // 1_000_000 + 2  # a later incarnation: plausible, never used
+        parts = []
+        for _ in range(self.PARTS):
+            self.seq = self.seq % self.replica.p.po_window_max + 1
+            s = self.rng.choice([r for r in range(1, self.cluster.n + 1) if r != self.rid])
+            data = self.rng.randbytes(size)
+            parts.append(msgs.ReconPart(s, (inc, self.seq), self.rid - 1, self.REQUEST_BYTES, data))
+        self.cluster.transmit_all(self.rid, self.signer.sign_one(msgs.Recon(tuple(parts))))
+
+
+class EarlyGarbage(Node):
+    """Issue 11 item 14: garbage parts first, for every request, to every replica."""
+
+    behaviour = "early-garbage"
+    REMEMBER_MAX = 4096
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        super().__init__(cluster, rid, replica, signer)
+        self.sent: set[tuple[int, tuple[int, int]]] = set()
+
+    def _garbage(self, s: int, po: tuple[int, int], request_bytes: int) -> msgs.ReconPart:
+        size = -(-request_bytes // (self.cluster.cfg.f + 1))
+        return msgs.ReconPart(s, po, self.rid - 1, request_bytes, self.rng.randbytes(size))
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        msg = env.msg
+        if isinstance(msg, PoRequest) and env.sender != self.rid and (env.sender, msg.po) not in self.sent:
+            if len(self.sent) > self.REMEMBER_MAX:
+                self.sent.clear()
+            self.sent.add((env.sender, msg.po))
+            part = self._garbage(env.sender, msg.po, len(env.raw))
+            self.cluster.transmit_all(self.rid, self.signer.sign_one(msgs.Recon((part,))))
+        return True
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        msg = action.env.msg
+        if isinstance(msg, msgs.Recon):
+            parts = tuple(self._garbage(p.originator, p.po, p.request_bytes) for p in msg.parts)
+            super().outgoing(type(action)(*_with_env(action, self.signer.sign_one(msgs.Recon(parts)))))
+            return
+        super().outgoing(action)
+
+
 class ViewChangeAttacker(Node):
     """Base of the view-change attacks of issue 11: correct, except for what it reliably
     broadcasts or votes while a view change is on."""
@@ -509,6 +784,11 @@ BEHAVIOURS: dict[str, type[Node]] = {
         DelayLeader,
         BadShares,
         MuteAfterReplay,
+        AmnesiaEquivocator,
+        AckJunk,
+        SplitAck,
+        ReconJunk,
+        EarlyGarbage,
         PcSetOverflow,
         StaleCertificates,
         ReplayFloorLiar,

@@ -388,7 +388,7 @@ class SimCluster:
         time in seconds, like the original's wall-clock incarnations)."""
         old = self.nodes[rid].replica
         incarnation = max(old.incarnation + 1, self.now_us // US + 1)
-        replica = Replica(self.params, rid, incarnation=incarnation)
+        replica = Replica(self.params, rid, incarnation=incarnation, recovering=True)
         self.nodes[rid] = Node(self, rid, replica, Signer(self.scheme, rid))
         self.alive[rid] = True
         self._tick_at[rid] = None

@@ -378,8 +378,10 @@ def test_reconciliation_ships_to_replicas_lacking_the_request(erasure: bool) -> 
     h.flush()
     # With it goes our ack: acks lost on the way are never re-sent once the request executed,
     # and the receiver needs 2f+k+1 of them to accept (or rebuild) the certified version.
-    acks_to_4 = [env.msg for dest, env in h.sent if dest == 4 and isinstance(env.msg, msgs.PoAck)]
+    acks_to_4 = [env.msg for dest, env in h.sent if dest == 4 and isinstance(env.msg, msgs.PoAck) and env.sender == 2]
     assert [(p.originator, p.po, p.digest) for a in acks_to_4 for p in a.parts] == [(3, (1, 1), request_digest(req))]
+    # And the others' signed acks that certify it, forwarded unchanged (issue 11, item 9).
+    assert sorted(env.sender for dest, env in h.sent if dest == 4 and isinstance(env.msg, msgs.PoAck) and env.sender != 2) == [1, 3]
     if not erasure:
         forwarded = [dest for dest, env in h.sent if env.raw == req.raw]
         assert forwarded == [4], "replica 4 has not acknowledged it; 1 has, 3 is its originator"
