@@ -43,12 +43,22 @@ Hardening adopted (PROTOCOL.md 9):
 * H13: no jump while a peer is merely a few ordinals ahead for a moment: the
   gap must reach ``jump_gap_ordinals_min``, or the same certificate must stay
   ahead for a whole catch-up period in which we made no progress.
+
+Amplification (issue 11 item 11): a CATCHUP_REQUEST is a few dozen bytes and
+its answer up to ``catchup_reply_count_max`` signed certificates, so a peer
+asking every ``catchup_epsilon_us`` drew about a thousand times what it sent.
+An answer now holds at most ``catchup_reply_bytes_max`` bytes of records, and
+each asker draws from its own token bucket (in the virtual time ``Tick`` gives)
+refilled at ``catchup_peer_bytes_per_s``, holding up to one full answer: a
+correct replica catching up gets a full answer at once and more as it executes,
+a faulty one asking in a loop gets that rate and no more.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from prime import wire
 from prime.core import actions as A
 from prime.core.order import OrdSlot, pre_prepare_digest
 from prime.core.quorum import leader_of
@@ -73,6 +83,9 @@ class Catchup:
         self.asked: dict[int, tuple[int, int]] = {}  # peer -> (our ARU, time) of the last ask
         self.peer_certs: dict[int, Envelope] = {}  # newest valid cert per peer
         self.replied_at_us: dict[int, int] = {}  # rate limit of answers per peer
+        # Per asker: (bytes it may still draw, when that was computed): a token bucket
+        # refilled at catchup_peer_bytes_per_s up to one full answer (issue 11 item 11).
+        self.answer_budget: dict[int, tuple[float, int]] = {}
         self.next_catchup_id = 1
         self.next_catchup_time_us = 0
         self.aru_at_last_attempt = -1
@@ -119,15 +132,29 @@ class Catchup:
         if last is not None and self.r.now_us - last < self.r.p.catchup_epsilon_us:
             self.r.drop("catchup_request:rate")
             return
-        self.replied_at_us[peer] = self.r.now_us
+        p, now = self.r.p, self.r.now_us
+        tokens, at = self.answer_budget.get(peer, (float(p.catchup_reply_bytes_max), now))
+        tokens = min(float(p.catchup_reply_bytes_max), tokens + (now - at) * p.catchup_peer_bytes_per_s / 1e6)
+        if tokens <= 0:
+            self.answer_budget[peer] = (tokens, now)
+            self.r.drop("catchup_request:budget")  # this peer drew its share: it waits
+            return
+        self.replied_at_us[peer] = now
         start = env.msg.aru + 1
-        for seq in range(start, start + self.r.p.catchup_reply_count_max):
+        sent = 0
+        for seq in range(start, start + p.catchup_reply_count_max):
             record = self.recent.get(seq)
             if record is None:
                 break
             if isinstance(record, OrdCert):
                 record = OrdCert(record.view, seq, record.kind, 2, record.pre_prepare, record.commits)
+            size = len(wire.encode_body(record))
+            if sent and sent + size > tokens:
+                break  # the first record always goes, so any record can be fetched
+            sent += size
             self.r.sign_and_send(record, dest=peer)
+        # An answer over the budget (one large first record) is a debt paid by waiting.
+        self.answer_budget[peer] = (tokens - sent, now)
 
     def ask(self, peer: int) -> None:
         """Ask ``peer`` for what it keeps above our ARU: at once when our ARU moved, else
@@ -348,4 +375,5 @@ class Catchup:
             "fills": len(self.fills),
             "vouches": sum(len(v) for v in self.vouches.values()),
             "asked": len(self.asked),
+            "answer_budget": len(self.answer_budget),
         }

@@ -32,6 +32,8 @@ Behaviours (``--byz ID:NAME``):
   silent from then on.
 * ``reencode``: relays others' PO-Requests and REPLAYs in non-canonical msgpack
   bytes that still verify, and acks the re-encoded copy's digest (issue 11 item 7).
+* ``catchup-flood``: sends every replica a CATCHUP_REQUEST for about 64 ordinals
+  back every 20 ms, to draw full answers of signed certificates (issue 11 item 11).
 """
 
 from __future__ import annotations
@@ -441,6 +443,25 @@ class Reencoder(Node):
         super().outgoing(action)
 
 
+class CatchupFlooder(Node):
+    """Asks every other replica for catch-up every 20 ms (issue 11 item 11): a small
+    CATCHUP_REQUEST naming an ARU about 64 ordinals back, so each answer would be a full
+    batch of signed certificates. Otherwise correct."""
+
+    behaviour = "catchup-flood"
+    PERIOD_US = 20_000  # catchup_epsilon_us: the spacing the old per-peer rule allowed
+    last_us = -PERIOD_US
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        now = self.cluster.now_us
+        if now - self.last_us >= self.PERIOD_US:
+            self.last_us = now
+            aru = self.replica.ord.aru
+            ask = self.signer.sign_one(msgs.CatchupRequest(max(0, aru - 64 + self.rng.randrange(16))))
+            self.cluster.transmit_all(self.key, ask)
+        return True
+
+
 def _with_env(action: A.Send | A.Broadcast, env: Envelope) -> tuple[Any, ...]:
     return (action.dest, env) if isinstance(action, A.Send) else (env,)
 
@@ -459,6 +480,7 @@ BEHAVIOURS: dict[str, type[Node]] = {
         BadShares,
         MuteAfterReplay,
         Reencoder,
+        CatchupFlooder,
     )
 }
 

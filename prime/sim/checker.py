@@ -17,6 +17,10 @@
 * Liveness (L1): after faults stop, every update a correct client submitted is
   delivered (or covered by a state transfer) at every correct replica within
   the stated bound of virtual time.
+* Bounded amplification (R1): a correct replica answers one peer's catch-up
+  requests with at most ``catchup_answer_bytes_per_s_max`` bytes in any second
+  of virtual time (a request of a few dozen bytes was answered with 32 signed
+  certificates, as often as every 20 ms).
 
 Violations are collected as short strings, never raised, so a run reports all
 of them and the simulator can print the replay command.
@@ -52,6 +56,7 @@ class Checker:
     decided_by: dict[int, int] = field(default_factory=dict)
     stamp_ordinal: dict[ClientStamp, int] = field(default_factory=dict)
     replicas: dict[int, ReplicaRecord] = field(default_factory=dict)
+    catchup_answers: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (src, dst, s) -> bytes
     violations_max: int = 50
 
     def _violate(self, text: str) -> None:
@@ -154,6 +159,23 @@ class Checker:
                     f"L1 r{r} did not deliver {missing} submitted update(s) within "
                     f"{bound_s:g}s after faults stopped (e.g. {example})"
                 )
+
+    def record_catchup_answer(self, src: int, dst: int, size: int, now_us: int) -> None:
+        """A correct replica sent ``size`` bytes of catch-up answer to ``dst``."""
+        key = (src, dst, now_us // 1_000_000)
+        self.catchup_answers[key] = self.catchup_answers.get(key, 0) + size
+
+    def check_catchup_answers(self, bytes_per_s_max: int) -> None:
+        """R1: no correct replica answered one peer with more than the bound in a second."""
+        worst: dict[tuple[int, int], tuple[int, int]] = {}
+        for (src, dst, second), size in self.catchup_answers.items():
+            if size > bytes_per_s_max and size > worst.get((src, dst), (0, 0))[0]:
+                worst[(src, dst)] = (size, second)
+        for (src, dst), (size, second) in sorted(worst.items()):
+            self._violate(
+                f"R1 r{src} answered r{dst}'s catch-up requests with {size} bytes in second "
+                f"{second} (bound {bytes_per_s_max})"
+            )
 
     def agreement_prefix(self) -> int:
         return max(self.decided, default=0)
