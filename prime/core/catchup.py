@@ -134,7 +134,8 @@ class Catchup:
             return
         p, now = self.r.p, self.r.now_us
         tokens, at = self.answer_budget.get(peer, (float(p.catchup_reply_bytes_max), now))
-        tokens = min(float(p.catchup_reply_bytes_max), tokens + (now - at) * p.catchup_peer_bytes_per_s / 1e6)
+        refill = (now - at) * p.catchup_peer_bytes_per_s / 1e6
+        tokens = min(float(p.catchup_reply_bytes_max), tokens + refill)
         if tokens <= 0:
             self.answer_budget[peer] = (tokens, now)
             self.r.drop("catchup_request:budget")  # this peer drew its share: it waits

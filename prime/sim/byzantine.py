@@ -429,7 +429,8 @@ class Reencoder(Node):
     def outgoing(self, action: A.Send | A.Broadcast) -> None:
         env = action.env
         msg = env.msg
-        if isinstance(msg, PrePrepare) and env.sender == self.rid and self.cluster.now_us >= self.MUTE_AS_LEADER_US:
+        own_pp = isinstance(msg, PrePrepare) and env.sender == self.rid
+        if own_pp and self.cluster.now_us >= self.MUTE_AS_LEADER_US:
             return
         if isinstance(msg, msgs.PoAck):
             parts = tuple(
@@ -457,7 +458,8 @@ class CatchupFlooder(Node):
         if now - self.last_us >= self.PERIOD_US:
             self.last_us = now
             aru = self.replica.ord.aru
-            ask = self.signer.sign_one(msgs.CatchupRequest(max(0, aru - 64 + self.rng.randrange(16))))
+            back = max(0, aru - 64 + self.rng.randrange(16))
+            ask = self.signer.sign_one(msgs.CatchupRequest(back))
             self.cluster.transmit_all(self.key, ask)
         return True
 

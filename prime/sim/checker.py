@@ -56,7 +56,8 @@ class Checker:
     decided_by: dict[int, int] = field(default_factory=dict)
     stamp_ordinal: dict[ClientStamp, int] = field(default_factory=dict)
     replicas: dict[int, ReplicaRecord] = field(default_factory=dict)
-    catchup_answers: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (src, dst, s) -> bytes
+    # (sender, peer, virtual second) -> bytes of catch-up answers (R1)
+    catchup_answers: dict[tuple[int, int, int], int] = field(default_factory=dict)
     violations_max: int = 50
 
     def _violate(self, text: str) -> None:

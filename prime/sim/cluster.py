@@ -359,8 +359,10 @@ class SimCluster:
                 replica.step(CryptoDone(action.job_id, envs))
                 work.extendleft(reversed(replica.take_actions()))  # its effects come first
             elif isinstance(action, (A.Send, A.Broadcast)):
-                if isinstance(action, A.Send) and rid in self.correct and _catchup_answer(action.env):
-                    self.checker.record_catchup_answer(rid, action.dest, len(action.env.raw), self.now_us)
+                if isinstance(action, A.Send) and rid in self.correct:
+                    if _catchup_answer(action.env):
+                        size = len(action.env.raw)
+                        self.checker.record_catchup_answer(rid, action.dest, size, self.now_us)
                 node.outgoing(action)
             elif isinstance(action, A.Deliver):
                 self._on_deliver(rid, action)

@@ -25,7 +25,10 @@ from tests.unit.test_wire import SIG, sample_envelopes, wrap
 def _widened_body(env: Envelope) -> bytes:
     """The body with its top-level integers widened to uint64 (a signer could sign that)."""
     arr = msgpack.unpackb(env.body, use_list=False)
-    items = (b"\xcf" + v.to_bytes(8, "big") if type(v) is int else msgpack.packb(v, use_bin_type=True) for v in arr)
+    items = (
+        b"\xcf" + v.to_bytes(8, "big") if type(v) is int else msgpack.packb(v, use_bin_type=True)
+        for v in arr
+    )
     return bytes([0x90 + len(arr)]) + b"".join(items)
 
 
@@ -36,7 +39,8 @@ def test_reencoded_envelope_refused(tag: int, how: str) -> None:
     widened) with its body and signature untouched, is refused, not decoded."""
     env = sample_envelopes()[tag]
     raw = reencode(env.raw, how)
-    assert raw != env.raw and msgpack.unpackb(raw, use_list=False) == msgpack.unpackb(env.raw, use_list=False)
+    assert raw != env.raw
+    assert msgpack.unpackb(raw, use_list=False) == msgpack.unpackb(env.raw, use_list=False)
     assert wire.decode(raw) == "envelope:noncanonical"
 
 
@@ -61,7 +65,8 @@ def test_reencoded_nested_envelope_refused() -> None:
     row_list = list(arr[4])
     row_list[i] = reencode(row.raw, "array")
     arr[4] = tuple(row_list)
-    raw = msgpack.packb([1, 1, 1, SIG, [], msgpack.packb(arr, use_bin_type=True)], use_bin_type=True)
+    body = msgpack.packb(arr, use_bin_type=True)
+    raw = msgpack.packb([1, 1, 1, SIG, [], body], use_bin_type=True)
     reason = wire.decode(raw)
     assert isinstance(reason, str) and reason.endswith("envelope:noncanonical"), reason
 
@@ -134,7 +139,8 @@ def test_replay_signed_twice_is_not_evidence() -> None:
     preinstall(h)
     replay = _replay(h, MEMBERS_123)
     other = msgs.TatUb(2, 1)
-    framed = h.signers[2].sign_batch([replay.msg, other], [replay.body, wire.encode_body(other)], direct=False)[0]
+    bodies = [replay.body, wire.encode_body(other)]
+    framed = h.signers[2].sign_batch([replay.msg, other], bodies, direct=False)[0]
     assert framed.raw != replay.raw and framed.body == replay.body and h.verifier.verify(framed)
     h.feed(replay)
     h.feed(framed)
@@ -150,9 +156,9 @@ def test_rb_counts_one_payload_however_it_was_signed() -> None:
     h = Harness(me=4)
     preinstall(h)
     direct = report(h, 1)
-    framed = h.signers[1].sign_batch(
-        [direct.msg, msgs.TatUb(2, 1)], [direct.body, wire.encode_body(msgs.TatUb(2, 1))], direct=False
-    )[0]
+    other = msgs.TatUb(2, 1)
+    bodies = [direct.body, wire.encode_body(other)]
+    framed = h.signers[1].sign_batch([direct.msg, other], bodies, direct=False)[0]
     assert framed.raw != direct.raw and h.verifier.verify(framed)
     h.feed(h.sign(1, msgs.RbReady(direct)))
     h.feed(h.sign(2, msgs.RbReady(direct)))

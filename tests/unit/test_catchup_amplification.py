@@ -33,7 +33,8 @@ def _executed(ordinals: int = ORDINALS, **params: Any) -> Harness:
 
 
 def _answers(h: Harness, dest: int = 4) -> list[Any]:
-    return [env for d, env in h.sent if d == dest and isinstance(env.msg, (msgs.OrdCert, msgs.Replayed))]
+    kinds = (msgs.OrdCert, msgs.Replayed)
+    return [env for d, env in h.sent if d == dest and isinstance(env.msg, kinds)]
 
 
 def test_a_peer_asking_in_a_loop_draws_a_bounded_rate() -> None:
@@ -56,7 +57,7 @@ def test_a_peer_asking_in_a_loop_draws_a_bounded_rate() -> None:
     body_bytes = sum(len(env.body) for env in answers)
     largest = max(len(env.body) for env in answers)
     bound = p.catchup_reply_bytes_max + p.catchup_peer_bytes_per_s * seconds + largest
-    assert body_bytes <= bound, f"{body_bytes} bytes answered to {request_bytes} bytes of {requests} requests"
+    assert body_bytes <= bound, f"{body_bytes} B for {requests} requests ({request_bytes} B)"
     # Before: every request was answered with 32 certificates.
     assert len(answers) < requests * p.catchup_reply_count_max / 3
 

@@ -15,9 +15,9 @@ in this process, driven by a seeded ``random.Random`` (``run_seeded``; PRIME_FUZ
 forces it); the test prints which engine ran. Either way at least 100_000 inputs are decoded (``PRIME_FUZZ_INPUTS`` may raise
 the count), seeded with a valid envelope of every message type from ``test_wire.py``, and
 every result must be an ``Envelope`` or a reason string; an ``Envelope`` only for the exact
-bytes our encoder makes of it (the codec accepts the canonical encoding only). A hypothesis test adds shrinking
-random and mutated inputs, and a tracemalloc test bounds the memory that inputs claiming huge
-lengths can make ``decode`` reserve.
+bytes our encoder makes of it (the codec accepts the canonical encoding only). A hypothesis
+test adds shrinking random and mutated inputs, and a tracemalloc test bounds the memory that
+inputs claiming huge lengths can make ``decode`` reserve.
 
 Nothing from ``prime`` is imported at module level: a child must import ``prime.wire`` inside
 ``atheris.instrument_imports()`` for coverage feedback, which only works on a first import.
@@ -211,7 +211,9 @@ class Mutator:
             seen[0] += 1
             if isinstance(obj, Packed):
                 inner = pack(obj.value)
-                return b"\xc6" + len(inner).to_bytes(4, "big") + inner if wide else msgpack.packb(inner)
+                if wide:
+                    return b"\xc6" + len(inner).to_bytes(4, "big") + inner
+                return bytes(msgpack.packb(inner))
             if isinstance(obj, list):
                 items = b"".join(pack(x) for x in obj)
                 if wide:
@@ -219,7 +221,9 @@ class Mutator:
                 head = msgpack.packb([None] * len(obj))
                 return head[: len(head) - len(obj)] + items
             if wide and type(obj) is int and -(2**63) <= obj < 2**64:
-                return (b"\xcf" + obj.to_bytes(8, "big")) if obj >= 0 else (b"\xd3" + obj.to_bytes(8, "big", signed=True))
+                if obj >= 0:
+                    return b"\xcf" + obj.to_bytes(8, "big")
+                return b"\xd3" + obj.to_bytes(8, "big", signed=True)
             if wide and isinstance(obj, bytes):
                 return b"\xc6" + len(obj).to_bytes(4, "big") + obj
             return bytes(msgpack.packb(obj, use_bin_type=True))
