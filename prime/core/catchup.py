@@ -42,7 +42,12 @@ Hardening adopted (PROTOCOL.md 9):
 * H12: a leader that jumps never moves its next ordinal backwards.
 * H13: no jump while a peer is merely a few ordinals ahead for a moment: the
   gap must reach ``jump_gap_ordinals_min``, or the same certificate must stay
-  ahead for a whole catch-up period in which we made no progress.
+  ahead for a whole catch-up period in which we made no progress. When ARU+1
+  is not even decided here (a catch-up answer was lost), a stalled replica
+  within ``catchup_history_ordinals`` asks again, a peer per period, and jumps
+  only after two such asks brought nothing: one lost message made a correct
+  replica that was never cut off skip ordinals by state transfer (issue 11
+  item 16's checker, rule L2, found it).
 
 Amplification (issue 11 item 11): a CATCHUP_REQUEST is a few dozen bytes and
 its answer up to ``catchup_reply_count_max`` signed certificates, so a peer
@@ -89,6 +94,7 @@ class Catchup:
         self.next_catchup_id = 1
         self.next_catchup_time_us = 0
         self.aru_at_last_attempt = -1
+        self.asks_unanswered = 0  # catch-up periods asked again without progress
 
     # --------------------------------------------------------------- producing
 
@@ -300,11 +306,23 @@ class Catchup:
         gap = cert.seq - aru
         stalled = self.aru_at_last_attempt == aru  # a whole period without progress (H13)
         self.aru_at_last_attempt = aru
-        if stalled or "H13" in self.r.p.legacy:
-            self.jump(cert)  # e.g. ordered but stuck waiting for requests or their acks
+        if not stalled:
+            self.asks_unanswered = 0
+        history = self.r.p.catchup_history_ordinals
+        nxt = self.r.ord.history.get(aru + 1)
+        # ARU+1 decided here but not executable: stuck waiting for requests or their acks,
+        # which asking cannot bring. Not decided here: an answer (or its certificate) was
+        # lost on the way, so ask again, a peer at a time, before giving up on executing
+        # (a correct replica jumped over ordinals after one lost message).
+        waiting_for_requests = nxt is not None and nxt.ordered
+        if "H13" in self.r.p.legacy:
+            self.jump(cert)
+        elif stalled and (waiting_for_requests or gap > history or self.asks_unanswered >= 2):
+            self.jump(cert)
         elif gap == 1:
             self.fill(cert)
-        elif gap <= self.r.p.catchup_history_ordinals:
+        elif gap <= history:
+            self.asks_unanswered += stalled
             self.r.sign_and_send(CatchupRequest(aru), dest=ahead.sender)
         elif gap >= self.r.p.jump_gap_ordinals_min:
             self.jump(cert)
