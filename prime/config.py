@@ -193,6 +193,10 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "jump only when at least this many ordinals behind (hardening H13)"),
     Key("catchup", "incarnation_slack_s", int, 60, 1, 86_400,
         "an incarnation may be this far ahead of the local clock (hardening H8)"),
+    Key("catchup", "catchup_reply_bytes_max", int, 65_536, 1024, 1 << 20,
+        "bytes of certificates in one answer to a CATCHUP_REQUEST (at least one is sent)"),
+    Key("catchup", "catchup_peer_bytes_per_s", int, 262_144, 1024, 1 << 30,
+        "bytes per second of answers to one peer's CATCHUP_REQUESTs (virtual-time token bucket)"),
 
     Key("attacks", "delay_attack", bool, False, None, None,
         "the leader mounts the delay attack (def.h DELAY_ATTACK, docs/protocol.md section 6.1)"),
@@ -301,6 +305,8 @@ class CatchupConfig:
     catchup_history_ordinals: int
     jump_gap_ordinals_min: int
     incarnation_slack_s: int
+    catchup_reply_bytes_max: int
+    catchup_peer_bytes_per_s: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,17 @@ Envelope layout (a msgpack array)::
     [sender, mt_num, mt_index, sig, [path digests...], body]
 
 ``body`` is the msgpack encoding of ``[tag, *fields]``; it is carried as a bin
-so the exact signed bytes survive re-encoding. The Merkle leaf covers the
+so the exact signed bytes survive re-encoding.
+
+Only the canonical encoding is accepted: the bytes our encoder produces (msgpack's
+shortest form of every header and integer). msgpack has many encodings of one value
+(a fixarray or an array16 header, 5 as a fixint or a uint32, ...), and the signature
+covers only the signer id and the body, so without this rule anyone relaying a
+message could re-frame it into different bytes that still verify; digests and
+equality over those bytes would then split one message into two (issue 11 item 7:
+a re-encoded PO-Request split its acks between two digests, a relayed re-encoded
+REPLAY looked like a second REPLAY). With it, an envelope's ``raw`` is a function
+of what was signed and of the signature, at every nesting level. The Merkle leaf covers the
 signer id and the body (``leaf_bytes``); ``mt_num``/``mt_index``/``path`` say
 where the leaf sits in its signed batch, ``mt_num == 1`` meaning a direct
 signature over the leaf.
@@ -20,6 +30,7 @@ signature over the leaf.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +50,9 @@ class Envelope:
     """A signed message as it travels: signer, Merkle position, signature, body.
 
     ``raw`` is the exact wire encoding and defines equality, so two envelopes are
-    the same message exactly when their bytes are the same.
+    the same message exactly when their bytes are the same. ``decode`` accepts only
+    the canonical encoding, so ``raw`` cannot differ for one signed body, signature
+    and Merkle position (a signer that signs one body twice still makes two).
     """
 
     sender: int
@@ -70,7 +83,24 @@ def leaf_bytes(sender: int, body: bytes) -> bytes:
     return sender.to_bytes(4, "big") + body
 
 
-_packer = msgpack.Packer(use_bin_type=True)
+_packers = threading.local()  # one reusable Packer per thread (a Packer is not thread-safe)
+
+
+def _canonical(value: Any, raw: bytes) -> bool:
+    """Whether ``raw`` is exactly what our encoder makes of the decoded ``value``.
+
+    ``value`` holds only tuples, ints, bools, None and bytes (``_unpack`` refuses
+    the rest), and msgpack packs each of those in its one shortest form, so this
+    is true exactly for the encoding ``encode_body`` / ``make_envelope`` produce."""
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    try:
+        return bool(packer.pack(value) == raw)
+    except Exception:  # a value msgpack cannot pack back is not one we would send
+        packer.reset()
+        return False
 
 
 def encode_body(msg: Message) -> bytes:
@@ -162,6 +192,8 @@ def decode_envelope_at_depth(raw: bytes, depth: int) -> Envelope | str:
         return "msgpack"
     if type(outer) is not tuple or len(outer) != 6:
         return "envelope"
+    if not _canonical(outer, raw):
+        return "envelope:noncanonical"
     sender, mt_num, mt_index, sig, path, body = outer
     if type(sender) is not int or not 1 <= sender <= SENDER_MAX:
         return "sender"
@@ -192,6 +224,8 @@ def decode_body(body: bytes, depth: int = 0) -> Message | str:
         return "body_msgpack"
     if type(arr) is not tuple or not arr or type(arr[0]) is not int:
         return "body"
+    if not _canonical(arr, body):
+        return "body:noncanonical"
     tag = arr[0]
     if tag in REJECTED_TAGS:
         return REJECTED_TAGS[tag]

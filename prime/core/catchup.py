@@ -42,13 +42,28 @@ Hardening adopted (docs/hardening.md section 2):
 * H12: a leader that jumps never moves its next ordinal backwards.
 * H13: no jump while a peer is merely a few ordinals ahead for a moment: the
   gap must reach ``jump_gap_ordinals_min``, or the same certificate must stay
-  ahead for a whole catch-up period in which we made no progress.
+  ahead for a whole catch-up period in which we made no progress. When ARU+1
+  is not even decided here (a catch-up answer was lost), a stalled replica
+  within ``catchup_history_ordinals`` asks again, a peer per period, and jumps
+  only after two such asks brought nothing: one lost message made a correct
+  replica that was never cut off skip ordinals by state transfer (issue 11
+  item 16's checker, rule L2, found it).
+
+Amplification (issue 11 item 11): a CATCHUP_REQUEST is a few dozen bytes and
+its answer up to ``catchup_reply_count_max`` signed certificates, so a peer
+asking every ``catchup_epsilon_us`` drew about a thousand times what it sent.
+An answer now holds at most ``catchup_reply_bytes_max`` bytes of records, and
+each asker draws from its own token bucket (in the virtual time ``Tick`` gives)
+refilled at ``catchup_peer_bytes_per_s``, holding up to one full answer: a
+correct replica catching up gets a full answer at once and more as it executes,
+a faulty one asking in a loop gets that rate and no more.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from prime import wire
 from prime.core import actions as A
 from prime.core.order import OrdSlot, pre_prepare_digest
 from prime.core.quorum import leader_of
@@ -73,9 +88,13 @@ class Catchup:
         self.asked: dict[int, tuple[int, int]] = {}  # peer -> (our ARU, time) of the last ask
         self.peer_certs: dict[int, Envelope] = {}  # newest valid cert per peer
         self.replied_at_us: dict[int, int] = {}  # rate limit of answers per peer
+        # Per asker: (bytes it may still draw, when that was computed): a token bucket
+        # refilled at catchup_peer_bytes_per_s up to one full answer (issue 11 item 11).
+        self.answer_budget: dict[int, tuple[float, int]] = {}
         self.next_catchup_id = 1
         self.next_catchup_time_us = 0
         self.aru_at_last_attempt = -1
+        self.asks_unanswered = 0  # catch-up periods asked again without progress
 
     # --------------------------------------------------------------- producing
 
@@ -119,15 +138,30 @@ class Catchup:
         if last is not None and self.r.now_us - last < self.r.p.catchup_epsilon_us:
             self.r.drop("catchup_request:rate")
             return
-        self.replied_at_us[peer] = self.r.now_us
+        p, now = self.r.p, self.r.now_us
+        tokens, at = self.answer_budget.get(peer, (float(p.catchup_reply_bytes_max), now))
+        refill = (now - at) * p.catchup_peer_bytes_per_s / 1e6
+        tokens = min(float(p.catchup_reply_bytes_max), tokens + refill)
+        if tokens <= 0:
+            self.answer_budget[peer] = (tokens, now)
+            self.r.drop("catchup_request:budget")  # this peer drew its share: it waits
+            return
+        self.replied_at_us[peer] = now
         start = env.msg.aru + 1
-        for seq in range(start, start + self.r.p.catchup_reply_count_max):
+        sent = 0
+        for seq in range(start, start + p.catchup_reply_count_max):
             record = self.recent.get(seq)
             if record is None:
                 break
             if isinstance(record, OrdCert):
                 record = OrdCert(record.view, seq, record.kind, 2, record.pre_prepare, record.commits)
+            size = len(wire.encode_body(record))
+            if sent and sent + size > tokens:
+                break  # the first record always goes, so any record can be fetched
+            sent += size
             self.r.sign_and_send(record, dest=peer)
+        # An answer over the budget (one large first record) is a debt paid by waiting.
+        self.answer_budget[peer] = (tokens - sent, now)
 
     def ask(self, peer: int) -> None:
         """Ask ``peer`` for what it keeps above our ARU: at once when our ARU moved, else
@@ -272,11 +306,23 @@ class Catchup:
         gap = cert.seq - aru
         stalled = self.aru_at_last_attempt == aru  # a whole period without progress (H13)
         self.aru_at_last_attempt = aru
-        if stalled or "H13" in self.r.p.legacy:
-            self.jump(cert)  # e.g. ordered but stuck waiting for requests or their acks
+        if not stalled:
+            self.asks_unanswered = 0
+        history = self.r.p.catchup_history_ordinals
+        nxt = self.r.ord.history.get(aru + 1)
+        # ARU+1 decided here but not executable: stuck waiting for requests or their acks,
+        # which asking cannot bring. Not decided here: an answer (or its certificate) was
+        # lost on the way, so ask again, a peer at a time, before giving up on executing
+        # (a correct replica jumped over ordinals after one lost message).
+        waiting_for_requests = nxt is not None and nxt.ordered
+        if "H13" in self.r.p.legacy:
+            self.jump(cert)
+        elif stalled and (waiting_for_requests or gap > history or self.asks_unanswered >= 2):
+            self.jump(cert)
         elif gap == 1:
             self.fill(cert)
-        elif gap <= self.r.p.catchup_history_ordinals:
+        elif gap <= history:
+            self.asks_unanswered += stalled
             self.r.sign_and_send(CatchupRequest(aru), dest=ahead.sender)
         elif gap >= self.r.p.jump_gap_ordinals_min:
             self.jump(cert)
@@ -348,4 +394,5 @@ class Catchup:
             "fills": len(self.fills),
             "vouches": sum(len(v) for v in self.vouches.values()),
             "asked": len(self.asked),
+            "answer_budget": len(self.answer_budget),
         }

@@ -68,6 +68,12 @@ class Params:
     catchup_history_ordinals: int = 64
     incarnation_slack_s: int = 60  # H8: an incarnation is a start time, at most this far ahead
     catchup_reply_count_max: int = 32  # certificates sent per CATCHUP_REQUEST
+    # Issue 11 item 11: one small CATCHUP_REQUEST returns up to 32 signed certificates.
+    # An answer holds at most this many bytes of records (always at least one record)...
+    catchup_reply_bytes_max: int = 65_536
+    # ...and each peer's answers, together, at most this many bytes per second of
+    # (virtual) time: a token bucket per asker holding up to one full answer.
+    catchup_peer_bytes_per_s: int = 262_144
     # bounds on what peers can make us store (every collection has a _max)
     ordinal_window_max: int = 2_000  # ordinal slots accepted beyond ARU
     po_window_max: int = 4_000  # PO slots accepted beyond an originator's white line
@@ -94,6 +100,7 @@ class Params:
         assert self.gc_lag_ordinals >= 1, "slot ARU is the previous PP of ARU+1"
         assert self.sig_batch_count_max <= 256
         assert self.legacy <= LEGACY_ITEMS, self.legacy - LEGACY_ITEMS
+        assert self.catchup_reply_bytes_max > 0 and self.catchup_peer_bytes_per_s > 0
         object.__setattr__(self, "quorums", Quorums(self.f, self.k, self.quorum_weaken_by))
 
     @property
@@ -136,4 +143,6 @@ class Params:
             jump_gap_ordinals_min=u.jump_gap_ordinals_min,
             catchup_history_ordinals=u.catchup_history_ordinals,
             incarnation_slack_s=u.incarnation_slack_s,
+            catchup_reply_bytes_max=u.catchup_reply_bytes_max,
+            catchup_peer_bytes_per_s=u.catchup_peer_bytes_per_s,
         )

@@ -69,7 +69,13 @@ ACK_DIGESTS_PER_ACKER = 2  # digests one acker is counted for in one slot (equiv
 
 
 def request_digest(env: Envelope) -> bytes:
-    """The PO-Request digest: H(entire wire bytes, signature included) (2.2.1)."""
+    """The PO-Request digest: H(entire wire bytes, signature included) (2.2.1).
+
+    The codec accepts only the canonical encoding, so these bytes are a function of
+    what the originator signed and of its signature: a relay cannot re-frame a
+    request into a second digest (issue 11 item 7). The signature stays covered so
+    that bytes rebuilt by reconciliation that match a certified digest are the very
+    envelope 2f+k+1 replicas verified."""
     return hashlib.sha256(env.raw).digest()
 
 

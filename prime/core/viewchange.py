@@ -334,7 +334,9 @@ class ViewChange:
         elif seq > self._rb_seq_limit(origin):
             self.r.drop("rb:seq")
             return None
-        digest = hashlib.sha256(payload.raw).digest()
+        # What the origin signed (its id and the body), not how the envelope was framed:
+        # one REPORT signed twice (another signature or Merkle position) is one payload.
+        digest = hashlib.sha256(payload.leaf_bytes).digest()
         slot = self.rb.get((origin, seq))
         if slot is None:
             slot = self.rb[(origin, seq)] = RbSlot()
@@ -727,7 +729,9 @@ class ViewChange:
         if not self.active or msg.view != self.r.view or env.sender != self.r.leader:
             return
         if self.replay is not None:
-            if self.replay.raw != env.raw and not self.replay_conflict_seen:
+            # A conflict is another content (what REPLAY_PREPAREs vote on), not other bytes:
+            # the same REPLAY re-framed or signed again is no evidence against the leader.
+            if replay_digest(msg) != self.replay_digest and not self.replay_conflict_seen:
                 # Evidence, forwarded once (forwarding every copy of it, as peers forward
                 # theirs, fed a storm of millions of messages): the first REPLAY is kept.
                 self.replay_conflict_seen = True

@@ -16,11 +16,11 @@ Behaviours (``--byz ID:NAME``):
   re-introduces other clients' signed updates in its own PO-Requests.
 * ``corrupt``: rewrites outgoing messages with wrong fields (re-signed, so
   they verify) or flipped bytes (so they do not), at random.
-* ``recon``: the RECON_ATTACK (PROTOCOL.md 6.2): sends its PO-Requests only to
+* ``recon``: the RECON_ATTACK (docs/protocol.md section 6.2): sends its PO-Requests only to
   replicas ``1..2f+k+1``, acknowledges only other attackers' requests, and never
   sends reconciliation traffic, so correct designated senders must ship its
   requests to the deprived replicas. It orders correctly otherwise.
-* ``delay``: the DELAY_ATTACK (PROTOCOL.md 6.1): as leader, ignores other
+* ``delay``: the DELAY_ATTACK (docs/protocol.md section 6.1): as leader, ignores other
   replicas' PO_ARUs, applies each proof matrix only once it is ``--delay-ms``
   old, and sends each new pre-prepare only to replica 2 (whose flooding
   reaches the rest). Retransmissions are not restricted.
@@ -52,6 +52,10 @@ Issue 11's attacks on pre-ordering and reconciliation:
 * ``early-garbage`` (item 14): as soon as it sees a PO-Request, sends every replica a
   garbage part of it (so garbage arrives before the correct designated senders'
   parts), and sends garbage as a designated sender too.
+* ``reencode``: relays others' PO-Requests and REPLAYs in non-canonical msgpack
+  bytes that still verify, and acks the re-encoded copy's digest (issue 11 item 7).
+* ``catchup-flood``: sends every replica a CATCHUP_REQUEST for about 64 ordinals
+  back every 20 ms, to draw full answers of signed certificates (issue 11 item 11).
 """
 
 from __future__ import annotations
@@ -61,9 +65,12 @@ import hashlib
 import random
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from prime import msgs, wire
 from prime.core import actions as A
 from prime.core.order import pre_prepare_digest
+from prime.core.preorder import request_digest
 from prime.msgs import Commit, PoRequest, Prepare, PrePrepare, Update, UpdateKind
 from prime.sim.cluster import Node
 from prime.wire import Envelope
@@ -767,6 +774,113 @@ class ViewChangeFlooder(ViewChangeAttacker):
                 self.cluster.transmit_all(self.rid, self._init(msgs.PcSet(self.rid, view, seq, pp, cert)))
 
 
+def reencode(raw: bytes, how: str = "array") -> bytes:
+    """The same envelope in other msgpack bytes: the outer array header widened to an
+    array32 (``how="array"``) or every integer widened to a uint64 (``"int"``). The
+    body, which the signature covers, is untouched, so the signature still verifies."""
+    outer = msgpack.unpackb(raw, use_list=False, raw=False)
+
+    def pack(value: Any, top: bool) -> bytes:
+        if type(value) is int and value >= 0 and how == "int":
+            return b"\xcf" + value.to_bytes(8, "big")
+        if type(value) is tuple:
+            items = b"".join(pack(v, False) for v in value)
+            if top and how == "array":
+                return b"\xdd" + len(value).to_bytes(4, "big") + items
+            return msgpack.packb(len(value) * [None])[: -len(value) or None] + items
+        return msgpack.packb(value, use_bin_type=True)
+
+    return pack(outer, True)
+
+
+class Reencoder(Node):
+    """Relays other replicas' messages in non-canonical bytes that still verify (issue
+    11 item 7). For each PO-Request of another originator it sends a re-encoded copy to
+    half of the others and acks that copy's digest instead of the original's, so acks
+    split between two digests of one request; it relays every REPLAY of a new leader
+    re-encoded to everyone, so a replica comparing bytes sees the leader "equivocate".
+    As leader it stops pre-preparing after 0.3 s, so a view change (and a REPLAY to
+    relay) happens in its runs. Receivers decode what it sends, as any input: a copy
+    the codec refuses never reaches them (counted in ``malformed_dropped``)."""
+
+    behaviour = "reencode"
+    MUTE_AS_LEADER_US = 300_000
+    SPLIT_REQUESTS = True  # tests switch one half of the attack off to show the other
+    RELAY_REPLAYS = True
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        super().__init__(cluster, rid, replica, signer)
+        self.twin_digest: dict[tuple[int, tuple[int, int]], bytes] = {}
+        self.relayed: set[bytes] = set()
+
+    def _twin(self, env: Envelope) -> Envelope | None:
+        decoded = wire.decode(reencode(env.raw, self.rng.choice(("array", "int"))))
+        if isinstance(decoded, str):
+            self.cluster.malformed_dropped += 1  # the receivers' codec refuses it
+            return None
+        return decoded
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        msg = env.msg
+        if env.sender == self.rid or env.raw in self.relayed:
+            return True
+        if len(self.relayed) > 10_000:
+            self.relayed.clear()
+        if isinstance(msg, PoRequest) and self.SPLIT_REQUESTS:
+            key = (env.sender, msg.po)
+            if key not in self.twin_digest and len(self.twin_digest) < 100_000:
+                self.relayed.add(env.raw)
+                twin = self._twin(env)
+                self.twin_digest[key] = b"\0" * 32 if twin is None else request_digest(twin)
+                if twin is not None:
+                    group, _ = halves(self.cluster.n, self.rid, self.rng, frozenset({env.sender}))
+                    for dst in group:
+                        self.cluster.transmit(self.key, dst, twin)
+        elif isinstance(msg, msgs.Replay) and self.RELAY_REPLAYS:
+            self.relayed.add(env.raw)
+            twin = self._twin(env)
+            if twin is not None:
+                self.cluster.transmit_all(self.key, twin)
+        return True
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        env = action.env
+        msg = env.msg
+        own_pp = isinstance(msg, PrePrepare) and env.sender == self.rid
+        if own_pp and self.cluster.now_us >= self.MUTE_AS_LEADER_US:
+            return
+        if isinstance(msg, msgs.PoAck):
+            parts = tuple(
+                dataclasses.replace(p, digest=self.twin_digest.get((p.originator, p.po), p.digest))
+                for p in msg.parts
+            )
+            if parts != msg.parts:
+                env = self.signer.sign_one(msgs.PoAck(parts))
+                super().outgoing(type(action)(*_with_env(action, env)))
+                return
+        super().outgoing(action)
+
+
+class CatchupFlooder(Node):
+    """Asks every other replica for catch-up every 20 ms (issue 11 item 11): a small
+    CATCHUP_REQUEST naming an ARU about 64 ordinals back, so each answer would be a full
+    batch of signed certificates. Otherwise correct."""
+
+    behaviour = "catchup-flood"
+    PERIOD_US = 20_000  # catchup_epsilon_us: the spacing the old per-peer rule allowed
+    last_us = -PERIOD_US
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        now = self.cluster.now_us
+        if now - self.last_us >= self.PERIOD_US:
+            self.last_us = now
+            aru = self.replica.ord.aru
+            back = max(0, aru - 64 + self.rng.randrange(16))
+            ask = self.signer.sign_one(msgs.CatchupRequest(back))
+            self.cluster.transmit_all(self.key, ask)
+        return True
+
+
 def _with_env(action: A.Send | A.Broadcast, env: Envelope) -> tuple[Any, ...]:
     return (action.dest, env) if isinstance(action, A.Send) else (env,)
 
@@ -793,6 +907,8 @@ BEHAVIOURS: dict[str, type[Node]] = {
         StaleCertificates,
         ReplayFloorLiar,
         ViewChangeFlooder,
+        Reencoder,
+        CatchupFlooder,
     )
 }
 

@@ -17,6 +17,20 @@
 * Liveness (L1): after faults stop, every update a correct client submitted is
   delivered (or covered by a state transfer) at every correct replica within
   the stated bound of virtual time.
+* Execution, not transfer (L2): a correct replica that was never crashed,
+  restarted or cut off by a partition executes every ordinal: it never jumps
+  over ordinals by state transfer. Covering updates by a jump is how a replica
+  that missed them recovers, not how one that was there all along keeps up (a
+  replica blocked on requests it can never certify advanced only by jumps, and
+  its clients were never answered, while L1 counted the jumps as coverage).
+* Bounded amplification (R1): a correct replica answers one peer's catch-up
+  requests with at most ``catchup_answer_bytes_per_s_max`` bytes in any second
+  of virtual time (a request of a few dozen bytes was answered with 32 signed
+  certificates, as often as every 20 ms).
+* Bounded delay (L3, Prime's promise): every update of a client of a correct
+  replica gets its reply (the delivery at that replica) within ``reply_bound``
+  of its submission, while faults are active too, as long as they are within
+  the model; only the time its home replica is cut off by a partition is exempt.
 
 Violations are collected as short strings, never raised, so a run reports all
 of them and the simulator can print the replay command.
@@ -52,14 +66,26 @@ class Checker:
     decided_by: dict[int, int] = field(default_factory=dict)
     stamp_ordinal: dict[ClientStamp, int] = field(default_factory=dict)
     replicas: dict[int, ReplicaRecord] = field(default_factory=dict)
+    # (sender, peer, virtual second) -> bytes of catch-up answers (R1)
+    catchup_answers: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    submitted_at: dict[ClientStamp, int] = field(default_factory=dict)  # virtual us
+    replied_at: dict[ClientStamp, int] = field(default_factory=dict)  # first reply, virtual us
     violations_max: int = 50
 
     def _violate(self, text: str) -> None:
         if len(self.violations) < self.violations_max:
             self.violations.append(text)
 
-    def record_submit(self, client: int, incarnation: int, seq: int, payload: bytes) -> None:
+    def record_submit(
+        self, client: int, incarnation: int, seq: int, payload: bytes, at_us: int | None = None
+    ) -> None:
         self.submitted[(client, incarnation, seq)] = payload
+        if at_us is not None:
+            self.submitted_at[(client, incarnation, seq)] = at_us
+
+    def record_reply(self, stamp: ClientStamp, at_us: int) -> None:
+        """The client's home replica delivered its update: the client has its reply."""
+        self.replied_at.setdefault(stamp, at_us)
 
     def record_restart(self, replica: int) -> None:
         """A restarted replica starts over with empty state (issue: restart)."""
@@ -154,6 +180,76 @@ class Checker:
                     f"L1 r{r} did not deliver {missing} submitted update(s) within "
                     f"{bound_s:g}s after faults stopped (e.g. {example})"
                 )
+
+    def record_catchup_answer(self, src: int, dst: int, size: int, now_us: int) -> None:
+        """A correct replica sent ``size`` bytes of catch-up answer to ``dst``."""
+        key = (src, dst, now_us // 1_000_000)
+        self.catchup_answers[key] = self.catchup_answers.get(key, 0) + size
+
+    def check_catchup_answers(self, bytes_per_s_max: int) -> None:
+        """R1: no correct replica answered one peer with more than the bound in a second."""
+        worst: dict[tuple[int, int], tuple[int, int]] = {}
+        for (src, dst, second), size in self.catchup_answers.items():
+            if size > bytes_per_s_max and size > worst.get((src, dst), (0, 0))[0]:
+                worst[(src, dst)] = (size, second)
+        for (src, dst), (size, second) in sorted(worst.items()):
+            self._violate(
+                f"R1 r{src} answered r{dst}'s catch-up requests with {size} bytes in second "
+                f"{second} (bound {bytes_per_s_max})"
+            )
+
+    def check_execution(self, unfaulted: set[int]) -> None:
+        """L2: no replica in ``unfaulted`` (correct, never crashed, restarted or cut off)
+        jumped over ordinals by state transfer."""
+        for r in sorted(unfaulted):
+            rec = self.replicas.get(r)
+            if rec is not None and rec.jumped_to:
+                self._violate(
+                    f"L2 r{r} advanced by state transfer {len(rec.jumped_to)} time(s) (to "
+                    f"{rec.jumped_to[:5]}), though never crashed, restarted or partitioned"
+                )
+
+    def reply_delays(
+        self, homes: dict[ClientStamp, int], end_us: int, exempt: dict[int, list[tuple[int, int]]]
+    ) -> dict[ClientStamp, int]:
+        """Per stamp (client of a correct home), how long its client waited for the reply
+        (until ``end_us`` if none came), or nothing when that wait overlaps a window of
+        ``exempt`` in which its home replica was cut off by a partition."""
+        out: dict[ClientStamp, int] = {}
+        for stamp, home in homes.items():
+            start = self.submitted_at.get(stamp)
+            if start is None:
+                continue
+            stop = self.replied_at.get(stamp, end_us)
+            if any(a < stop and start < b for a, b in exempt.get(home, ())):
+                continue
+            out[stamp] = stop - start
+        return out
+
+    def check_reply_delay(
+        self,
+        homes: dict[ClientStamp, int],
+        bound_us: int,
+        end_us: int,
+        exempt: dict[int, list[tuple[int, int]]],
+    ) -> None:
+        """L3: every client of a correct replica got its reply within ``bound_us``; one
+        whose update was decided but never delivered at its home (the home jumped over
+        it) never gets one, however soon the run ends."""
+        late: dict[int, list[tuple[int, ClientStamp]]] = {}
+        for stamp, waited in self.reply_delays(homes, end_us, exempt).items():
+            skipped = stamp not in self.replied_at and stamp in self.stamp_ordinal
+            if waited > bound_us or skipped:
+                late.setdefault(homes[stamp], []).append((waited, stamp))
+        for home, items in sorted(late.items()):
+            waited, stamp = max(items)
+            replied = "replied" if stamp in self.replied_at else "never answered"
+            self._violate(
+                f"L3 {len(items)} update(s) of r{home}'s clients waited more than "
+                f"{bound_us / 1e6:g}s for a reply, or got none though decided (worst {stamp}: "
+                f"{waited / 1e6:.3f}s, {replied}, "
+                f"submitted at {self.submitted_at[stamp]}us)"
+            )
 
     def agreement_prefix(self) -> int:
         return max(self.decided, default=0)

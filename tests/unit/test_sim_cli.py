@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
         (["--f", "11"], "N = 3f+2k+1 <= 31"),
         (["--partition", "9|1@0.1-0.2"], "--partition: replica 9 does not exist (replicas are 1..4"),
         (["--param", "bogus=3"], "--param: unknown key 'bogus'; known: catchup_epsilon_us"),
-        (["--byz", "2:nope"], "--byz: unknown behaviour 'nope'; known: bad-parts"),
+        (["--byz", "2:nope"], "--byz: unknown behaviour 'nope'; known: ack-junk, amnesia-equivocate, bad-parts"),
         (["--crash", "5@0.1"], "--crash: replica 5 does not exist"),
         (["--loss", "2"], "--loss 2.0: must be between"),
         (["--clients", "0"], "--clients 0: must be an integer from 1"),

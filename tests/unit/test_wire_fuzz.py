@@ -7,15 +7,17 @@ running this file as a script); each child counts what it decoded and writes the
 JSON file before it exits. libFuzzer's own mutations (bit flips, byte insert/delete, cross-over)
 alternate with ``Mutator`` below, which adds what libFuzzer does not know about msgpack:
 integer fields set to boundary values, fields of the wrong type or count, length prefixes
-claiming 2**31 items or bytes, deeply nested array headers, truncation and splicing.
+claiming 2**31 items or bytes, deeply nested array headers, truncation and splicing, and
+values re-encoded in a wider msgpack form (the same value in non-canonical bytes).
 
 If atheris is not installed (it is not a runtime dependency), the same ``Mutator`` runs alone
 in this process, driven by a seeded ``random.Random`` (``run_seeded``; PRIME_FUZZ_ENGINE=seeded
 forces it); the test prints which engine ran. Either way at least 100_000 inputs are decoded (``PRIME_FUZZ_INPUTS`` may raise
 the count), seeded with a valid envelope of every message type from ``test_wire.py``, and
-every result must be an ``Envelope`` or a reason string. A hypothesis test adds shrinking
-random and mutated inputs, and a tracemalloc test bounds the memory that inputs claiming huge
-lengths can make ``decode`` reserve.
+every result must be an ``Envelope`` or a reason string; an ``Envelope`` only for the exact
+bytes our encoder makes of it (the codec accepts the canonical encoding only). A hypothesis
+test adds shrinking random and mutated inputs, and a tracemalloc test bounds the memory that
+inputs claiming huge lengths can make ``decode`` reserve.
 
 Nothing from ``prime`` is imported at module level: a child must import ``prime.wire`` inside
 ``atheris.instrument_imports()`` for coverage feedback, which only works on a first import.
@@ -156,6 +158,7 @@ class Mutator:
             self.insert_huge_claim,
             self.insert_nested_claims,
             self.random_bytes,
+            self.widen,
         ]
 
     def mutate(self, data: bytes, rng: random.Random) -> bytes:
@@ -191,6 +194,43 @@ class Mutator:
         try:
             return bytes(msgpack.packb(close_up(tree), use_bin_type=True))
         except Exception:  # noqa: BLE001 - e.g. packing a value of an unknown type
+            return data
+
+    def widen(self, data: bytes, rng: random.Random) -> bytes:
+        """Re-encode one value anywhere (envelope, body or nested envelope) in a wider
+        msgpack form: the same value, non-canonical bytes (issue 11 item 7)."""
+        try:
+            tree = open_up(msgpack.unpackb(data, use_list=True, raw=False, strict_map_key=False))
+        except Exception:  # noqa: BLE001 - msgpack raises many types on garbage
+            return self.flip_bits(data, rng)
+        target = rng.randrange(1 + len(slots_of(tree)))
+        seen = [0]
+
+        def pack(obj: Any) -> bytes:
+            wide = seen[0] == target
+            seen[0] += 1
+            if isinstance(obj, Packed):
+                inner = pack(obj.value)
+                if wide:
+                    return b"\xc6" + len(inner).to_bytes(4, "big") + inner
+                return bytes(msgpack.packb(inner))
+            if isinstance(obj, list):
+                items = b"".join(pack(x) for x in obj)
+                if wide:
+                    return b"\xdd" + len(obj).to_bytes(4, "big") + items
+                head = msgpack.packb([None] * len(obj))
+                return head[: len(head) - len(obj)] + items
+            if wide and type(obj) is int and -(2**63) <= obj < 2**64:
+                if obj >= 0:
+                    return b"\xcf" + obj.to_bytes(8, "big")
+                return b"\xd3" + obj.to_bytes(8, "big", signed=True)
+            if wide and isinstance(obj, bytes):
+                return b"\xc6" + len(obj).to_bytes(4, "big") + obj
+            return bytes(msgpack.packb(obj, use_bin_type=True))
+
+        try:
+            return pack(tree)
+        except Exception:  # noqa: BLE001 - e.g. a value msgpack cannot pack
             return data
 
     @staticmethod
@@ -252,6 +292,21 @@ class Mutator:
 # Checking one result and counting.
 
 
+def canonical_bytes(env: Any) -> bytes:
+    """What our encoder makes of a decoded envelope: decode accepts only these bytes."""
+    from prime import wire
+
+    return wire.make_envelope(
+        sender=env.sender,
+        body=wire.encode_body(env.msg),
+        msg=env.msg,
+        sig=env.sig,
+        mt_num=env.mt_num,
+        mt_index=env.mt_index,
+        path=env.path,
+    ).raw
+
+
 @dataclasses.dataclass
 class FuzzStats:
     inputs: int = 0
@@ -267,6 +322,7 @@ class FuzzStats:
         else:
             assert type(result) is envelope_type, f"decode returned {type(result)!r}"
             assert result.raw == data
+            assert canonical_bytes(result) == data, "a non-canonical encoding decoded"
             self.envelopes += 1
 
     def to_json(self) -> dict[str, Any]:
