@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from prime.core.params import Params
+from prime.core.params import LEGACY_ITEMS, Params
 from prime.sim.byzantine import BEHAVIOURS
 from prime.sim.cluster import SimCluster, SimConfig
 from prime.sim.network import Partition
@@ -51,6 +51,8 @@ def _param(text: str) -> tuple[str, Any]:
     if not key or not value:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     parsed: Any = value
+    if key == "legacy":  # the fixes to switch off: legacy=H3,RB
+        return key, frozenset(item for item in value.split(",") if item)
     for conv in (int, float):
         try:
             parsed = conv(value)
@@ -111,7 +113,7 @@ class UsageError(ValueError):
 
 
 PARAM_KEYS = sorted(
-    f.name for f in dataclasses.fields(Params) if f.init and f.name not in ("f", "k", "legacy", "quorum_weaken_by")
+    f.name for f in dataclasses.fields(Params) if f.init and f.name not in ("f", "k", "quorum_weaken_by")
 )
 
 
@@ -150,9 +152,14 @@ def check_args(args: argparse.Namespace) -> None:
     for _, behaviour in args.byz:
         if behaviour not in BEHAVIOURS:
             raise UsageError(f"--byz: unknown behaviour {behaviour!r}; known: {', '.join(sorted(BEHAVIOURS))}")
-    for key, _ in args.param:
+    for key, value in args.param:
         if key not in PARAM_KEYS:
             raise UsageError(f"--param: unknown key {key!r}; known: {', '.join(PARAM_KEYS)}")
+        if key == "legacy" and not value <= LEGACY_ITEMS:
+            raise UsageError(
+                f"--param legacy: unknown item(s) {', '.join(sorted(value - LEGACY_ITEMS))}; "
+                f"known: {', '.join(sorted(LEGACY_ITEMS))}"
+            )
 
 
 def outside_model(args: argparse.Namespace) -> str:

@@ -117,7 +117,10 @@ class SimConfig:
         if "delay" in self.byz.values():
             parts.append(f"--delay-ms {self.delay_ms:g}")
         for key, value in sorted(self.params.items()):
-            text = str(value).lower() if isinstance(value, bool) else value
+            if isinstance(value, (frozenset, set)):
+                text = ",".join(sorted(value))  # legacy=H1,H2: the switched-off fixes
+            else:
+                text = str(value).lower() if isinstance(value, bool) else value
             parts.append(f"--param {key}={text}")
         return " ".join(parts)
 

@@ -60,3 +60,15 @@ def test_throughput_is_the_rate_of_replicas_that_did_not_jump(capsys: pytest.Cap
     delivered = {int(r): v for r, v in summary["delivered"].items()}
     assert delivered[4] < max(delivered.values())
     assert summary["throughput_ups"] == round(max(delivered.values()) / 1.5, 1)
+
+
+def test_a_replay_command_with_legacy_switches_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """A run with fixes switched off prints a replay command that runs as printed."""
+    assert main(["--param", "legacy=H3,RB", "--duration", "0.3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["replay"].endswith("--param legacy=H3,RB")
+    argv = summary["replay"].split()[1:]
+    assert main(argv + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trace_sha256"] == summary["trace_sha256"]
+    assert main(["--param", "legacy=H99", "--duration", "0.2"]) == 2
+    assert "unknown item(s) H99" in capsys.readouterr().err
