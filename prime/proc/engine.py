@@ -3,8 +3,8 @@
 It decides nothing. Each round it reads the time, steps one ``Tick``, steps every
 verified record waiting on its input rings (up to ``engine_batch_count_max`` per
 ring), performs the actions exactly as ``prime.sim.cluster.SimCluster._step``
-does (Merkle batch signing inline: one Ed25519 signature per batch; a
-``CryptoDone``'s follow-up actions come first), and writes what goes out as
+does (Merkle batch signing inline: one Ed25519 signature per batch), keeping
+the order the core emitted them in, and writes what goes out as
 records on the ring to the net process, one flush per round. Threshold RSA (10 to
 35 ms of big-number math) runs on one helper thread: GMP runs without the GIL
 (cffi releases it), and its answers come back as ``ThresholdDone`` on a later
@@ -237,7 +237,10 @@ class Engine:
             elif isinstance(action, A.SignJob):
                 envs = self.signer.sign_batch(action.messages, action.bodies, direct=action.direct)
                 r.step(CryptoDone(action.job_id, envs))
-                work.extendleft(reversed(r.take_actions()))  # its effects come first
+                # Its effects go after the actions already taken: the engine steps many
+                # events per round, so those may hold earlier Delivers (the simulator,
+                # one event per step, can put them first; here that would reorder ordinals).
+                work.extend(r.take_actions())
                 counts["sign_batches"] += 1
             elif isinstance(action, A.Deliver):
                 self.deliver(action)
@@ -250,8 +253,9 @@ class Engine:
         self.flush()
 
     def deliver(self, action: A.Deliver) -> None:
-        self.ordinal = action.ordinal
         counts = self.stats.counts
+        assert action.ordinal > self.ordinal, (self.ordinal, action.ordinal)  # the core's order
+        self.ordinal = action.ordinal
         counts["ordinals"] += 1
         counts["updates_delivered"] += len(action.updates)
         chunk: list[list[Any]] = []

@@ -279,6 +279,7 @@ class Net:
                 counts["send_out"] += 1
             elif kind == F.DELIVER:
                 ordinal, last = F.DELIVER_HEAD.unpack_from(rec, 1)
+
                 head = rec[1:1 + F.DELIVER_HEAD.size]
                 body = rec[1 + F.DELIVER_HEAD.size:]
                 self.to_app([P.DELIVER, head, body], ordinal, bool(last))
