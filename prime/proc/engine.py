@@ -305,11 +305,13 @@ def engine_main(ctx: ReplicaContext) -> int:
     engine = Engine(ctx)
 
     def _stop(signum: int, frame: Any) -> None:
-        engine.stop = True
+        raise SystemExit(0)  # also out of a poll (PEP 475 would resume it)
 
     signal.signal(signal.SIGTERM, _stop)
     try:
         engine.run()
+    except SystemExit:
+        pass
     finally:
         engine.emit_stats()
     os._exit(0)

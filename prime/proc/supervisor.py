@@ -244,3 +244,11 @@ class Supervisor:
             self.ipc_path.unlink()
         except FileNotFoundError:
             pass
+        # The resource tracker (our child) would outlive us as a zombie until init reaps
+        # it: stop and reap it now, its segments all unlinked.
+        from multiprocessing import resource_tracker
+
+        try:
+            resource_tracker._resource_tracker._stop()  # noqa: SLF001
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
