@@ -177,8 +177,11 @@ class Application:
             if parts[0] == P.WELCOME:
                 _version, _server, _n, token, next_ordinal = msgpack.unpackb(parts[1])
                 self.token = token
-                if next_ordinal > self.next_ordinal and self.next_ordinal > 1:
+                if next_ordinal > self.next_ordinal:
+                    # Ordinals before next_ordinal went by while no application (or
+                    # not this session) was attached: they will never reach us.
                     self._pending_notice = next_ordinal - 1
+                    self.next_ordinal = next_ordinal
                 self._last_send = time.monotonic()
                 return
             if parts[0] == P.REFUSED:

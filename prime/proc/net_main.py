@@ -73,6 +73,7 @@ class Net:
         self.app_lease_until = 0.0
         self.app_overrun_at: int | None = None  # first ordinal not sent to the app
         self.last_ordinal_sent = 0
+        self.pending_notice: bytes | None = None
 
     # --------------------------------------------------------------- loop
 
@@ -212,6 +213,8 @@ class Net:
         self.counts["app_attached"] += 1
         welcome = [P.VERSION, self.me, self.ctx.cfg.n, self.app_token, self.last_ordinal_sent + 1]
         self._send_app_to(ident, [P.WELCOME, msgpack.packb(welcome)])
+        if self.pending_notice is not None and self._send_app_to(ident, [P.NOTICE, self.pending_notice]):
+            self.pending_notice = None
 
     def _send_app_to(self, ident: bytes, parts: list[bytes]) -> bool:
         try:
@@ -285,8 +288,8 @@ class Net:
                 self.to_app([P.DELIVER, head, body], ordinal, bool(last))
             elif kind == F.NOTICE:
                 counts["state_transfer_notices"] += 1
-                if self.app_id is not None:
-                    self._send_app_to(self.app_id, [P.NOTICE, rec[1:]])
+                if self.app_id is None or not self._send_app_to(self.app_id, [P.NOTICE, rec[1:]]):
+                    self.pending_notice = rec[1:]  # for the next application that attaches
             else:
                 counts["drop:out:unknown_kind"] += 1
         return True

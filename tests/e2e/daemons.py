@@ -162,6 +162,40 @@ class LocalCluster:
         proc.send_signal(sig)
         return proc.wait(timeout_s)
 
+    def daemon_left(self, i: int) -> dict[str, list[Any]]:
+        """What daemon ``i`` (its latest run) left: processes of its group, its
+        /dev/shm segments, its socket file."""
+        pid = self.daemons[i].pid
+        procs = []
+        try:
+            os.killpg(pid, 0)
+            procs.append(pid)
+        except ProcessLookupError:
+            pass
+        shm = [p.name for p in Path("/dev/shm").glob(f"prime-r{i}-{pid}-*")]
+        sock = [p.name for p in self.ipc.glob(f"prime-{i}.sock")]
+        return {"processes": procs, "shm": shm, "sockets": sock}
+
+    def wait_daemon_gone(self, i: int, timeout_s: float = 3.0) -> dict[str, list[Any]]:
+        deadline = time.monotonic() + timeout_s
+        left = self.daemon_left(i)
+        while time.monotonic() < deadline and (left["processes"] or left["shm"]):
+            time.sleep(0.05)
+            left = self.daemon_left(i)
+        return left
+
+    def ordinal(self, i: int) -> int:
+        return int(self.stats(i, "engine").get("ordinal", 0))
+
+    def wait_ordinal(self, i: int, above: int, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            o = self.ordinal(i)
+            if o > above:
+                return o
+            time.sleep(0.1)
+        raise AssertionError(f"replica {i} stuck at ordinal {self.ordinal(i)} (wanted > {above})")
+
     # ----------------------------------------------------------------- load
 
     def load(self, i: int, *, inflight: int, count: int = 0, duration: float = 30.0, linger: float = 1.0,

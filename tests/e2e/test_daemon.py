@@ -38,12 +38,11 @@ def cluster() -> Iterator[Any]:
 def _stop_all_cleanly(c: LocalCluster) -> None:
     """SIGTERM every daemon: each exits 0 within a second, leaving nothing behind."""
     t0 = time.monotonic()
-    for i in list(c.daemons):
-        if c.daemons[i].poll() is None:
-            c.daemons[i].send_signal(signal.SIGTERM)
-    for i in list(c.daemons):
-        code = c.daemons[i].wait(5)
-        assert code == 0 or c.daemons[i] is None, (i, code)
+    running = [i for i, d in c.daemons.items() if d.poll() is None]
+    for i in running:
+        c.daemons[i].send_signal(signal.SIGTERM)
+    for i in running:
+        assert c.daemons[i].wait(5) == 0, i
     c.wait_gone(2.0)
     assert time.monotonic() - t0 < 2.0
     assert c.sockets_left() == []
@@ -75,4 +74,73 @@ def test_n4_orders_client_signed_updates_identically(cluster: Any, workers: int)
     assert sum(r["own_delivered"] for r in results) == 4 * count
     shared = compare_streams(results)
     assert shared > 10
+    _stop_all_cleanly(c)
+
+
+@pytest.mark.parametrize("child", ["worker0", "engine"])
+def test_a_dead_child_stops_its_daemon_with_one_line(cluster: Any, child: str) -> None:
+    """A child killed with SIGKILL: its daemon exits 1 naming the child and how it died,
+    leaves no process, segment or socket; the other replicas keep ordering."""
+    c = cluster()
+    c.start_all()
+    load = c.load(1, inflight=8, duration=6, linger=0.5)
+    before = c.wait_ordinal(1, 5, 20)
+    kids = c.children(4)
+    import os
+
+    os.kill(kids[child], signal.SIGKILL)
+    assert c.daemons[4].wait(5) == 1
+    line = c.wait_log(4, f"child {child}", 2)
+    assert f"child {child} (pid {kids[child]}) was killed by SIGKILL; stopping the replica" in line
+    assert c.wait_daemon_gone(4) == {"processes": [], "shm": [], "sockets": []}
+    c.wait_ordinal(1, before + 20, 20)  # f = 1: three replicas go on
+    assert c.result(load, 60)["own_delivered"] > 0
+    _stop_all_cleanly(c)
+
+
+def test_sigterm_and_sigint_leave_nothing(cluster: Any) -> None:
+    """SIGINT on one daemon, SIGTERM on the others, under load: each exits 0 within a
+    second, and no process, /dev/shm segment or socket file is left."""
+    c = cluster(workers=2)
+    c.start_all()
+    load = c.load(2, inflight=16, duration=3, linger=0.2)
+    c.wait_ordinal(2, 10, 20)
+    t0 = time.monotonic()
+    c.daemons[1].send_signal(signal.SIGINT)
+    assert c.daemons[1].wait(5) == 0
+    assert time.monotonic() - t0 < 1.0
+    assert c.wait_daemon_gone(1, 1.0) == {"processes": [], "shm": [], "sockets": []}
+    c.result(load, 60)
+    _stop_all_cleanly(c)
+
+
+def test_one_application_per_daemon_and_reconnect(cluster: Any) -> None:
+    """A second application is refused with a clear error; after the first leaves, a
+    new one attaches, and one that reconnects with its token keeps its lease."""
+    from prime.app.client import Application, Ordinal, Refused
+
+    c = cluster()
+    c.start_all()
+    first = Application.connect(1, conf=c.conf, keys=c.keys)
+    with pytest.raises(Refused, match="another application is attached to replica 1"):
+        Application.connect(1, conf=c.conf, keys=c.keys, client_id=c.n + 2)
+    first.reconnect()  # same token: accepted at once
+    stamp = first.submit(b"hello")
+    seen = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and stamp not in seen:
+        for item in first.poll(0.2):
+            if isinstance(item, Ordinal):
+                seen += [e.stamp for e in item.events]
+    assert stamp in seen
+    first.close()
+    second = Application.connect(1, conf=c.conf, keys=c.keys, client_id=c.n + 2)
+    stamp2 = second.submit(b"again")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and stamp2 not in seen:
+        for item in second.poll(0.2):
+            if isinstance(item, Ordinal):
+                seen += [e.stamp for e in item.events]
+    assert stamp2 in seen
+    second.close()
     _stop_all_cleanly(c)
