@@ -247,7 +247,16 @@ class LocalCluster:
             time.sleep(0.05)
 
     def close(self) -> dict[str, list[Any]]:
-        """Kill everything this cluster started; return what had been left before."""
+        """Stop everything this cluster started (SIGTERM to daemons still running, then
+        SIGKILL to every group); return what was left behind."""
+        running = [p for p in self.daemons.values() if p.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                pass
         for pgid in list(self.pgids):
             try:
                 os.killpg(pgid, signal.SIGKILL)

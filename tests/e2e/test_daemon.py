@@ -144,3 +144,130 @@ def test_one_application_per_daemon_and_reconnect(cluster: Any) -> None:
     assert stamp2 in seen
     second.close()
     _stop_all_cleanly(c)
+
+
+def test_garbage_on_the_peer_port_is_counted_by_reason(cluster: Any) -> None:
+    """Replica 4 is Byzantine (its daemon is not running; f = 1): on replica 1's peer port
+    it sends random bytes, truncated and oversized frames, well-formed messages with bad
+    signatures and replayed frames, and a stranger sends under an unknown id. Replica 1
+    counts each by reason and the three correct replicas keep ordering."""
+    import os
+    import random
+
+    import zmq
+
+    from prime.auth import Ed25519Scheme, Signer
+    from prime.crypto.keys import load_signing_key
+    from prime.msgs import RttPing
+
+    c = cluster()
+    c.start_all([1, 2, 3])
+    load = c.load(1, inflight=8, count=300, duration=60, linger=0.5)
+    c.wait_ordinal(1, 3, 20)
+    own = Signer(Ed25519Scheme({4: load_signing_key(c.keys, 4)}, {}), 4)
+    forged = Signer(Ed25519Scheme({4: load_signing_key(c.keys, 3)}, {}), 4)  # wrong key
+    good = own.sign_one(RttPing(1, 1)).raw
+    bad_sig = forged.sign_one(RttPing(1, 2)).raw
+    rng = random.Random(5)
+    zctx = zmq.Context()
+    attacker = zctx.socket(zmq.DEALER)
+    attacker.setsockopt(zmq.ROUTING_ID, b"4")
+    attacker.setsockopt(zmq.LINGER, 0)
+    ip, port = "127.0.0.1", c.base_port + 10
+    attacker.connect(f"tcp://{ip}:{port}")
+    stranger = zctx.socket(zmq.DEALER)
+    stranger.setsockopt(zmq.ROUTING_ID, b"junk")
+    stranger.setsockopt(zmq.LINGER, 0)
+    stranger.connect(f"tcp://{ip}:{port}")
+    try:
+        time.sleep(0.5)
+        for _ in range(50):
+            attacker.send(rng.randbytes(rng.randrange(1, 400)))
+        for cut in range(1, len(good) - 1, 7):
+            attacker.send(good[:cut])
+        for _ in range(5):
+            attacker.send(os.urandom(65536 + 1))  # one byte over message_bytes_max
+        for _ in range(10):
+            attacker.send(bad_sig)
+        for _ in range(5):
+            attacker.send(good)  # the first is news, the rest are replays
+        for _ in range(5):
+            stranger.send(good)
+        time.sleep(1.5)  # two stats intervals
+    finally:
+        attacker.close()
+        stranger.close()
+        zctx.term()
+    net = c.stats(1, "net")["counts"]
+    worker = c.stats(1, "worker0")["counts"]
+    decode = sum(v for k, v in worker.items() if k.startswith("drop:decode:"))
+    assert decode >= 50 + len(range(1, len(good) - 1, 7)) - 5, worker  # a few random ones may parse
+    assert net.get("drop:peer:oversize") == 5, net
+    assert net.get("drop:peer:unknown_id") == 5, net
+    assert worker.get("drop:bad_signature", 0) >= 10, worker
+    assert worker.get("duplicate_frame", 0) >= 4, worker
+    result = c.result(load, 90)
+    assert result["own_delivered"] == 300
+    _stop_all_cleanly(c)
+
+
+def test_sigstop_of_the_leader_changes_the_view(cluster: Any) -> None:
+    """The leader stopped (SIGSTOP) for longer than the suspicion bound: the others change
+    the view and keep ordering; after SIGCONT the old leader catches up."""
+    c = cluster()
+    c.start_all()
+    loads = [c.load(i, inflight=4, duration=14, linger=1.0) for i in range(1, 5)]
+    c.wait_ordinal(2, 20, 20)
+    time.sleep(1.0)
+    view = int(c.stats(2, "engine")["view"])
+    leader = (view - 1) % c.n + 1
+    other = leader % c.n + 1
+    c.kill_group(leader, signal.SIGSTOP)
+    try:
+        stopped_at = c.ordinal(other)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and int(c.stats(other, "engine").get("view", 0)) <= view:
+            time.sleep(0.2)
+        assert int(c.stats(other, "engine")["view"]) > view, "no view change"
+        c.wait_ordinal(other, stopped_at + 20, 15)
+    finally:
+        c.kill_group(leader, signal.SIGCONT)
+    target = c.ordinal(other)
+    c.wait_ordinal(leader, target, 20)
+    results = [c.result(e, 90) for e in loads]
+    compare_streams(results)
+    _stop_all_cleanly(c)
+
+
+def test_kill9_restart_new_incarnation_and_state_transfer(cluster: Any) -> None:
+    """N=6 (f=1, k=1): one daemon killed with SIGKILL mid-run, the others keep ordering;
+    it restarts with a new incarnation, its application gets the state-transfer notice,
+    and from then on its stream matches the others'."""
+    c = cluster(f=1, k=1)
+    c.start_all()
+    loads = [c.load(i, inflight=4, duration=24, linger=1.5) for i in range(1, 6)]
+    victim_load = c.load(6, inflight=4, duration=3, linger=0.0)
+    c.wait_ordinal(1, 20, 30)
+    first = c.wait_log(6, "started: incarnation", 1)
+    c.result(victim_load, 60)
+    c.daemons[6].send_signal(signal.SIGKILL)  # the supervisor only: children follow it
+    c.daemons[6].wait(5)
+    assert c.wait_daemon_gone(6)["processes"] == []
+    at_kill = c.ordinal(1)
+    c.wait_ordinal(1, at_kill + 100, 30)  # far enough ahead that 6 must jump
+    size = len(c.log(6))
+    c.start(6)
+    second = c.wait_log(6, "started: incarnation", 20, after=size)
+    inc1, inc2 = (int(line.split()[2].rstrip(",")) for line in (first, second))
+    assert inc2 > inc1
+    app = c.load(6, inflight=2, duration=8, linger=1.5)
+    results = [c.result(e, 90) for e in loads]
+    restarted = c.result(app, 90)
+    assert restarted["notices"], "no state-transfer notice"
+    jump = max(restarted["notices"])
+    assert jump > at_kill
+    assert restarted["own_delivered"] > 0
+    shared = compare_streams([*results, restarted], after={6: jump})
+    assert shared > 10
+    assert c.stats(6, "engine")["jumps"] >= 1
+    _stop_all_cleanly(c)
