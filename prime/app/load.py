@@ -8,7 +8,7 @@ counted), its own updates' latencies, and state-transfer notices. At the end
 it writes one JSON object (``--out`` or stdout).
 
 After a state-transfer notice it stops waiting for the updates it had
-outstanding (counted as ``lost_at_notice``) and goes on submitting.
+outstanding and goes on submitting (those never delivered are ``lost_at_notice``).
 
 It stops after ``--count`` own updates were delivered (or ``--duration``
 seconds), then keeps reading for ``--linger`` seconds so the streams of all
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     notices: list[int] = []
     own_delivered = 0
     submitted = 0
-    lost = 0
+    at_risk: dict[int, float] = {}  # outstanding at a notice: no longer waited for
     t0 = time.monotonic()
     first_delivery = None
     end_load = t0 + args.duration
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 # Updates a daemon took before it jumped may never be ordered (a restarted
                 # replica's core drops them with its pre-jump state): stop waiting for them.
                 notices.append(item.ordinal)
-                lost += len(outstanding)
+                at_risk.update(outstanding)
                 outstanding.clear()
                 continue
             digests[item.ordinal] = ordinal_digest(item)
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stamps_seen[e.stamp] = stamps_seen.get(e.stamp, 0) + 1
                 if e.client == me and e.incarnation == app.incarnation:
                     sent = outstanding.pop(e.seq, None)
+                    if sent is None:
+                        sent = at_risk.pop(e.seq, None)
                     if sent is not None:
                         own_delivered += 1
                         if first_delivery is None:
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "submitted": submitted,
         "own_delivered": own_delivered,
         "outstanding": len(outstanding),
-        "lost_at_notice": lost,
+        "lost_at_notice": len(at_risk),
         "elapsed_s": round(elapsed, 3),
         "throughput_ups": round(own_delivered / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": round(statistics.median(lat), 3) if lat else None,
