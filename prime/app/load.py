@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stamps": sorted(stamps_seen),
         "notices": notices,
         "reattached": app.reattached,
+        **({"latencies_ms": [round(x, 3) for x in latencies_ms]} if args.latencies else {}),
     }
 
 
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload-bytes", type=int, default=300)
     parser.add_argument("--connect-timeout", type=float, default=10.0)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--latencies", action="store_true", help="include every latency in the JSON")
     args = parser.parse_args(argv)
     try:
         result = run(args)

@@ -314,4 +314,4 @@ def engine_main(ctx: ReplicaContext) -> int:
         pass
     finally:
         engine.emit_stats()
-    os._exit(0)
+    return 0

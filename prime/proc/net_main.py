@@ -16,7 +16,6 @@ on from the next whole ordinal. Ordering never waits for an application.
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import time
@@ -305,9 +304,14 @@ def net_main(ctx: ReplicaContext) -> int:
     net = Net(ctx)
 
     def _stop(signum: int, frame: Any) -> None:
-        net.close()
-        os._exit(0)
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _stop)
-    net.run()
+    try:
+        net.run()
+    except SystemExit:
+        pass
+    finally:
+        net.close()
+        net.stats.emit(time.monotonic(), {"app_attached": net.app_id is not None})
     return 0

@@ -133,7 +133,25 @@ class Supervisor:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 if os.getppid() == 1:
                     os._exit(1)
-                code = target()
+                import logging
+
+                logging.basicConfig(
+                    level=self.cfg.logging.level.upper(),
+                    format=f"%(asctime)s prime[{self.me}] {name} %(levelname)s %(message)s",
+                    stream=sys.stderr,
+                    force=True,
+                )
+                profile_dir = os.environ.get("PRIME_PROFILE_DIR")
+                if profile_dir:  # perf work: one cProfile dump per child, at its exit
+                    import cProfile
+
+                    prof = cProfile.Profile()
+                    try:
+                        code = prof.runcall(target)
+                    finally:
+                        prof.dump_stats(f"{profile_dir}/prime-{self.me}-{name}.prof")
+                else:
+                    code = target()
             except BaseException as error:  # report, then die: the supervisor names us
                 import traceback
 

@@ -72,8 +72,12 @@ class RecordVerifier:
         return True
 
 
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def worker_main(ctx: ReplicaContext, index: int) -> int:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _raise_exit)
     src = ctx.to_workers[index]
     dst = ctx.to_engine[index]
     stats = ProcStats(ctx.me, f"worker{index}", ctx.cfg.logging.stats_interval_ms / 1000)
@@ -81,6 +85,17 @@ def worker_main(ctx: ReplicaContext, index: int) -> int:
     batch_max = ctx.cfg.networking.engine_batch_count_max * 4
     poller = select.poll()
     poller.register(src.bell.fileno(), select.POLLIN)
+    counts = stats.counts
+    try:
+        _work(src, dst, checker, stats, batch_max, poller)
+    except SystemExit:
+        pass
+    finally:
+        stats.emit(time.monotonic(), {"verifications": checker.verifier.verifications})
+    return 0
+
+
+def _work(src: Any, dst: Any, checker: RecordVerifier, stats: ProcStats, batch_max: int, poller: Any) -> None:
     counts = stats.counts
     while True:
         records = src.get_batch(batch_max)
@@ -100,4 +115,3 @@ def worker_main(ctx: ReplicaContext, index: int) -> int:
         if src.sleep_ready():
             poller.poll(1000)
         src.awake()
-    os._exit(0)  # not reached

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.e2e.daemons import LocalCluster, compare_streams
+from prime.proc.localcluster import LocalCluster, compare_streams
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""Real daemons on loopback, for the end-to-end tests and perf/daemon_bench.py.
+"""Real daemons on loopback, for the end-to-end tests (tests/e2e) and perf/daemon_bench.py.
 
 ``LocalCluster`` writes a configuration (a free port range, a short ipc folder
 under /tmp, test keys from ``bin/gen_keys --seed``), starts ``bin/prime -i ID``
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 PRIME = ROOT / "bin" / "prime"
 PY = sys.executable
 _KEYS_CACHE = Path(tempfile.gettempdir()) / f"prime-e2e-keys-{os.getuid()}"
@@ -201,11 +201,12 @@ class LocalCluster:
     def load(self, i: int, *, inflight: int, count: int = 0, duration: float = 30.0, linger: float = 1.0,
              grace: float = 20.0, payload: int = 300, extra: list[str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
         out = self.dir / f"load-{i}-{len(self.loads)}.json"
+        extra = list(extra or [])
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         proc = subprocess.Popen(
             [PY, "-m", "prime.app.load", "-i", str(i), "--conf", str(self.conf), "--keys", str(self.keys),
              "-n", str(inflight), "--count", str(count), "--duration", str(duration), "--linger", str(linger),
-             "--grace", str(grace), "--payload-bytes", str(payload), "--out", str(out), *(extra or [])],
+             "--grace", str(grace), "--payload-bytes", str(payload), "--out", str(out), *extra],
             start_new_session=True, env=env, stdin=subprocess.DEVNULL,
         )
         self.pgids.add(proc.pid)
