@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import select
-import statistics
 import sys
 import time
 from pathlib import Path

@@ -21,11 +21,9 @@ with the monotonic clock (it never runs backwards).
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import select
 import signal
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor

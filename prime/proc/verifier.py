@@ -12,7 +12,6 @@ With ``workers = 0`` the net process calls ``RecordVerifier.check`` inline.
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import time
@@ -101,7 +100,7 @@ def _work(src: Any, dst: Any, checker: RecordVerifier, stats: ProcStats, batch_m
         records = src.get_batch(batch_max)
         if records:
             for rec in records:
-                if checker.check(rec):
+                if rec[0] == F.OVERRUN or checker.check(rec):  # OVERRUN: the net's note, passed on
                     while not dst.put(rec):
                         # Engine behind: back-pressure (the net process then drops and counts).
                         dst.flush()
