@@ -55,6 +55,10 @@ class QueueFull(AppError):
     pass
 
 
+class BadClientId(AppError):
+    """The client id is not one of this configuration's clients."""
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One ordered event: an update (``kind == 0``) or a daemon marker."""
@@ -140,7 +144,7 @@ class Application:
         cfg = load_config(conf or _ROOT / "conf" / "def.toml")
         cid = client_id if client_id is not None else cfg.n + server_id
         if cid not in cfg.client_ids:
-            raise AppError(f"client id {cid} is not in {cfg.client_ids.start}..{cfg.client_ids.stop - 1}")
+            raise BadClientId(f"client id {cid} is not in {cfg.client_ids.start}..{cfg.client_ids.stop - 1}")
         signer = None
         if cfg.cryptography.clients_sign_updates:
             key = load_client_signing_key(keys or _ROOT / "keys", cid)
@@ -236,6 +240,10 @@ class Application:
             stamps.append((self.client_id, self.incarnation, self.seq))
         self._send([P.SUBMIT, *raws], timeout_s)
         return stamps
+
+    def send_raw(self, raws: list[bytes], *, timeout_s: float = 5.0) -> None:
+        """Queue already signed updates (``make_update``), e.g. to resubmit one."""
+        self._send([P.SUBMIT, *raws], timeout_s)
 
     def _send(self, parts: list[bytes], timeout_s: float) -> None:
         assert self._sock is not None, "closed"

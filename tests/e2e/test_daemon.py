@@ -271,3 +271,30 @@ def test_kill9_restart_new_incarnation_and_state_transfer(cluster: Any) -> None:
     assert shared > 10
     assert c.stats(6, "engine")["jumps"] >= 1
     _stop_all_cleanly(c)
+
+
+def test_bin_client_pipelined_load(cluster: Any) -> None:
+    """bin/client -n 16 --updates 300 on a real cluster: every update delivered, a JSON
+    summary; bad flags and a server's id as client id: one line, exit 2."""
+    import json
+    import subprocess
+
+    from prime.proc.localcluster import ROOT
+
+    client = str(ROOT / "bin" / "client")
+    bad = subprocess.run([client, "-n", "0"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "-n must be > 0" in bad.stderr
+    c = cluster()
+    c.start_all()
+    common = ["--conf", str(c.conf), "--keys", str(c.keys)]
+    wrong = subprocess.run([client, "-s", "1", "-i", "2", *common], capture_output=True, text=True, timeout=30)
+    assert wrong.returncode == 2 and "client id 2 is not in 5..12" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    ran = subprocess.run([client, "-s", "2", "-n", "16", "--updates", "300", "--json", *common],
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    summary = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert summary["updates"] == 300 and summary["undelivered"] == 0
+    assert summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    assert "\r" not in ran.stderr  # not a terminal: plain progress lines only
+    _stop_all_cleanly(c)
