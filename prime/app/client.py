@@ -165,7 +165,9 @@ class Application:
         sock = self._zctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, self.queue_max)
-        sock.setsockopt(zmq.RCVHWM, 0)  # the daemon bounds what it queues for us
+        # Bounded both ways: deliveries we have not read push back on the daemon, which
+        # then tells us we fell behind instead of growing anyone's memory.
+        sock.setsockopt(zmq.RCVHWM, self.queue_max)
         sock.connect(f"ipc://{self.ipc_path}")
         self._sock = sock
         deadline = time.monotonic() + self.connect_timeout_s
@@ -195,7 +197,7 @@ class Application:
             # deliveries queued before the welcome are for a previous session: drop
 
     def reconnect(self) -> None:
-        """Attach again (keeping our lease by token when it is still ours)."""
+        """Attach again (with our token, so we take our own place back at once)."""
         self._attach()
         self.reattached += 1
 
@@ -324,7 +326,7 @@ class Application:
             self.next_ordinal = max(self.next_ordinal, ordinal + 1)
             out.append(StateTransferNeeded(ordinal))
         elif kind == P.REFUSED:
-            # The daemon forgot us (it restarted, or our lease ran out): attach again.
+            # The daemon forgot us (it restarted): attach again.
             self._attach()
             self.reattached += 1
         elif kind == P.WELCOME:

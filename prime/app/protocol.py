@@ -6,7 +6,7 @@ kind byte:
 
     app -> daemon   HELLO   b"H" msgpack [version, token or None]
                     SUBMIT  b"U" raw_envelope...   (signed UPDATEs, one per frame)
-                    PING    b"P"                   (keeps the lease while idle)
+                    PING    b"P"                   (optional; the daemon ignores it)
                     BYE     b"X"
     daemon -> app   WELCOME b"W" msgpack [version, server_id, n, token, next_ordinal]
                     REFUSED b"R" reason (utf-8)
@@ -16,9 +16,11 @@ kind byte:
                     NOTICE  b"T" msgpack ordinal   (state transfer needed up to it)
 
 One application per daemon (as the original): a HELLO while another application
-holds the lease is refused. The lease lasts ``LEASE_S`` after the holder's last
-message; an application that reconnects with the token of its WELCOME takes
-its own lease back at once.
+is connected is refused. The daemon learns that an application went away from
+ZeroMQ (its connection closed: a send to it fails with EHOSTUNREACH), not from a
+timeout, so a busy application that does not read for a while keeps its place.
+An application that reconnects with the token of its WELCOME takes its place
+back at once. The daemon may send PING (ignored) to probe the connection.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from __future__ import annotations
 from pathlib import Path
 
 VERSION = 1
-LEASE_S = 3.0
 PING_PERIOD_S = 1.0
 
 HELLO = b"H"

@@ -140,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(output)
         return EXIT_OK
     assert keys is not None
+    from prime.proc.supervisor import unsupported
+
+    problem = unsupported(cfg)
+    if problem:
+        return _fail(problem)
     if args.log_dir:
         try:
             log_dir = Path(args.log_dir)

@@ -135,6 +135,7 @@ class Engine:
         self.core_queue_max = 4 * UPDATES_PER_REQUEST_MAX
         self.backlog: deque[bytes] = deque()
         self.ordinal = 0
+        self.progress_every = cfg.system.print_progress_ordinals
         self.stop = False
 
     # ------------------------------------------------------------- loop
@@ -254,6 +255,12 @@ class Engine:
         counts = self.stats.counts
         assert action.ordinal > self.ordinal, (self.ordinal, action.ordinal)  # the core's order
         self.ordinal = action.ordinal
+        every = self.progress_every
+        if every and action.ordinal % every == 0:
+            _log.info(
+                "progress: ordinal %d, %d updates delivered, view %d",
+                action.ordinal, counts["updates_delivered"] + len(action.updates), self.replica.view,
+            )
         counts["ordinals"] += 1
         counts["updates_delivered"] += len(action.updates)
         chunk: list[list[Any]] = []

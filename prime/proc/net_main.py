@@ -6,8 +6,9 @@ from and routed by signer to a verify worker (or verified inline when
 from the engine go out: SEND/BCAST to peers, DELIVER/NOTICE to the application.
 Every frame dropped is counted by reason (``stats`` lines), none raises.
 
-The application (``prime.app.protocol``): one at a time, holding a lease renewed
-by each of its messages. Deliveries are sent without blocking; when its queue
+The application (``prime.app.protocol``): one at a time, for as long as its
+connection exists (a dead application's connection closes at once on a unix
+socket). Deliveries are sent without blocking; when its queue
 (``app_sndhwm_messages``) is full the application has fallen too far behind: the
 daemon stops sending, tells the engine (OVERRUN record, counted), and once the
 queue has room sends it a NOTICE with the last ordinal it missed, then carries
@@ -17,6 +18,7 @@ on from the next whole ordinal. Ordering never waits for an application.
 from __future__ import annotations
 
 import secrets
+from collections import deque
 import signal
 import time
 from typing import Any
@@ -69,10 +71,10 @@ class Net:
         # application session
         self.app_id: bytes | None = None
         self.app_token = b""
-        self.app_lease_until = 0.0
         self.app_overrun_at: int | None = None  # first ordinal not sent to the app
         self.last_ordinal_sent = 0
         self.pending_notice: bytes | None = None
+        self.app_pending: deque[tuple[bytes, bytes]] = deque()
 
     # --------------------------------------------------------------- loop
 
@@ -83,8 +85,10 @@ class Net:
         app_registered = False
         while True:
             busy = self.read_peers()
+            if self.app_pending:
+                busy |= self.forward_app_pending()
             room = self.ring_room()
-            if room >= APP_RING_ROOM_MIN:
+            if room >= APP_RING_ROOM_MIN and not self.app_pending:
                 busy |= self.read_app()
             busy |= self.write_out()
             for ring in self.ctx.to_workers or self.ctx.to_engine:
@@ -94,7 +98,7 @@ class Net:
             now = time.monotonic()
             if self.stats.due(now):
                 self.stats.emit(now, {"app_attached": self.app_id is not None})
-            want_app = room >= APP_RING_ROOM_MIN
+            want_app = room >= APP_RING_ROOM_MIN and not self.app_pending
             if want_app != app_registered:
                 if want_app:
                     poller.register(self.app, zmq.POLLIN)
@@ -108,6 +112,26 @@ class Net:
     def ring_room(self) -> int:
         rings = self.ctx.to_workers or self.ctx.to_engine
         return min(r.free_records() for r in rings)
+
+    def forward_app_pending(self) -> bool:
+        """Updates from the application wait here, never dropped, until their ring has
+        room (meanwhile the application socket is not read: back-pressure)."""
+        pending = self.app_pending
+        moved = False
+        while pending:
+            rec, raw = pending[0]
+            if self.inline is not None:
+                if not self.inline.check(rec):
+                    pending.popleft()
+                    continue
+                ring = self.ctx.to_engine[0]
+                if not ring.put(rec):
+                    break
+            elif not self.ctx.to_workers[_route(raw, self.workers)].put(rec):
+                break
+            pending.popleft()
+            moved = True
+        return moved
 
     def _forward(self, rec: bytes, raw: bytes) -> None:
         if self.inline is not None:
@@ -173,14 +197,17 @@ class Net:
                 counts["drop:app:not_attached"] += 1
                 self._send_app_to(ident, [P.REFUSED, b"not attached: send HELLO first"])
                 continue
-            self.app_lease_until = time.monotonic() + P.LEASE_S
             if kind == P.SUBMIT:
                 for raw in parts[2:]:
                     if len(raw) > self.size_max or not raw:
                         counts["drop:app:update_size"] += 1
                         continue
                     counts["app_updates_in"] += 1
-                    self._forward(F.B_CLIENT + raw, raw)
+                    self.app_pending.append((F.B_CLIENT + raw, raw))
+                if self.forward_app_pending() is False and self.app_pending:
+                    counts["app_backpressure"] += 1
+                if self.app_pending:
+                    break
             elif kind == P.BYE:
                 self.app_id = None
             elif kind != P.PING:
@@ -197,8 +224,7 @@ class Net:
             self.counts["drop:app:bad_hello"] += 1
             self._send_app_to(ident, [P.REFUSED, b"unsupported protocol version"])
             return
-        now = time.monotonic()
-        held = self.app_id is not None and self.app_id != ident and now < self.app_lease_until
+        held = self.app_id is not None and self.app_id != ident and self._app_alive()
         if held and not (token and token == self.app_token):
             self.counts["app_refused"] += 1
             self._send_app_to(
@@ -208,7 +234,6 @@ class Net:
             return
         self.app_id = ident
         self.app_token = secrets.token_bytes(16)
-        self.app_lease_until = now + P.LEASE_S
         self.counts["app_attached"] += 1
         welcome = [P.VERSION, self.me, self.ctx.cfg.n, self.app_token, self.last_ordinal_sent + 1]
         self._send_app_to(ident, [P.WELCOME, msgpack.packb(welcome)])
@@ -219,14 +244,32 @@ class Net:
         try:
             self.app.send_multipart([ident, *parts], zmq.NOBLOCK)
             return True
-        except zmq.ZMQError:  # EAGAIN (queue full) or EHOSTUNREACH (gone)
+        except zmq.ZMQError as error:  # EAGAIN (queue full) or EHOSTUNREACH (gone)
+            if error.errno == zmq.EHOSTUNREACH and ident == self.app_id:
+                self.counts["app_gone"] += 1
+                self.app_id = None
             return False
+
+    def _app_alive(self) -> bool:
+        """Whether the attached application's connection still exists. ZeroMQ drops a
+        peer's routing id when its connection closes (the process exited), and a
+        ROUTER_MANDATORY send to it then fails with EHOSTUNREACH; a full queue (EAGAIN)
+        means alive but slow. A busy application keeps its place however long it
+        does not read."""
+        if self.app_id is None:
+            return False
+        try:
+            self.app.send_multipart([self.app_id, P.PING], zmq.NOBLOCK)
+        except zmq.ZMQError as error:
+            if error.errno == zmq.EHOSTUNREACH:
+                self.counts["app_gone"] += 1
+                self.app_id = None
+                return False
+        return True
 
     def to_app(self, parts: list[bytes], ordinal: int, last: bool) -> None:
         """Send one delivery part, or note that the application fell behind."""
         counts = self.counts
-        if self.app_id is not None and time.monotonic() > self.app_lease_until:
-            self.app_id = None  # lease expired: a new application may attach
         if self.app_id is None:
             counts["app_deliveries_unattached"] += 1
             self.last_ordinal_sent = ordinal if last else ordinal - 1
@@ -242,6 +285,9 @@ class Net:
         if self._send_app_to(self.app_id, parts):
             if last:
                 self.last_ordinal_sent = ordinal
+            return
+        if self.app_id is None:  # it went away
+            self.last_ordinal_sent = ordinal if last else ordinal - 1
             return
         counts["app_overrun"] += 1
         self.app_overrun_at = ordinal

@@ -49,12 +49,12 @@ def _stop_all_cleanly(c: LocalCluster) -> None:
     assert c.shm_left() == []
 
 
-def _exactly_once(results: list[dict[str, Any]]) -> None:
+def _exactly_once(results: list[dict[str, Any]], context: object = None) -> None:
     """Every update each client submitted is in every stream once (stamps of the
     reference stream: the replica that saw the most)."""
     for r in results:
         assert r["duplicates"] == 0, r["replica"]
-        assert r["own_delivered"] == r["submitted"], (r["replica"], r["own_delivered"], r["submitted"])
+        assert r["own_delivered"] == r["submitted"], (r["replica"], r["own_delivered"], r["submitted"], context)
     ref = max(results, key=lambda r: len(r["stamps"]))
     seen = Counter((s[0], s[1]) for s in ref["stamps"])
     for r in results:
@@ -116,7 +116,7 @@ def test_sigterm_and_sigint_leave_nothing(cluster: Any) -> None:
 
 def test_one_application_per_daemon_and_reconnect(cluster: Any) -> None:
     """A second application is refused with a clear error; after the first leaves, a
-    new one attaches, and one that reconnects with its token keeps its lease."""
+    new one attaches, and one that reconnects with its token keeps its place."""
     from prime.app.client import Application, Ordinal, Refused
 
     c = cluster()
@@ -297,4 +297,53 @@ def test_bin_client_pipelined_load(cluster: Any) -> None:
     assert summary["updates"] == 300 and summary["undelivered"] == 0
     assert summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"] <= summary["max_ms"]
     assert "\r" not in ran.stderr  # not a terminal: plain progress lines only
+    _stop_all_cleanly(c)
+
+
+def test_a_slow_application_is_told_to_transfer_state(cluster: Any) -> None:
+    """The daemon queues at most app_sndhwm_messages deliveries for its application: one
+    that stops reading is not waited for (ordering goes on), and when it reads again it
+    gets a notice naming the last ordinal it missed, then whole ordinals in order."""
+    from prime.app.client import Application, Ordinal, StateTransferNeeded
+
+    c = cluster(settings={"networking": {"app_sndhwm_messages": 16}})
+    c.start_all()
+    slow = Application.connect(1, conf=c.conf, keys=c.keys, queue_max=8)
+    load = c.load(2, inflight=32, duration=10, linger=0.5, payload=4000)
+    start = c.wait_ordinal(1, 5, 20)
+    c.wait_ordinal(1, start + 150, 30)  # ordering goes on while nobody reads
+    items: list[Any] = []
+    deadline = time.monotonic() + 20
+
+    def overrun_notice() -> int | None:
+        big = [n for n, i in enumerate(items) if isinstance(i, StateTransferNeeded) and i.ordinal > start]
+        return big[-1] if big else None
+
+    while time.monotonic() < deadline and (overrun_notice() is None or len(items) < overrun_notice() + 6):
+        items += slow.poll(0.2)
+    at = overrun_notice()
+    assert at is not None, f"no notice past ordinal {start}: {items[:5]}"
+    notice = items[at].ordinal
+    before = [i.ordinal for i in items[:at] if isinstance(i, Ordinal)]
+    seq = [(type(i).__name__[0], i.ordinal) for i in items]
+    assert before and before[-1] < notice, seq[max(0, at - 8):at + 4]  # what it got before the notice came in order
+    ordinals = [i.ordinal for i in items[at + 1:] if isinstance(i, Ordinal)]
+    assert ordinals[0] == notice + 1
+    assert ordinals == list(range(ordinals[0], ordinals[0] + len(ordinals)))
+    assert c.stats(1, "net")["counts"]["app_overrun"] >= 1
+    slow.close()
+    c.result(load, 60)
+    _stop_all_cleanly(c)
+
+
+def test_unsigned_updates_when_clients_do_not_sign(cluster: Any) -> None:
+    """clients_sign_updates = false (benchmarks only): updates carry no client signature
+    and are still ordered, exactly once, identically."""
+    c = cluster(settings={"cryptography": {"clients_sign_updates": False}})
+    c.start_all()
+    loads = [c.load(i, inflight=16, count=200, duration=60, linger=1.0) for i in range(1, 5)]
+    results = [c.result(e, 120) for e in loads]
+    dropped = {i: c.stats(i, "engine").get("core_dropped") for i in range(1, 5)}
+    _exactly_once(results, dropped)
+    assert compare_streams(results) > 5
     _stop_all_cleanly(c)
