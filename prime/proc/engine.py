@@ -37,7 +37,7 @@ from prime.core import actions as A
 from prime.core.events import ClientUpdate, CryptoDone, Inbound, ThresholdDone, Tick
 from prime.core.params import Params
 from prime.core.replica import Replica
-from prime.msgs import UPDATES_PER_REQUEST_MAX
+from prime.msgs import UPDATES_PER_REQUEST_MAX, UpdateKind
 from prime.proc import frames as F
 from prime.proc.context import ProcStats, ReplicaContext
 from prime.proc.ring import Doorbell
@@ -207,7 +207,12 @@ class Engine:
                     continue
                 self.clients.append(env)
             elif kind == F.OVERRUN:
+                # The application fell behind and was told so (NOTICE): introduce our
+                # CLIENT_STATE_TRANSFER marker, as the core does after a jump, so it can
+                # take a peer's state as of the marker's ordinal (README contract, rule 3).
+                # The core's own method, called from here: no change to the core.
                 counts["app_overrun"] += 1
+                r.po.stamp_and_submit(UpdateKind.CLIENT_STATE_TRANSFER, rec[1:9])
             else:
                 counts["record:unknown_kind"] += 1
 

@@ -4,7 +4,8 @@ The first byte names the kind; peer ids fit one byte (N <= 31).
 
     net -> verifier -> engine   PEER    b"P" via raw_envelope
                                 CLIENT  b"C" raw_envelope        (an UPDATE from the app)
-                                OVERRUN b"O" u64 ordinal         (the app fell behind: net -> engine)
+                                OVERRUN b"O" u64 ordinal         (the app was told it fell behind: net -> engine,
+                                                                  which introduces our state-transfer marker)
     engine -> net               SEND    b"S" dest raw_envelope
                                 BCAST   b"B" raw_envelope
                                 DELIVER b"D" u64 ordinal, u8 last, msgpack [[client, inc, seq, kind, payload]...]

@@ -10,9 +10,11 @@ The application (``prime.app.protocol``): one at a time, for as long as its
 connection exists (a dead application's connection closes at once on a unix
 socket). Deliveries are sent without blocking; when its queue
 (``app_sndhwm_messages``) is full the application has fallen too far behind: the
-daemon stops sending, tells the engine (OVERRUN record, counted), and once the
-queue has room sends it a NOTICE with the last ordinal it missed, then carries
-on from the next whole ordinal. Ordering never waits for an application.
+daemon stops sending and, once the queue has room, sends it a NOTICE with the
+last ordinal it missed, carries on from the next whole ordinal, and asks the
+engine (OVERRUN record) to introduce this replica's CLIENT_STATE_TRANSFER marker,
+at whose ordinal the application takes a peer's state. Ordering never waits for
+an application.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class Net:
         self.last_ordinal_sent = 0
         self.pending_notice: bytes | None = None
         self.app_pending: deque[tuple[bytes, bytes]] = deque()
+        self.overrun_unsent: bytes | None = None
 
     # --------------------------------------------------------------- loop
 
@@ -85,6 +88,10 @@ class Net:
         app_registered = False
         while True:
             busy = self.read_peers()
+            if self.overrun_unsent is not None:
+                rec, self.overrun_unsent = self.overrun_unsent, None
+                if not (self.ctx.to_workers or self.ctx.to_engine)[0].put(rec):
+                    self.overrun_unsent = rec
             if self.app_pending:
                 busy |= self.forward_app_pending()
             room = self.ring_room()
@@ -281,6 +288,7 @@ class Net:
             if last and self._send_app_to(self.app_id, [P.NOTICE, msgpack.packb(ordinal)]):
                 counts["app_overrun_notices"] += 1
                 self.app_overrun_at = None
+                self._overrun_told(ordinal)
             return
         if self._send_app_to(self.app_id, parts):
             if last:
@@ -292,8 +300,13 @@ class Net:
         counts["app_overrun"] += 1
         self.app_overrun_at = ordinal
         self.last_ordinal_sent = ordinal if last else ordinal - 1
+
+    def _overrun_told(self, ordinal: int) -> None:
+        """The application has its NOTICE: ask the engine for our state-transfer marker."""
         rec = F.B_OVERRUN + ordinal.to_bytes(8, "big")
-        (self.ctx.to_workers or self.ctx.to_engine)[0].put(rec)
+        ring = (self.ctx.to_workers or self.ctx.to_engine)[0]
+        if not ring.put(rec):
+            self.overrun_unsent = rec  # retried each round until it fits
 
     # -------------------------------------------------------------- output
 

@@ -305,6 +305,7 @@ def test_a_slow_application_is_told_to_transfer_state(cluster: Any) -> None:
     that stops reading is not waited for (ordering goes on), and when it reads again it
     gets a notice naming the last ordinal it missed, then whole ordinals in order."""
     from prime.app.client import Application, Ordinal, StateTransferNeeded
+    from prime.msgs import UpdateKind
 
     c = cluster(settings={"networking": {"app_sndhwm_messages": 16}})
     c.start_all()
@@ -331,6 +332,16 @@ def test_a_slow_application_is_told_to_transfer_state(cluster: Any) -> None:
     assert ordinals[0] == notice + 1
     assert ordinals == list(range(ordinals[0], ordinals[0] + len(ordinals)))
     assert c.stats(1, "net")["counts"]["app_overrun"] >= 1
+    # Then our own CLIENT_STATE_TRANSFER marker is ordered: the application takes a
+    # peer's state as of its ordinal (README contract, rule 3).
+    marker = None
+    while time.monotonic() < deadline + 20 and marker is None:
+        for item in slow.poll(0.2):
+            if isinstance(item, Ordinal):
+                for e in item.events:
+                    if e.kind == UpdateKind.CLIENT_STATE_TRANSFER and e.client == 1:
+                        marker = item.ordinal
+    assert marker is not None and marker > notice
     slow.close()
     c.result(load, 60)
     _stop_all_cleanly(c)
