@@ -25,6 +25,9 @@ from prime.proc.context import ProcStats, ReplicaContext
 from prime.wire import Envelope
 
 
+VERIFY_CACHE_MAX = 4096
+
+
 class _UnsignedUpdatesVerifier(Verifier):
     """``clients_sign_updates = false`` (benchmarks only, unsafe): updates, alone or
     embedded in PO-Requests, are taken without checking their signature."""
@@ -39,7 +42,10 @@ class RecordVerifier:
     def __init__(self, ctx: ReplicaContext, counts: Any) -> None:
         scheme = Ed25519Scheme({}, ctx.keys.verify_keys)
         cls = Verifier if ctx.cfg.cryptography.clients_sign_updates else _UnsignedUpdatesVerifier
-        self.verifier = cls(scheme, threshold_public=ctx.keys.threshold_public)
+        # The verdict cache keeps whole envelopes (raw bytes) as keys: 4096 of them bound
+        # a worker's cache to 4096 * message_bytes_max however peers fill it (auth.py's
+        # default of 65536 would allow 4 GiB of junk at 64 KiB per frame).
+        self.verifier = cls(scheme, threshold_public=ctx.keys.threshold_public, cache_size_max=VERIFY_CACHE_MAX)
         self.size_max = ctx.cfg.system.message_bytes_max
         self.n = ctx.cfg.n
         self.counts = counts
