@@ -20,6 +20,7 @@ with the monotonic clock (it never runs backwards).
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import select
@@ -136,6 +137,7 @@ class Engine:
         self.backlog: deque[bytes] = deque()
         self.ordinal = 0
         self.progress_every = cfg.system.print_progress_ordinals
+        self.gc_watch: GcWatch | None = None
         self.stop = False
 
     # ------------------------------------------------------------- loop
@@ -307,12 +309,35 @@ class Engine:
                 "incarnation": r.incarnation,
                 "core_dropped": dict(sorted(r.stats.dropped.items())),
                 "jumps": r.stats.jumps,
+                "gc_max_pause_ms": [round(x, 2) for x in self.gc_watch.max_ms] if self.gc_watch else None,
+                "gc_collections": list(self.gc_watch.count) if self.gc_watch else None,
             },
         )
 
 
+class GcWatch:
+    """Longest garbage-collector pause per generation (a stall the core's timers feel)."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.max_ms = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.start = time.perf_counter()
+            return
+        gen = info.get("generation", 0)
+        ms = (time.perf_counter() - self.start) * 1000
+        self.count[gen] += 1
+        if ms > self.max_ms[gen]:
+            self.max_ms[gen] = ms
+
+
 def engine_main(ctx: ReplicaContext) -> int:
     engine = Engine(ctx)
+    engine.gc_watch = GcWatch()
 
     def _stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)  # also out of a poll (PEP 475 would resume it)
