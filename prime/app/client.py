@@ -85,9 +85,11 @@ class Ordinal:
 @dataclass(frozen=True, slots=True)
 class StateTransferNeeded:
     """Ordinals up to ``ordinal`` will never reach this application: follow the
-    state-transfer part of the contract."""
+    state-transfer part of the contract. ``at_attach``: they went by before this
+    application attached (otherwise the daemon jumped, or we fell too far behind)."""
 
     ordinal: int
+    at_attach: bool = False
 
 
 Item = Ordinal | StateTransferNeeded
@@ -270,7 +272,7 @@ class Application:
         sock: zmq.Socket = self._sock  # type: ignore[type-arg]
         out: list[Item] = []
         if self._pending_notice is not None:
-            out.append(StateTransferNeeded(self._pending_notice))
+            out.append(StateTransferNeeded(self._pending_notice, at_attach=True))
             self._pending_notice = None
         deadline = time.monotonic() + timeout_s
         while True:

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     latencies_ms: list[float] = []
     digests: dict[int, str] = {}
     stamps_seen: dict[tuple[int, int, int], int] = {}
-    notices: list[int] = []
+    notices: list[int] = []  # the daemon jumped, or we fell behind
+    attached_at = 0  # ordinals before this went by before we attached
     own_delivered = 0
     submitted = 0
     at_risk: dict[int, float] = {}  # outstanding at a notice: no longer waited for
@@ -79,6 +80,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if isinstance(item, StateTransferNeeded):
                 # Updates a daemon took before it jumped may never be ordered (a restarted
                 # replica's core drops them with its pre-jump state): stop waiting for them.
+                if item.at_attach:
+                    attached_at = item.ordinal
+                    continue
                 notices.append(item.ordinal)
                 at_risk.update(outstanding)
                 outstanding.clear()
@@ -117,6 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "duplicates": sum(c - 1 for c in stamps_seen.values() if c > 1),
         "stamps": sorted(stamps_seen),
         "notices": notices,
+        "attached_after_ordinal": attached_at,
         "reattached": app.reattached,
         **({"latencies_ms": [round(x, 3) for x in latencies_ms]} if args.latencies else {}),
     }

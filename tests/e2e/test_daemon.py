@@ -50,15 +50,20 @@ def _stop_all_cleanly(c: LocalCluster) -> None:
 
 
 def _exactly_once(results: list[dict[str, Any]], context: object = None) -> None:
-    """Every update each client submitted is in every stream once (stamps of the
-    reference stream: the replica that saw the most)."""
+    """Every update each client submitted was delivered, once: no stream holds a stamp
+    twice, and every submitted stamp is in some stream (a replica that fell far behind
+    may jump over ordinals, and its application then misses them: it is told so, and
+    only such a replica may miss its own updates)."""
+    union: set[tuple[int, int, int]] = set()
     for r in results:
         assert r["duplicates"] == 0, r["replica"]
-        assert r["own_delivered"] == r["submitted"], (r["replica"], r["own_delivered"], r["submitted"], context)
-    ref = max(results, key=lambda r: len(r["stamps"]))
-    seen = Counter((s[0], s[1]) for s in ref["stamps"])
+        union.update(tuple(s) for s in r["stamps"])
     for r in results:
-        assert seen[(r["client"], r["incarnation"])] == r["submitted"], r["replica"]
+        want = {(r["client"], r["incarnation"], seq) for seq in range(1, r["submitted"] + 1)}
+        missing = want - union
+        assert not missing, (r["replica"], len(missing), sorted(missing)[:3], context)
+        if not r["notices"]:  # no jump
+            assert r["own_delivered"] == r["submitted"], (r["replica"], r["own_delivered"], r["submitted"], context)
 
 
 @pytest.mark.parametrize("workers", [0, 1, 2])
@@ -263,8 +268,8 @@ def test_kill9_restart_new_incarnation_and_state_transfer(cluster: Any) -> None:
     app = c.load(6, inflight=2, duration=8, linger=1.5)
     results = [c.result(e, 90) for e in loads]
     restarted = c.result(app, 90)
-    assert restarted["notices"], "no state-transfer notice"
-    jump = max(restarted["notices"])
+    assert restarted["notices"], "no state-transfer notice"  # the core's, even if it attached later
+    jump = max([*restarted["notices"], restarted["attached_after_ordinal"]])
     assert jump > at_kill
     assert restarted["own_delivered"] > 0
     shared = compare_streams([*results, restarted], after={6: jump})
