@@ -153,6 +153,8 @@ class Engine:
         poller.register(self.threshold.bell.fileno(), select.POLLIN)
         while not self.stop:
             busy = self.round()
+            if self.stats.due(time.monotonic()):  # also when busy: a loaded engine reports too
+                self.emit_stats()
             if busy:
                 continue
             deadline = r.next_deadline_us()
@@ -161,8 +163,6 @@ class Engine:
             timeout_s = min(timeout_s, SLEEP_MAX_S)
             if timeout_s <= 0:
                 continue
-            if self.stats.due(time.monotonic()):
-                self.emit_stats()
             if all(ring.sleep_ready() for ring in self.inputs):
                 poller.poll(timeout_s * 1000)
             for ring in self.inputs:

@@ -100,11 +100,11 @@ class Net:
             busy |= self.write_out()
             for ring in self.ctx.to_workers or self.ctx.to_engine:
                 ring.flush()
-            if busy:
-                continue
             now = time.monotonic()
             if self.stats.due(now):
                 self.stats.emit(now, {"app_attached": self.app_id is not None})
+            if busy:
+                continue
             want_app = room >= APP_RING_ROOM_MIN and not self.app_pending
             if want_app != app_registered:
                 if want_app:

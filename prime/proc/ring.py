@@ -30,8 +30,10 @@ and the producer rings only when that flag is set, so a busy ring costs no syste
 call. The announce/check pairs on both sides (store one index, load the other)
 need a full memory fence, or x86 may reorder the store after the load and lose a
 wake-up (Dekker); ``_fence`` gets one from an uncontended lock (a locked
-instruction). Aligned 8-byte ``struct`` stores and loads are single instructions
-on x86-64, so an index is never seen torn.
+instruction). Indices use ``struct``'s native formats, which copy 8 aligned bytes
+at once (a single instruction on x86-64), so an index is never seen torn; the
+little-endian ``"<Q"`` format writes byte by byte, and with it a consumer did
+read half-published tails (``tests/unit/test_ring.py`` caught it).
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ from multiprocessing import shared_memory
 _TAIL, _TAIL_COUNT, _HEAD, _HEAD_COUNT, _SLEEPING = 0, 64, 128, 192, 256
 HEADER_BYTES = 320
 _WRAP = 0xFFFFFFFF
-_U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
+# Native formats on purpose: struct packs them with one fixed-size memcpy (a single
+# aligned load or store on x86-64), whereas the "<" standard formats are packed
+# byte by byte, so a reader could see an index half-written (torn).
+_U64 = struct.Struct("Q")
+_U32 = struct.Struct("I")
 _FENCE = threading.Lock()
 
 

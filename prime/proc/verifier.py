@@ -104,6 +104,9 @@ def _work(src: Any, dst: Any, checker: RecordVerifier, stats: ProcStats, batch_m
     counts = stats.counts
     while True:
         records = src.get_batch(batch_max)
+        now = time.monotonic()
+        if stats.due(now):
+            stats.emit(now, {"verifications": checker.verifier.verifications})
         if records:
             for rec in records:
                 if rec[0] == F.OVERRUN or checker.check(rec):  # OVERRUN: the net's note, passed on
@@ -114,9 +117,6 @@ def _work(src: Any, dst: Any, checker: RecordVerifier, stats: ProcStats, batch_m
                         time.sleep(0.0005)
             dst.flush()
             continue
-        now = time.monotonic()
-        if stats.due(now):
-            stats.emit(now, {"verifications": checker.verifier.verifications})
         if src.sleep_ready():
             poller.poll(1000)
         src.awake()
