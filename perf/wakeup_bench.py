@@ -178,7 +178,9 @@ def _rings(rounds: int, busy: bool) -> dict[str, float]:
     finally:
         for r in (a, b):
             r.bell.close()
+            r.release()
             r.unlink()
+            r.shm.close()
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ Layout of the segment (``multiprocessing.shared_memory``)::
     [64]   tail_count u64  records ever written (producer)
     [128]  head       u64  bytes ever read (consumer owns it)
     [192]  head_count u64  records ever read (consumer)
-    [256]  sleeping   u32  the consumer is about to sleep on the doorbell
+    [256]  sleeping   u64  1: the consumer is about to sleep on the doorbell; 2: rung
     [320]  data       capacity bytes, records of [u32 length][payload][pad to 8]
 
 Indices only grow (the data position is ``index % capacity``), so full and empty
@@ -30,10 +30,11 @@ and the producer rings only when that flag is set, so a busy ring costs no syste
 call. The announce/check pairs on both sides (store one index, load the other)
 need a full memory fence, or x86 may reorder the store after the load and lose a
 wake-up (Dekker); ``_fence`` gets one from an uncontended lock (a locked
-instruction). Indices use ``struct``'s native formats, which copy 8 aligned bytes
-at once (a single instruction on x86-64), so an index is never seen torn; the
-little-endian ``"<Q"`` format writes byte by byte, and with it a consumer did
-read half-published tails (``tests/unit/test_ring.py`` caught it).
+instruction). Indices are words of a memoryview cast to ``"Q"``, whose item
+stores and loads copy 8 aligned bytes at once, so an index is never seen torn.
+(With ``struct.pack_into``, which zeroes its target before writing the value, a
+consumer did see tails of 0 and read stale slots: ``tests/unit/test_ring.py``
+caught it about one run in four.)
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ from multiprocessing import shared_memory
 _TAIL, _TAIL_COUNT, _HEAD, _HEAD_COUNT, _SLEEPING = 0, 64, 128, 192, 256
 HEADER_BYTES = 320
 _WRAP = 0xFFFFFFFF
-# Native formats on purpose: struct packs them with one fixed-size memcpy (a single
-# aligned load or store on x86-64), whereas the "<" standard formats are packed
-# byte by byte, so a reader could see an index half-written (torn).
-_U64 = struct.Struct("Q")
-_U32 = struct.Struct("I")
+# Index slots (8-byte words) in the header, read and written through a memoryview
+# cast to "Q": an item store or load is one 8-byte memcpy, a single instruction on
+# x86-64. (struct.pack_into first zeroes its target and then writes the value, so a
+# reader can see a published index as 0 in between: it did, see the docstring.)
+_W_TAIL, _W_TAIL_COUNT, _W_HEAD, _W_HEAD_COUNT, _W_SLEEPING = (o // 8 for o in (_TAIL, _TAIL_COUNT, _HEAD, _HEAD_COUNT, _SLEEPING))
+_U32 = struct.Struct("I")  # record lengths: written before the tail that publishes them
 _FENCE = threading.Lock()
 
 
@@ -105,6 +107,7 @@ class Ring:
                  record_bytes_max: int, bell: Doorbell) -> None:
         self.shm = shm
         self.buf = shm.buf
+        self.idx = shm.buf[:HEADER_BYTES].cast("Q")
         self.capacity = capacity
         self.records_max = records_max
         self.record_bytes_max = record_bytes_max
@@ -124,8 +127,12 @@ class Ring:
     def create(cls, name: str, capacity: int, records_max: int, record_bytes_max: int) -> Ring:
         assert capacity % 8 == 0 and capacity >= 2 * _align8(record_bytes_max + 4)
         shm = shared_memory.SharedMemory(name=name, create=True, size=HEADER_BYTES + capacity)
-        shm.buf[:HEADER_BYTES] = bytes(HEADER_BYTES)
+        shm.buf[:HEADER_BYTES] = bytes(HEADER_BYTES)  # before any other process maps it
         return cls(shm, capacity, records_max, record_bytes_max, Doorbell())
+
+    def release(self) -> None:
+        """Drop our views of the segment, so it can be closed."""
+        self.idx.release()
 
     def unlink(self) -> None:
         """Remove the segment (the creator, at shutdown)."""
@@ -147,9 +154,9 @@ class Ring:
         skip = cap - pos if cap - pos < need else 0
         if (self._tail + skip + need - self._head_seen > cap
                 or self._tail_count - self._head_count_seen >= self.records_max):
-            buf = self.buf
-            self._head_seen = _U64.unpack_from(buf, _HEAD)[0]
-            self._head_count_seen = _U64.unpack_from(buf, _HEAD_COUNT)[0]
+            idx = self.idx
+            self._head_seen = idx[_W_HEAD]
+            self._head_count_seen = idx[_W_HEAD_COUNT]
             if (self._tail + skip + need - self._head_seen > cap
                     or self._tail_count - self._head_count_seen >= self.records_max):
                 return False
@@ -171,17 +178,17 @@ class Ring:
         if not self._unpublished:
             return
         self._unpublished = False
-        buf = self.buf
-        _U64.pack_into(buf, _TAIL_COUNT, self._tail_count)
-        _U64.pack_into(buf, _TAIL, self._tail)
+        idx = self.idx
+        idx[_W_TAIL_COUNT] = self._tail_count
+        idx[_W_TAIL] = self._tail
         _fence()
-        if _U32.unpack_from(buf, _SLEEPING)[0] == 1:
-            _U32.pack_into(buf, _SLEEPING, 2)  # rung: later batches need not ring again
+        if idx[_W_SLEEPING] == 1:
+            idx[_W_SLEEPING] = 2  # rung: later batches need not ring again
             self.bell.ring()
 
     def free_records(self) -> int:
         """Records the producer may still put (a lower bound, reloading the head)."""
-        self._head_count_seen = _U64.unpack_from(self.buf, _HEAD_COUNT)[0]
+        self._head_count_seen = self.idx[_W_HEAD_COUNT]
         return self.records_max - (self._tail_count - self._head_count_seen)
 
     # ------------------------------------------------------------ consumer
@@ -189,7 +196,7 @@ class Ring:
     def get_batch(self, count_max: int) -> list[bytes]:
         """Up to ``count_max`` records, oldest first (copied out, so the slots free up)."""
         buf = self.buf
-        tail = _U64.unpack_from(buf, _TAIL)[0]
+        tail = self.idx[_W_TAIL]
         head = self._head
         if head == tail:
             return []
@@ -206,25 +213,25 @@ class Ring:
             head += _align8(4 + n)
         self._head = head
         self._head_count += len(out)
-        _U64.pack_into(buf, _HEAD_COUNT, self._head_count)
-        _U64.pack_into(buf, _HEAD, head)
+        self.idx[_W_HEAD_COUNT] = self._head_count
+        self.idx[_W_HEAD] = head
         return out
 
     def pending(self) -> bool:
-        return _U64.unpack_from(self.buf, _TAIL)[0] != self._head
+        return self.idx[_W_TAIL] != self._head
 
     def sleep_ready(self) -> bool:
         """Announce a sleep; True if the ring is still empty (then poll the bell),
         False if records arrived meanwhile (do not sleep)."""
-        buf = self.buf
-        _U32.pack_into(buf, _SLEEPING, 1)
+        idx = self.idx
+        idx[_W_SLEEPING] = 1
         _fence()
-        if _U64.unpack_from(buf, _TAIL)[0] != self._head:
-            _U32.pack_into(buf, _SLEEPING, 0)
+        if idx[_W_TAIL] != self._head:
+            idx[_W_SLEEPING] = 0
             return False
         return True
 
     def awake(self) -> None:
         """After the poll returned (bell rung or timeout): clear the flag, drain the bell."""
-        _U32.pack_into(self.buf, _SLEEPING, 0)
+        self.idx[_W_SLEEPING] = 0
         self.bell.drain()

@@ -280,6 +280,7 @@ class Supervisor:
     def _cleanup(self) -> None:
         for ring in self.rings:
             ring.bell.close()
+            ring.release()
             ring.unlink()
             try:
                 ring.shm.close()

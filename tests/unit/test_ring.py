@@ -25,7 +25,9 @@ def ring():
     yield make
     for r in made:
         r.bell.close()
+        r.release()
         r.unlink()
+        r.shm.close()
 
 
 def test_records_come_out_in_order_across_wraps(ring) -> None:
