@@ -206,7 +206,8 @@ class LocalCluster:
         proc = subprocess.Popen(
             [PY, "-m", "prime.app.load", "-i", str(i), "--conf", str(self.conf), "--keys", str(self.keys),
              "-n", str(inflight), "--count", str(count), "--duration", str(duration), "--linger", str(linger),
-             "--grace", str(grace), "--payload-bytes", str(payload), "--out", str(out), *extra],
+             "--grace", str(grace), "--payload-bytes", str(payload), "--connect-timeout", "30",
+             "--out", str(out), *extra],
             start_new_session=True, env=env, stdin=subprocess.DEVNULL,
         )
         self.pgids.add(proc.pid)
