@@ -35,7 +35,6 @@ from prime.proc.context import ProcStats, ReplicaContext
 from prime.proc.verifier import RecordVerifier
 
 PEER_BATCH = 512  # frames read per socket per round before other work
-APP_RING_ROOM_MIN = 64  # stop reading the application while the next ring has less room
 
 
 def _route(raw: bytes, workers: int) -> int:
@@ -94,8 +93,7 @@ class Net:
                     self.overrun_unsent = rec
             if self.app_pending:
                 busy |= self.forward_app_pending()
-            room = self.ring_room()
-            if room >= APP_RING_ROOM_MIN and not self.app_pending:
+            if not self.app_pending:  # updates waiting for ring room: read no more
                 busy |= self.read_app()
             busy |= self.write_out()
             for ring in self.ctx.to_workers or self.ctx.to_engine:
@@ -105,7 +103,7 @@ class Net:
                 self.stats.emit(now, {"app_attached": self.app_id is not None})
             if busy:
                 continue
-            want_app = room >= APP_RING_ROOM_MIN and not self.app_pending
+            want_app = not self.app_pending
             if want_app != app_registered:
                 if want_app:
                     poller.register(self.app, zmq.POLLIN)
@@ -115,10 +113,6 @@ class Net:
             if self.from_engine.sleep_ready():
                 poller.poll(100 if not want_app else 1000)
             self.from_engine.awake()
-
-    def ring_room(self) -> int:
-        rings = self.ctx.to_workers or self.ctx.to_engine
-        return min(r.free_records() for r in rings)
 
     def forward_app_pending(self) -> bool:
         """Updates from the application wait here, never dropped, until their ring has
