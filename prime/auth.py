@@ -134,6 +134,10 @@ class Verifier:
         self._cache_size_max = cache_size_max
         self.verifications = 0  # signature checks actually performed (cache misses)
 
+    def seen(self, env: Envelope) -> bool:
+        """Whether these exact bytes were verified before (a retransmission or a replay)."""
+        return env.raw in self._envelopes
+
     def verify(self, env: Envelope) -> bool:
         """True if ``env`` and everything embedded in it carry valid signatures."""
         verdict = self._envelopes.get(env.raw)

@@ -104,10 +104,14 @@ SCHEMA: Final[tuple[Key, ...]] = (
     Key("networking", "zmq_linger_ms", int, 0, 0, 60_000,
         "how long a closing ZeroMQ socket keeps unsent messages"),
     Key("networking", "ring_slot_count", int, 1024, 2, 1 << 20,
-        "slots per shared-memory ring between a replica's processes"),
+        "records a shared-memory ring between a replica's processes holds at most"),
     Key("networking", "ring_slot_size_bytes", int, 66_560, 1024 + RING_FRAME_HEADER_BYTES,
         ENVELOPE_BYTES_MAX + RING_FRAME_HEADER_BYTES,
-        "bytes per ring slot: one message plus the frame header"),
+        "largest ring record: one message plus the frame header"),
+    Key("networking", "ring_capacity_bytes", int, 8 << 20, 4096, 1 << 30,
+        "data bytes of each shared-memory ring (records are variable-sized)"),
+    Key("networking", "app_sndhwm_messages", int, 20_000, 16, 10_000_000,
+        "deliveries queued towards a slow application before it must transfer state"),
     Key("networking", "engine_batch_count_max", int, 64, 1, 65_536,
         "ring items the engine steps per round before it ticks"),
     Key("networking", "link_delay_ms", float, 0.0, 0.0, 10_000.0,
@@ -245,6 +249,8 @@ class NetworkingConfig:
     zmq_linger_ms: int
     ring_slot_count: int
     ring_slot_size_bytes: int
+    ring_capacity_bytes: int
+    app_sndhwm_messages: int
     engine_batch_count_max: int
     link_delay_ms: float
     link_jitter_ms: float
@@ -625,6 +631,11 @@ RULES: Final[tuple[Rule, ...]] = (
          >= c.system.message_bytes_max + RING_FRAME_HEADER_BYTES,
          f"ring_slot_size_bytes must be >= message_bytes_max + {RING_FRAME_HEADER_BYTES}",
          "a ring slot holds one whole message and its frame header"),
+    Rule(("networking.ring_capacity_bytes", "networking.ring_slot_size_bytes"),
+         lambda c: c.networking.ring_capacity_bytes >= 2 * c.networking.ring_slot_size_bytes + 16
+         and c.networking.ring_capacity_bytes % 8 == 0,
+         "ring_capacity_bytes must be a multiple of 8 and >= 2 * ring_slot_size_bytes + 16",
+         "a ring must hold two of its largest records, 8-byte aligned"),
     Rule(("throttling.tokens_max_bits", "system.message_bytes_max"),
          lambda c: c.throttling.tokens_max_bits >= 8 * c.system.message_bytes_max,
          "tokens_max_bits must be >= 8 * message_bytes_max",

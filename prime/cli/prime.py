@@ -1,11 +1,15 @@
 """``bin/prime``: start one Prime replica, or check its configuration.
 
-``prime -i ID`` will start the supervisor and the replica's processes
-(docs/design.md section 9); that runtime is not built yet, so for now only
-``--check-config`` does real work: it loads and validates conf/def.toml and the
+``prime -i ID`` starts the supervisor (``prime.proc.supervisor``), which runs the
+replica as processes (docs/design.md section 9): network I/O, signature-verification
+workers and the ordering engine. ``--check-config`` loads and validates conf/def.toml and the
 address file, with ``-i`` also loads and cross-checks that server's key files,
 prints the effective configuration and exits 0. Any operator mistake prints one
 line naming the file and the key and exits 2.
+
+Paths given on the command line are taken relative to the caller's working
+directory; the defaults (conf/def.toml, keys/) resolve against the checkout, so
+``bin/prime`` works from any directory.
 
 The daemon refuses to run under ``python -O``: our asserts are the safety net
 that stops a replica whose state broke an invariant, and stopping is safer than
@@ -15,6 +19,7 @@ diverging (docs/design.md section 7, "Errors and bad input").
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,13 +29,14 @@ from prime.errors import ConfigError, KeyFileError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_replica(cfg: Config, server_id: int, keys_dir: Path) -> int:
-    """Run replica ``server_id`` until it stops; returns the exit status.
+def run_replica(cfg: Config, server_id: int, keys_dir: Path, keys: ServerKeys) -> int:
+    """Run replica ``server_id`` until it stops; returns the exit status."""
+    from prime.proc.supervisor import Supervisor
 
-    Hook point for the multiprocess runtime (prime/proc): the lead replaces this."""
-    raise NotImplementedError("the multiprocess runtime (prime/proc) is not built yet")
+    return Supervisor(cfg, server_id, keys, keys_dir).run()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,12 +60,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="this replica's server id, 1..N (required unless --check-config)",
     )
-    parser.add_argument("--conf", default="conf/def.toml", help="tunables (default: %(default)s)")
+    parser.add_argument(
+        "--conf", default=str(ROOT / "conf" / "def.toml"), help="tunables (default: %(default)s)"
+    )
     parser.add_argument(
         "--address", default=None, help="address file (default: address.config beside --conf)"
     )
     parser.add_argument(
-        "--keys", default="keys", help="keys folder from bin/gen_keys (default: %(default)s)"
+        "--keys", default=str(ROOT / "keys"), help="keys folder from bin/gen_keys (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--log-dir",
+        default=None,
+        help="write this replica's log (stderr of every process) to DIR/prime-ID.log",
     )
     parser.add_argument(
         "--check-config",
@@ -126,10 +139,23 @@ def main(argv: list[str] | None = None) -> int:
             output += _keys_report(cfg, args.server_id, args.keys, keys)
         sys.stdout.write(output)
         return EXIT_OK
-    try:
-        return run_replica(cfg, args.server_id, Path(args.keys))
-    except NotImplementedError:
-        return _fail("the multiprocess runtime is not built yet; only --check-config works for now")
+    assert keys is not None
+    from prime.proc.supervisor import unsupported
+
+    problem = unsupported(cfg)
+    if problem:
+        return _fail(problem)
+    if args.log_dir:
+        try:
+            log_dir = Path(args.log_dir)
+            log_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(log_dir / f"prime-{args.server_id}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as error:
+            return _fail(f"--log-dir {args.log_dir}: {error.strerror}")
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    return run_replica(cfg, args.server_id, Path(args.keys), keys)
 
 
 if __name__ == "__main__":

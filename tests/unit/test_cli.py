@@ -117,19 +117,16 @@ def test_missing_keys_and_bad_id_exit_2(tmp_path: Path) -> None:
     assert no_keys.returncode == 2 and "manifest.json: missing" in _one_line(no_keys.stderr)
 
 
-def test_run_without_runtime_says_so(tmp_path: Path) -> None:
-    """Without --check-config bin/prime says in one line that the runtime is not built; exit 2."""
+def test_run_needs_an_id_and_valid_keys(tmp_path: Path) -> None:
+    """Without -i, or with keys made for another configuration, bin/prime stops at once
+    with one line and exit 2 (the daemon itself is tested in tests/e2e)."""
     keys = tmp_path / "keys"
-    assert (
-        _run(
-            GEN_KEYS, "--out", str(keys), "--bits", "512", "--seed", "01", "--clients", "0"
-        ).returncode
-        == 0
-    )
-    ran = _run(PRIME, "-i", "1", "--keys", str(keys))
-    assert ran.returncode == 2 and "runtime is not built yet" in _one_line(ran.stderr)
+    made = _run(GEN_KEYS, "--out", str(keys), "--bits", "512", "--seed", "01", "--clients", "0")
+    assert made.returncode == 0
     missing_id = _run(PRIME)
     assert missing_id.returncode == 2 and "-i ID is required" in missing_id.stderr
+    wrong_id = _run(PRIME, "-i", "9", "--keys", str(keys))
+    assert wrong_id.returncode == 2 and "-i 9 is not a server" in _one_line(wrong_id.stderr)
 
 
 def test_refuses_python_optimize() -> None:
@@ -157,3 +154,18 @@ def test_help_explains_the_options() -> None:
     assert keys_help.returncode == 0
     for option in ("--conf", "--address", "--out", "--force", "--bits", "--seed", "--clients"):
         assert option in keys_help.stdout
+
+
+def test_run_refuses_keys_the_daemon_does_not_implement(tmp_path: Path) -> None:
+    """A def.toml asking the daemon for something only the simulator does (link emulation,
+    say) stops start-up with one line naming the file and the key, exit 2."""
+    keys = tmp_path / "keys"
+    made = _run(GEN_KEYS, "--out", str(keys), "--bits", "512", "--seed", "01", "--clients", "0")
+    assert made.returncode == 0
+    conf = tmp_path / "def.toml"
+    conf.write_text("[networking]\nlink_delay_ms = 5.0\nlink_jitter_ms = 1.0\n")
+    (tmp_path / "address.config").write_text("1 127.0.0.1\n2 127.0.0.1\n3 127.0.0.1\n4 127.0.0.1\n")
+    ran = _run(PRIME, "-i", "1", "--conf", str(conf), "--keys", str(keys))
+    assert ran.returncode == 2
+    assert f"{conf}: [networking] link_delay_ms = 5.0 is not implemented" in _one_line(ran.stderr)
+    assert len(ran.stderr.strip().splitlines()) == 1

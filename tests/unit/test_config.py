@@ -443,6 +443,10 @@ RULE_CASES = [
         ("ring_slot_size_bytes = 65536", "message_bytes_max = 65536"),
     ),
     (
+        [("networking", "ring_capacity_bytes", "100000")],
+        ("ring_capacity_bytes = 100000", "ring_slot_size_bytes = 66560"),
+    ),
+    (
         [("throttling", "tokens_max_bits", "500000")],
         ("tokens_max_bits = 500000", "message_bytes_max = 65536"),
     ),

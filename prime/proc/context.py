@@ -1,0 +1,65 @@
+"""What every process of one replica is started with (built by the supervisor
+before it forks, so children inherit rings, doorbells and loaded keys)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prime.config import Config
+from prime.crypto.keys import ServerKeys
+from prime.proc.ring import Ring
+
+
+@dataclass
+class ReplicaContext:
+    cfg: Config
+    me: int
+    keys: ServerKeys
+    keys_dir: Path
+    incarnation: int
+    ipc_path: Path
+    to_engine: list[Ring]  # engine inputs: one from the net process (workers = 0) or one per worker
+    to_workers: list[Ring]  # net -> worker i (empty when workers = 0)
+    to_net: Ring  # engine -> net
+
+    @property
+    def workers(self) -> int:
+        return len(self.to_workers)
+
+
+@dataclass
+class ProcStats:
+    """Counters of one process, written as one JSON line to stderr every
+    ``[logging] stats_interval_ms`` (and on demand): ``stats {...}``."""
+
+    replica: int
+    proc: str
+    interval_s: float
+    counts: Counter[str] = field(default_factory=Counter)
+    _next_s: float = 0.0
+
+    def due(self, now_s: float) -> bool:
+        return self.interval_s > 0 and now_s >= self._next_s
+
+    def emit(self, now_s: float, extra: dict[str, object] | None = None) -> None:
+        self._next_s = now_s + self.interval_s
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        line: dict[str, object] = {
+            "replica": self.replica,
+            "proc": self.proc,
+            "pid": os.getpid(),
+            "t": round(time.time(), 3),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+            "counts": dict(sorted(self.counts.items())),
+        }
+        if extra:
+            line.update(extra)
+        sys.stderr.write("stats " + json.dumps(line, separators=(",", ":")) + "\n")
+        sys.stderr.flush()

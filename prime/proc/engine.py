@@ -1,0 +1,352 @@
+"""The engine process: the only driver of ``prime/core`` outside the simulator.
+
+It decides nothing. Each round it reads the time, steps one ``Tick``, steps every
+verified record waiting on its input rings (up to ``engine_batch_count_max`` per
+ring), performs the actions exactly as ``prime.sim.cluster.SimCluster._step``
+does (Merkle batch signing inline: one Ed25519 signature per batch), keeping
+the order the core emitted them in, and writes what goes out as
+records on the ring to the net process, one flush per round. Threshold RSA (10 to
+35 ms of big-number math) runs on one helper thread: GMP runs without the GIL
+(cffi releases it), and its answers come back as ``ThresholdDone`` on a later
+round, so ordering never waits for it.
+
+When idle it sleeps in ``poll`` on its rings' doorbells until the core's next
+deadline; the core's own periodic timers set how often an idle replica wakes.
+
+Time: the core compares incarnations (start times in seconds, hardening H8) with
+``Tick`` time, so ``now_us`` is wall-clock aligned at start and then advances
+with the monotonic clock (it never runs backwards).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import select
+import signal
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgpack
+
+from prime import wire
+from prime.auth import Ed25519Scheme, Signer
+from prime.core import actions as A
+from prime.core.events import ClientUpdate, CryptoDone, Inbound, ThresholdDone, Tick
+from prime.core.params import Params
+from prime.core.replica import Replica
+from prime.msgs import UPDATES_PER_REQUEST_MAX, UpdateKind
+from prime.proc import frames as F
+from prime.proc.context import ProcStats, ReplicaContext
+from prime.proc.ring import Doorbell
+
+DELIVER_CHUNK_BYTES = 16_384  # payload bytes per DELIVER record (an ordinal may be larger)
+CLIENT_BACKLOG_MAX = 65_536  # client updates held while the core's own queue is full
+OUT_BACKLOG_MAX = 100_000  # records waiting for room on the ring to the net process
+SLEEP_MAX_S = 1.0
+
+_log = logging.getLogger("prime.engine")
+
+
+class Clock:
+    """Microseconds since the epoch at start, then monotonic."""
+
+    def __init__(self) -> None:
+        self._base = time.time_ns() // 1000 - time.monotonic_ns() // 1000
+
+    def now_us(self) -> int:
+        return self._base + time.monotonic_ns() // 1000
+
+
+class Threshold:
+    """Threshold RSA shares and combinations on one thread, off the ordering path."""
+
+    def __init__(self, ctx: ReplicaContext) -> None:
+        self.share_key = ctx.keys.threshold_share
+        self.public = ctx.keys.threshold_public
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threshold")
+        self.done: queue.SimpleQueue[tuple[int, bytes | None]] = queue.SimpleQueue()
+        self.bell = Doorbell()
+        self.in_flight = 0
+
+    def submit(self, job: A.ThresholdJob) -> None:
+        self.in_flight += 1
+        self.pool.submit(self._run, job)
+
+    def _run(self, job: A.ThresholdJob) -> None:
+        result: bytes | None
+        try:
+            result = self._compute(job)
+        except Exception:  # a bug here must not kill the thread silently
+            _log.exception("threshold job %d failed", job.job_id)
+            result = None
+        self.done.put((job.job_id, result))
+        self.bell.ring()
+
+    def _compute(self, job: A.ThresholdJob) -> bytes | None:
+        from prime.crypto import threshold
+        from prime.errors import CryptoError
+
+        if job.op == "share":
+            return threshold.sign_share(self.share_key, job.statement).to_bytes()
+        shares = []
+        for _, raw in job.shares:
+            try:
+                shares.append(threshold.SignatureShare.from_bytes(raw))
+            except CryptoError:
+                continue  # malformed share: skipped like one whose proof fails (H7)
+        try:
+            return threshold.combine(self.public, job.statement, shares, verify_shares=job.verify_shares)
+        except CryptoError:
+            return None
+
+    def results(self) -> list[tuple[int, bytes | None]]:
+        out = []
+        while True:
+            try:
+                out.append(self.done.get_nowait())
+            except queue.Empty:
+                break
+        self.in_flight -= len(out)
+        return out
+
+
+class Engine:
+    def __init__(self, ctx: ReplicaContext) -> None:
+        cfg = ctx.cfg
+        self.ctx = ctx
+        self.me = ctx.me
+        self.params = Params.from_config(cfg)
+        self.replica = Replica(self.params, ctx.me, incarnation=ctx.incarnation)
+        scheme = Ed25519Scheme({ctx.me: ctx.keys.signing_key}, {})
+        self.signer = Signer(scheme, ctx.me)
+        self.clock = Clock()
+        self.threshold = Threshold(ctx)
+        self.inputs = ctx.to_engine
+        self.out = ctx.to_net
+        self.batch_max = cfg.networking.engine_batch_count_max
+        self.size_max = cfg.system.message_bytes_max
+        self.stats = ProcStats(ctx.me, "engine", cfg.logging.stats_interval_ms / 1000)
+        self.clients: deque[wire.Envelope] = deque()
+        # Feed the core client updates only while its own queue is short: it packs
+        # them into PO-Requests as flow control (max_po_in_flight) allows.
+        self.core_queue_max = 4 * UPDATES_PER_REQUEST_MAX
+        self.backlog: deque[bytes] = deque()
+        self.ordinal = 0
+        self.progress_every = cfg.system.print_progress_ordinals
+        self.gc_watch: GcWatch | None = None
+        self.stop = False
+
+    # ------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        r = self.replica
+        clock = self.clock
+        r.step(Tick(clock.now_us()))
+        self.perform()
+        poller = select.poll()
+        for ring in self.inputs:
+            poller.register(ring.bell.fileno(), select.POLLIN)
+        poller.register(self.threshold.bell.fileno(), select.POLLIN)
+        while not self.stop:
+            busy = self.round()
+            if self.stats.due(time.monotonic()):  # also when busy: a loaded engine reports too
+                self.emit_stats()
+            if busy:
+                continue
+            deadline = r.next_deadline_us()
+            now = clock.now_us()
+            timeout_s = SLEEP_MAX_S if deadline is None else max(0.0, (deadline - now) / 1e6)
+            timeout_s = min(timeout_s, SLEEP_MAX_S)
+            if timeout_s <= 0:
+                continue
+            if all(ring.sleep_ready() for ring in self.inputs):
+                poller.poll(timeout_s * 1000)
+            for ring in self.inputs:
+                ring.awake()
+            self.threshold.bell.drain()
+
+    def round(self) -> bool:
+        """One round; True if there was input (so look again before sleeping)."""
+        r = self.replica
+        r.step(Tick(self.clock.now_us()))
+        busy = False
+        for job_id, result in self.threshold.results():
+            r.step(ThresholdDone(job_id, result))
+            busy = True
+        for ring in self.inputs:
+            records = ring.get_batch(self.batch_max)
+            if records:
+                busy = True
+                self.on_records(records)
+        self.feed_clients()
+        self.perform()
+        return busy or self.ring_backlog_pending()
+
+    def on_records(self, records: list[bytes]) -> None:
+        r = self.replica
+        size_max = self.size_max
+        counts = self.stats.counts
+        for rec in records:
+            kind = rec[0]
+            if kind == F.PEER:
+                env = wire.decode(rec[2:], size_max=size_max)
+                if isinstance(env, str):  # verified by a worker: cannot happen
+                    counts["decode_after_verify:" + env] += 1
+                    continue
+                r.step(Inbound(rec[1], env))
+                counts["inbound"] += 1
+            elif kind == F.CLIENT:
+                env = wire.decode(rec[1:], size_max=size_max)
+                if isinstance(env, str):
+                    counts["decode_after_verify:" + env] += 1
+                    continue
+                if len(self.clients) >= CLIENT_BACKLOG_MAX:
+                    counts["client:backlog_full"] += 1
+                    continue
+                self.clients.append(env)
+            elif kind == F.OVERRUN:
+                # The application fell behind and was told so (NOTICE): introduce our
+                # CLIENT_STATE_TRANSFER marker, as the core does after a jump, so it can
+                # take a peer's state as of the marker's ordinal (README contract, rule 3).
+                # The core's own method, called from here: no change to the core.
+                counts["app_overrun"] += 1
+                r.po.stamp_and_submit(UpdateKind.CLIENT_STATE_TRANSFER, rec[1:9])
+            else:
+                counts["record:unknown_kind"] += 1
+
+    def feed_clients(self) -> None:
+        r = self.replica
+        q = r.po.update_queue
+        clients = self.clients
+        while clients and len(q) < self.core_queue_max:
+            r.step(ClientUpdate(clients.popleft()))
+            self.stats.counts["client_update"] += 1
+
+    # ---------------------------------------------------------- actions
+
+    def perform(self) -> None:
+        """Carry out the core's actions (as ``SimCluster._step``)."""
+        r = self.replica
+        work = deque(r.take_actions())
+        out = self.backlog
+        counts = self.stats.counts
+        while work:
+            action = work.popleft()
+            if isinstance(action, A.Broadcast):
+                out.append(F.B_BCAST + action.env.raw)
+            elif isinstance(action, A.Send):
+                out.append(F.B_SEND + bytes((action.dest,)) + action.env.raw)
+            elif isinstance(action, A.SignJob):
+                envs = self.signer.sign_batch(action.messages, action.bodies, direct=action.direct)
+                r.step(CryptoDone(action.job_id, envs))
+                # Its effects go after the actions already taken: the engine steps many
+                # events per round, so those may hold earlier Delivers (the simulator,
+                # one event per step, can put them first; here that would reorder ordinals).
+                work.extend(r.take_actions())
+                counts["sign_batches"] += 1
+            elif isinstance(action, A.Deliver):
+                self.deliver(action)
+            elif isinstance(action, A.ThresholdJob):
+                self.threshold.submit(action)
+                counts["threshold_jobs"] += 1
+            elif isinstance(action, A.StateTransferNeeded):
+                out.append(F.B_NOTICE + msgpack.packb(action.ordinal))
+                counts["state_transfer_notices"] += 1
+        self.flush()
+
+    def deliver(self, action: A.Deliver) -> None:
+        counts = self.stats.counts
+        assert action.ordinal > self.ordinal, (self.ordinal, action.ordinal)  # the core's order
+        self.ordinal = action.ordinal
+        every = self.progress_every
+        if every and action.ordinal % every == 0:
+            _log.info(
+                "progress: ordinal %d, %d updates delivered, view %d",
+                action.ordinal, counts["updates_delivered"] + len(action.updates), self.replica.view,
+            )
+        counts["ordinals"] += 1
+        counts["updates_delivered"] += len(action.updates)
+        chunk: list[list[Any]] = []
+        size = 0
+        out = self.backlog
+        ordinal = action.ordinal
+        for u in action.updates:
+            chunk.append([u.client, u.incarnation, u.seq, u.kind, u.payload])
+            size += len(u.payload) + 32
+            if size >= DELIVER_CHUNK_BYTES:
+                out.append(F.B_DELIVER + F.DELIVER_HEAD.pack(ordinal, 0) + msgpack.packb(chunk))
+                chunk, size = [], 0
+        out.append(F.B_DELIVER + F.DELIVER_HEAD.pack(ordinal, 1) + msgpack.packb(chunk))
+
+    def flush(self) -> None:
+        out = self.backlog
+        ring = self.out
+        while out:
+            if not ring.put(out[0]):
+                break
+            out.popleft()
+        ring.flush()
+        if len(out) > OUT_BACKLOG_MAX:
+            # The net process stopped reading. Peer messages are retransmitted; keep the rest.
+            kept = deque(rec for rec in out if rec[0] not in (F.SEND, F.BCAST))
+            self.stats.counts["out:dropped_backlog"] += len(out) - len(kept)
+            self.backlog = kept
+
+    def ring_backlog_pending(self) -> bool:
+        return bool(self.backlog)
+
+    def emit_stats(self) -> None:
+        r = self.replica
+        self.stats.emit(
+            time.monotonic(),
+            {
+                "view": r.view,
+                "ordinal": self.ordinal,
+                "incarnation": r.incarnation,
+                "core_dropped": dict(sorted(r.stats.dropped.items())),
+                "jumps": r.stats.jumps,
+                "gc_max_pause_ms": [round(x, 2) for x in self.gc_watch.max_ms] if self.gc_watch else None,
+                "gc_collections": list(self.gc_watch.count) if self.gc_watch else None,
+            },
+        )
+
+
+class GcWatch:
+    """Longest garbage-collector pause per generation (a stall the core's timers feel)."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.max_ms = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.start = time.perf_counter()
+            return
+        gen = info.get("generation", 0)
+        ms = (time.perf_counter() - self.start) * 1000
+        self.count[gen] += 1
+        if ms > self.max_ms[gen]:
+            self.max_ms[gen] = ms
+
+
+def engine_main(ctx: ReplicaContext) -> int:
+    engine = Engine(ctx)
+    engine.gc_watch = GcWatch()
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)  # also out of a poll (PEP 475 would resume it)
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        engine.run()
+    except SystemExit:
+        pass
+    finally:
+        engine.emit_stats()
+    return 0

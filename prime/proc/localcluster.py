@@ -1,0 +1,303 @@
+"""Real daemons on loopback, for the end-to-end tests (tests/e2e) and perf/daemon_bench.py.
+
+``LocalCluster`` writes a configuration (a free port range, a short ipc folder
+under /tmp, test keys from ``bin/gen_keys --seed``), starts ``bin/prime -i ID``
+and load generators (``python -m prime.app.load``) each in its own process
+group, and ``close()`` kills every group it made with SIGKILL, then reports
+what was left behind: processes, /dev/shm segments named after its daemons,
+socket files. Tests call ``close()`` from a finalizer, so a failing test leaves
+nothing running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
+PRIME = ROOT / "bin" / "prime"
+PY = sys.executable
+_KEYS_CACHE = Path(tempfile.gettempdir()) / f"prime-e2e-keys-{os.getuid()}"
+
+
+def _free_base_port(n: int) -> int:
+    """A base port whose ranges base+10*i .. +9 (i = 1..n) are all free now."""
+    for _ in range(200):
+        base = random.randrange(20_000, 55_000, 10)
+        ok = True
+        for i in range(1, n + 1):
+            port = base + 10 * i
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+def make_test_keys(f: int, k: int, clients: int) -> Path:
+    """Deterministic test keys, made once per (f, k, clients) and cached in /tmp."""
+    out = _KEYS_CACHE / f"f{f}k{k}c{clients}"
+    if (out / "manifest.json").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent))
+    conf = tmp / "def.toml"
+    conf.write_text(f"[system]\nf = {f}\nk = {k}\nnum_clients = {clients}\n")
+    shutil.copy(ROOT / "conf" / "address.config", tmp / "address.config")
+    subprocess.run(
+        [ROOT / "bin" / "gen_keys", "--conf", conf, "--out", tmp / "keys", "--bits", "1024",
+         "--seed", "0e2e", "--clients", str(clients)],
+        check=True, capture_output=True,
+    )
+    try:
+        os.rename(tmp / "keys", out)
+    except OSError:
+        pass  # made meanwhile by another run
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+class LocalCluster:
+    def __init__(self, f: int = 1, k: int = 0, *, workers: int = 1, settings: dict[str, dict[str, Any]] | None = None,
+                 clients: int = 8) -> None:
+        self.f, self.k = f, k
+        self.n = 3 * f + 2 * k + 1
+        self.dir = Path(tempfile.mkdtemp(prefix="pe2e-", dir="/tmp"))
+        self.ipc = self.dir / "ipc"
+        self.logs = self.dir / "log"
+        self.keys = make_test_keys(f, k, clients)
+        self.base_port = _free_base_port(self.n)
+        groups: dict[str, dict[str, Any]] = {
+            "system": {"f": f, "k": k, "num_clients": clients},
+            "networking": {"base_port": self.base_port, "client_ipc_dir": str(self.ipc), "workers": workers},
+            "logging": {"stats_interval_ms": 500},
+        }
+        for group, values in (settings or {}).items():
+            groups.setdefault(group, {}).update(values)
+        lines = []
+        for group, values in groups.items():
+            lines.append(f"[{group}]")
+            for key, value in values.items():
+                lines.append(f"{key} = {json.dumps(value)}")
+        self.conf = self.dir / "def.toml"
+        self.conf.write_text("\n".join(lines) + "\n")
+        shutil.copy(ROOT / "conf" / "address.config", self.dir / "address.config")
+        self.daemons: dict[int, subprocess.Popen[bytes]] = {}
+        self.loads: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.pgids: set[int] = set()
+        self.supervisor_pids: set[int] = set()
+
+    # --------------------------------------------------------------- daemons
+
+    def start(self, i: int) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [str(PRIME), "-i", str(i), "--conf", str(self.conf), "--keys", str(self.keys),
+             "--log-dir", str(self.logs)],
+            start_new_session=True, stdin=subprocess.DEVNULL,
+        )
+        self.daemons[i] = proc
+        self.pgids.add(proc.pid)
+        self.supervisor_pids.add(proc.pid)
+        return proc
+
+    def start_all(self, ids: list[int] | None = None) -> None:
+        for i in ids or range(1, self.n + 1):
+            self.start(i)
+        for i in ids or range(1, self.n + 1):
+            self.wait_log(i, "started:", 20)
+
+    def log(self, i: int) -> str:
+        try:
+            return (self.logs / f"prime-{i}.log").read_text()
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, i: int, text: str, timeout_s: float, *, after: int = 0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            log = self.log(i)
+            at = log.find(text, after)
+            if at >= 0:
+                end = log.find("\n", at)
+                return log[at:end if end >= 0 else None]
+            time.sleep(0.05)
+        raise AssertionError(f"replica {i}: no {text!r} in {timeout_s} s; log tail:\n{self.log(i)[-3000:]}")
+
+    def stats(self, i: int, proc: str) -> dict[str, Any]:
+        """The newest stats line of replica ``i``'s process ``proc`` (net, engine, worker0...)."""
+        last: dict[str, Any] = {}
+        for line in self.log(i).splitlines():
+            if line.startswith("stats ") and f'"proc":"{proc}"' in line:
+                try:
+                    last = json.loads(line[6:])
+                except ValueError:
+                    continue
+        return last
+
+    def children(self, i: int) -> dict[str, int]:
+        """Child name -> pid, from the supervisor's "started:" line."""
+        line = self.wait_log(i, "started:", 10)
+        pids = line.split("pids ", 1)[1]
+        return {name: int(pid) for name, pid in (p.split("=") for p in pids.split(", "))}
+
+    def kill_group(self, i: int, sig: int) -> None:
+        os.killpg(self.daemons[i].pid, sig)
+
+    def stop(self, i: int, sig: int = signal.SIGTERM, timeout_s: float = 5.0) -> int:
+        proc = self.daemons[i]
+        proc.send_signal(sig)
+        return proc.wait(timeout_s)
+
+    def daemon_left(self, i: int) -> dict[str, list[Any]]:
+        """What daemon ``i`` (its latest run) left: processes of its group, its
+        /dev/shm segments, its socket file."""
+        pid = self.daemons[i].pid
+        procs = []
+        try:
+            os.killpg(pid, 0)
+            procs.append(pid)
+        except ProcessLookupError:
+            pass
+        shm = [p.name for p in Path("/dev/shm").glob(f"prime-r{i}-{pid}-*")]
+        sock = [p.name for p in self.ipc.glob(f"prime-{i}.sock")]
+        return {"processes": procs, "shm": shm, "sockets": sock}
+
+    def wait_daemon_gone(self, i: int, timeout_s: float = 3.0) -> dict[str, list[Any]]:
+        deadline = time.monotonic() + timeout_s
+        left = self.daemon_left(i)
+        while time.monotonic() < deadline and (left["processes"] or left["shm"]):
+            time.sleep(0.05)
+            left = self.daemon_left(i)
+        return left
+
+    def ordinal(self, i: int) -> int:
+        return int(self.stats(i, "engine").get("ordinal", 0))
+
+    def wait_ordinal(self, i: int, above: int, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            o = self.ordinal(i)
+            if o > above:
+                return o
+            time.sleep(0.1)
+        raise AssertionError(f"replica {i} stuck at ordinal {self.ordinal(i)} (wanted > {above})")
+
+    # ----------------------------------------------------------------- load
+
+    def load(self, i: int, *, inflight: int, count: int = 0, duration: float = 30.0, linger: float = 1.0,
+             grace: float = 20.0, payload: int = 300, extra: list[str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+        out = self.dir / f"load-{i}-{len(self.loads)}.json"
+        extra = list(extra or [])
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen(
+            [PY, "-m", "prime.app.load", "-i", str(i), "--conf", str(self.conf), "--keys", str(self.keys),
+             "-n", str(inflight), "--count", str(count), "--duration", str(duration), "--linger", str(linger),
+             "--grace", str(grace), "--payload-bytes", str(payload), "--connect-timeout", "30",
+             "--out", str(out), *extra],
+            start_new_session=True, env=env, stdin=subprocess.DEVNULL,
+        )
+        self.pgids.add(proc.pid)
+        self.loads.append((proc, out))
+        return proc, out
+
+    @staticmethod
+    def result(entry: tuple[subprocess.Popen[bytes], Path], timeout_s: float) -> dict[str, Any]:
+        proc, out = entry
+        assert proc.wait(timeout_s) == 0, f"load generator exited {proc.returncode}"
+        return json.loads(out.read_text())
+
+    # -------------------------------------------------------------- cleanup
+
+    def shm_left(self) -> list[str]:
+        names = []
+        for pid in self.supervisor_pids:
+            names += [p.name for p in Path("/dev/shm").glob(f"prime-r*-{pid}-*")]
+        return names
+
+    def sockets_left(self) -> list[str]:
+        return [p.name for p in self.ipc.glob("*.sock")] if self.ipc.exists() else []
+
+    def processes_left(self) -> list[int]:
+        left = []
+        for pgid in self.pgids:
+            try:
+                os.killpg(pgid, 0)
+                left.append(pgid)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                left.append(pgid)
+        return left
+
+    def wait_gone(self, timeout_s: float = 3.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (self.processes_left() or self.shm_left()):
+            time.sleep(0.05)
+
+    def close(self) -> dict[str, list[Any]]:
+        """Stop everything this cluster started (SIGTERM to daemons still running, then
+        SIGKILL to every group); return what was left behind."""
+        running = [p for p in self.daemons.values() if p.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                pass
+        for pgid in list(self.pgids):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for proc in self.daemons.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        for proc, _ in self.loads:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.wait_gone()
+        left = {"processes": self.processes_left(), "shm": self.shm_left()}
+        for name in left["shm"]:
+            try:
+                os.unlink(f"/dev/shm/{name}")
+            except OSError:
+                pass
+        return left
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def compare_streams(results: list[dict[str, Any]], *, after: dict[int, int] | None = None) -> int:
+    """Assert every pair of streams agrees on every ordinal both delivered (for replica r,
+    only ordinals above ``after[r]``); return how many ordinals all share."""
+    after = after or {}
+    maps = []
+    for r in results:
+        floor = after.get(r["replica"], 0)
+        maps.append({int(o): d for o, d in r["digests"].items() if int(o) > floor})
+    for a in range(len(maps)):
+        for b in range(a + 1, len(maps)):
+            both = maps[a].keys() & maps[b].keys()
+            bad = [o for o in both if maps[a][o] != maps[b][o]]
+            assert not bad, f"replicas {results[a]['replica']} and {results[b]['replica']} differ at {sorted(bad)[:5]}"
+    return len(set.intersection(*(set(m) for m in maps))) if maps else 0

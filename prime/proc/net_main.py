@@ -1,0 +1,370 @@
+"""The net I/O process: every socket of the replica (``prime.net.sockets``).
+
+Inbound peer frames are size-checked first, then tagged with the peer they came
+from and routed by signer to a verify worker (or verified inline when
+``workers = 0``); client updates from the application go the same way. Records
+from the engine go out: SEND/BCAST to peers, DELIVER/NOTICE to the application.
+Every frame dropped is counted by reason (``stats`` lines), none raises.
+
+The application (``prime.app.protocol``): one at a time, for as long as its
+connection exists (a dead application's connection closes at once on a unix
+socket). Deliveries are sent without blocking; when its queue
+(``app_sndhwm_messages``) is full the application has fallen too far behind: the
+daemon stops sending and, once the queue has room, sends it a NOTICE with the
+last ordinal it missed, carries on from the next whole ordinal, and asks the
+engine (OVERRUN record) to introduce this replica's CLIENT_STATE_TRANSFER marker,
+at whose ordinal the application takes a peer's state. Ordering never waits for
+an application.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+import signal
+import time
+from typing import Any
+
+import msgpack
+import zmq
+
+from prime.app import protocol as P
+from prime.net import sockets
+from prime.proc import frames as F
+from prime.proc.context import ProcStats, ReplicaContext
+from prime.proc.verifier import RecordVerifier
+
+PEER_BATCH = 512  # frames read per socket per round before other work
+
+
+def _route(raw: bytes, workers: int) -> int:
+    """Worker index by signer, from the envelope's first field without decoding it
+    (``[sender, ...]``: fixarray, then a positive fixint or uint8/uint16)."""
+    if len(raw) < 3:
+        return 0
+    b = raw[1]
+    if b < 0x80:
+        return b % workers
+    if b == 0xCC:
+        return raw[2] % workers
+    if b == 0xCD and len(raw) >= 4:
+        return ((raw[2] << 8) | raw[3]) % workers
+    return 0
+
+
+class Net:
+    def __init__(self, ctx: ReplicaContext) -> None:
+        cfg = ctx.cfg
+        self.ctx = ctx
+        self.me = ctx.me
+        self.size_max = cfg.system.message_bytes_max
+        self.stats = ProcStats(ctx.me, "net", cfg.logging.stats_interval_ms / 1000)
+        self.counts = self.stats.counts
+        self.zctx = zmq.Context(io_threads=1)
+        self.router = sockets.peer_router(self.zctx, cfg, ctx.me)
+        self.dealers = sockets.peer_dealers(self.zctx, cfg, ctx.me)
+        self.dealer_list = list(self.dealers.values())
+        self.app = sockets.app_router(self.zctx, cfg, ctx.ipc_path)
+        self.peer_ids = {b"%d" % p: p for p in self.dealers}
+        self.workers = ctx.workers
+        self.inline = RecordVerifier(ctx, self.counts) if self.workers == 0 else None
+        self.from_engine = ctx.to_net
+        # application session
+        self.app_id: bytes | None = None
+        self.app_token = b""
+        self.app_overrun_at: int | None = None  # first ordinal not sent to the app
+        self.last_ordinal_sent = 0
+        self.pending_notice: bytes | None = None
+        self.app_pending: deque[tuple[bytes, bytes]] = deque()
+        self.overrun_unsent: bytes | None = None
+
+    # --------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.from_engine.bell.fileno(), zmq.POLLIN)
+        app_registered = False
+        while True:
+            busy = self.read_peers()
+            if self.overrun_unsent is not None:
+                rec, self.overrun_unsent = self.overrun_unsent, None
+                if not (self.ctx.to_workers or self.ctx.to_engine)[0].put(rec):
+                    self.overrun_unsent = rec
+            if self.app_pending:
+                busy |= self.forward_app_pending()
+            if not self.app_pending:  # updates waiting for ring room: read no more
+                busy |= self.read_app()
+            busy |= self.write_out()
+            for ring in self.ctx.to_workers or self.ctx.to_engine:
+                ring.flush()
+            now = time.monotonic()
+            if self.stats.due(now):
+                self.stats.emit(now, {"app_attached": self.app_id is not None})
+            if busy:
+                continue
+            want_app = not self.app_pending
+            if want_app != app_registered:
+                if want_app:
+                    poller.register(self.app, zmq.POLLIN)
+                else:
+                    poller.unregister(self.app)
+                app_registered = want_app
+            if self.from_engine.sleep_ready():
+                poller.poll(100 if not want_app else 1000)
+            self.from_engine.awake()
+
+    def forward_app_pending(self) -> bool:
+        """Updates from the application wait here, never dropped, until their ring has
+        room (meanwhile the application socket is not read: back-pressure)."""
+        pending = self.app_pending
+        moved = False
+        while pending:
+            rec, raw = pending[0]
+            if self.inline is not None:
+                if not self.inline.check(rec):
+                    pending.popleft()
+                    continue
+                ring = self.ctx.to_engine[0]
+                if not ring.put(rec):
+                    break
+            elif not self.ctx.to_workers[_route(raw, self.workers)].put(rec):
+                break
+            pending.popleft()
+            moved = True
+        return moved
+
+    def _forward(self, rec: bytes, raw: bytes) -> None:
+        if self.inline is not None:
+            if self.inline.check(rec) and not self.ctx.to_engine[0].put(rec):
+                self.counts["drop:engine_ring_full"] += 1
+            return
+        ring = self.ctx.to_workers[_route(raw, self.workers)]
+        if not ring.put(rec):
+            self.counts["drop:worker_ring_full"] += 1
+
+    # -------------------------------------------------------------- peers
+
+    def read_peers(self) -> bool:
+        router = self.router
+        counts = self.counts
+        size_max = self.size_max
+        peer_ids = self.peer_ids
+        got = 0
+        for _ in range(PEER_BATCH):
+            try:
+                parts = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            got += 1
+            if len(parts) != 2:
+                counts["drop:peer:frame_count"] += 1
+                continue
+            ident, raw = parts
+            via = peer_ids.get(ident)
+            if via is None:
+                counts["drop:peer:unknown_id"] += 1
+                continue
+            if len(raw) > size_max:
+                counts["drop:peer:oversize"] += 1
+                continue
+            if not raw:
+                counts["drop:peer:empty"] += 1
+                continue
+            counts["peer_in"] += 1
+            self._forward(F.B_PEER + bytes((via,)) + raw, raw)
+        return got > 0
+
+    # -------------------------------------------------------- application
+
+    def read_app(self) -> bool:
+        app = self.app
+        counts = self.counts
+        got = 0
+        for _ in range(PEER_BATCH):
+            try:
+                parts = app.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            got += 1
+            if len(parts) < 2:
+                counts["drop:app:frame_count"] += 1
+                continue
+            ident, kind = parts[0], parts[1]
+            if kind == P.HELLO:
+                self.on_hello(ident, parts[2:])
+                continue
+            if ident != self.app_id:
+                counts["drop:app:not_attached"] += 1
+                self._send_app_to(ident, [P.REFUSED, b"not attached: send HELLO first"])
+                continue
+            if kind == P.SUBMIT:
+                for raw in parts[2:]:
+                    if len(raw) > self.size_max or not raw:
+                        counts["drop:app:update_size"] += 1
+                        continue
+                    counts["app_updates_in"] += 1
+                    self.app_pending.append((F.B_CLIENT + raw, raw))
+                if self.forward_app_pending() is False and self.app_pending:
+                    counts["app_backpressure"] += 1
+                if self.app_pending:
+                    break
+            elif kind == P.BYE:
+                self.app_id = None
+            elif kind != P.PING:
+                counts["drop:app:unknown_kind"] += 1
+        return got > 0
+
+    def on_hello(self, ident: bytes, rest: list[bytes]) -> None:
+        token = None
+        try:
+            version, token = msgpack.unpackb(rest[0]) if rest else (None, None)
+        except Exception:
+            version = None
+        if version != P.VERSION:
+            self.counts["drop:app:bad_hello"] += 1
+            self._send_app_to(ident, [P.REFUSED, b"unsupported protocol version"])
+            return
+        held = self.app_id is not None and self.app_id != ident and self._app_alive()
+        if held and not (token and token == self.app_token):
+            self.counts["app_refused"] += 1
+            self._send_app_to(
+                ident,
+                [P.REFUSED, b"another application is attached to replica %d" % self.me],
+            )
+            return
+        self.app_id = ident
+        self.app_token = secrets.token_bytes(16)
+        self.counts["app_attached"] += 1
+        welcome = [P.VERSION, self.me, self.ctx.cfg.n, self.app_token, self.last_ordinal_sent + 1]
+        self._send_app_to(ident, [P.WELCOME, msgpack.packb(welcome)])
+        if self.pending_notice is not None and self._send_app_to(ident, [P.NOTICE, self.pending_notice]):
+            self.pending_notice = None
+
+    def _send_app_to(self, ident: bytes, parts: list[bytes]) -> bool:
+        try:
+            self.app.send_multipart([ident, *parts], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError as error:  # EAGAIN (queue full) or EHOSTUNREACH (gone)
+            if error.errno == zmq.EHOSTUNREACH and ident == self.app_id:
+                self.counts["app_gone"] += 1
+                self.app_id = None
+            return False
+
+    def _app_alive(self) -> bool:
+        """Whether the attached application's connection still exists. ZeroMQ drops a
+        peer's routing id when its connection closes (the process exited), and a
+        ROUTER_MANDATORY send to it then fails with EHOSTUNREACH; a full queue (EAGAIN)
+        means alive but slow. A busy application keeps its place however long it
+        does not read."""
+        if self.app_id is None:
+            return False
+        try:
+            self.app.send_multipart([self.app_id, P.PING], zmq.NOBLOCK)
+        except zmq.ZMQError as error:
+            if error.errno == zmq.EHOSTUNREACH:
+                self.counts["app_gone"] += 1
+                self.app_id = None
+                return False
+        return True
+
+    def to_app(self, parts: list[bytes], ordinal: int, last: bool) -> None:
+        """Send one delivery part, or note that the application fell behind."""
+        counts = self.counts
+        if self.app_id is None:
+            counts["app_deliveries_unattached"] += 1
+            self.last_ordinal_sent = ordinal if last else ordinal - 1
+            return
+        if self.app_overrun_at is not None:
+            # Behind: at the end of an ordinal, once there is room, tell it the last
+            # ordinal it missed; deliveries resume with the next whole ordinal.
+            self.last_ordinal_sent = ordinal if last else ordinal - 1
+            if last and self._send_app_to(self.app_id, [P.NOTICE, msgpack.packb(ordinal)]):
+                counts["app_overrun_notices"] += 1
+                self.app_overrun_at = None
+                self._overrun_told(ordinal)
+            return
+        if self._send_app_to(self.app_id, parts):
+            if last:
+                self.last_ordinal_sent = ordinal
+            return
+        if self.app_id is None:  # it went away
+            self.last_ordinal_sent = ordinal if last else ordinal - 1
+            return
+        counts["app_overrun"] += 1
+        self.app_overrun_at = ordinal
+        self.last_ordinal_sent = ordinal if last else ordinal - 1
+
+    def _overrun_told(self, ordinal: int) -> None:
+        """The application has its NOTICE: ask the engine for our state-transfer marker."""
+        rec = F.B_OVERRUN + ordinal.to_bytes(8, "big")
+        ring = (self.ctx.to_workers or self.ctx.to_engine)[0]
+        if not ring.put(rec):
+            self.overrun_unsent = rec  # retried each round until it fits
+
+    # -------------------------------------------------------------- output
+
+    def write_out(self) -> bool:
+        records = self.from_engine.get_batch(4096)
+        if not records:
+            return False
+        counts = self.counts
+        dealers = self.dealers
+        dealer_list = self.dealer_list
+        noblock = zmq.NOBLOCK
+        for rec in records:
+            kind = rec[0]
+            if kind == F.BCAST:
+                raw = rec[1:]
+                for sock in dealer_list:
+                    try:
+                        sock.send(raw, noblock)
+                    except zmq.Again:
+                        counts["drop:out:peer_queue_full"] += 1
+                counts["bcast_out"] += 1
+            elif kind == F.SEND:
+                sock = dealers.get(rec[1])
+                if sock is None:
+                    counts["drop:out:bad_dest"] += 1
+                    continue
+                try:
+                    sock.send(rec[2:], noblock)
+                except zmq.Again:
+                    counts["drop:out:peer_queue_full"] += 1
+                counts["send_out"] += 1
+            elif kind == F.DELIVER:
+                ordinal, last = F.DELIVER_HEAD.unpack_from(rec, 1)
+
+                head = rec[1:1 + F.DELIVER_HEAD.size]
+                body = rec[1 + F.DELIVER_HEAD.size:]
+                self.to_app([P.DELIVER, head, body], ordinal, bool(last))
+            elif kind == F.NOTICE:
+                counts["state_transfer_notices"] += 1
+                if self.app_id is None or not self._send_app_to(self.app_id, [P.NOTICE, rec[1:]]):
+                    self.pending_notice = rec[1:]  # for the next application that attaches
+            else:
+                counts["drop:out:unknown_kind"] += 1
+        return True
+
+    def close(self) -> None:
+        try:
+            self.ctx.ipc_path.unlink()
+        except OSError:
+            pass
+
+
+def net_main(ctx: ReplicaContext) -> int:
+    net = Net(ctx)
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        net.run()
+    except SystemExit:
+        pass
+    finally:
+        net.close()
+        net.stats.emit(time.monotonic(), {"app_attached": net.app_id is not None})
+    return 0
