@@ -370,6 +370,24 @@ def combine(
     return signature
 
 
+def combine_encoded(
+    pub: PublicKey, message: bytes, encoded: Iterable[bytes], *, verify_shares: bool = True
+) -> bytes | None:
+    """``combine`` over shares as they travel (``SignatureShare.to_bytes``), as a driver
+    answers the core's combine job: a malformed share is skipped like one whose proof
+    fails (H7), and too few good shares give None instead of raising."""
+    shares = []
+    for raw in encoded:
+        try:
+            shares.append(SignatureShare.from_bytes(raw))
+        except CryptoError:
+            continue
+    try:
+        return combine(pub, message, shares, verify_shares=verify_shares)
+    except CryptoError:
+        return None
+
+
 def verify(pub: PublicKey, message: bytes, signature: bytes) -> bool:
     """Checks an ordinary RSA signature: ``y^e = hash_to_zn(message) (mod n)``. Never raises."""
     if not isinstance(signature, bytes) or not isinstance(message, bytes):

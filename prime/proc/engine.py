@@ -88,20 +88,11 @@ class Threshold:
 
     def _compute(self, job: A.ThresholdJob) -> bytes | None:
         from prime.crypto import threshold
-        from prime.errors import CryptoError
 
         if job.op == "share":
             return threshold.sign_share(self.share_key, job.statement).to_bytes()
-        shares = []
-        for _, raw in job.shares:
-            try:
-                shares.append(threshold.SignatureShare.from_bytes(raw))
-            except CryptoError:
-                continue  # malformed share: skipped like one whose proof fails (H7)
-        try:
-            return threshold.combine(self.public, job.statement, shares, verify_shares=job.verify_shares)
-        except CryptoError:
-            return None
+        raw = (share for _, share in job.shares)
+        return threshold.combine_encoded(self.public, job.statement, raw, verify_shares=job.verify_shares)
 
     def results(self) -> list[tuple[int, bytes | None]]:
         out = []

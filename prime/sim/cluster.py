@@ -388,24 +388,15 @@ class SimCluster:
     def _threshold(self, rid: int, job: A.ThresholdJob) -> bytes | None:
         """Shoup threshold RSA for a replica's view change (small modulus: simulation)."""
         from prime.crypto import threshold
-        from prime.errors import CryptoError
 
         if job.op == "share":
             nonce = hashlib.sha256(b"%d/%d/" % (self.cfg.seed, rid) + job.statement).digest()
             share = threshold.sign_share(self.threshold_shares[rid - 1], job.statement, nonce_seed=nonce)
             return share.to_bytes()
-        shares = []
-        for _, raw in job.shares:
-            try:
-                shares.append(threshold.SignatureShare.from_bytes(raw))
-            except CryptoError:
-                continue  # malformed share: skipped like one whose proof fails (H7)
-        try:
-            return threshold.combine(
-                self.threshold_public, job.statement, shares, verify_shares=job.verify_shares
-            )
-        except CryptoError:
-            return None
+        raw = (share for _, share in job.shares)
+        return threshold.combine_encoded(
+            self.threshold_public, job.statement, raw, verify_shares=job.verify_shares
+        )
 
     def _restart(self, rid: int) -> None:
         """Replica ``rid`` comes back with empty state and a new incarnation (its start
