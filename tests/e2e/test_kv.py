@@ -84,7 +84,7 @@ class KvCluster:
 
     def put(self, i: int, key: str, value: str) -> int:
         code, body = self.http(i, "PUT", "/kv/" + urllib.parse.quote(key, safe=""), value.encode())
-        assert code == 200, (i, key, code, body)
+        assert code == 200, (i, key, code, body, self.log(i)[-1500:])
         return int(json.loads(body)["ordinal"])
 
     def get(self, i: int, key: str) -> bytes | None:
@@ -150,6 +150,10 @@ def _start(k: KvCluster, ids: list[int]) -> None:
     """KV services first (each attaches the moment its daemon's socket appears), then daemons."""
     for i in ids:
         k.start_kv(i)
+    deadline = time.monotonic() + 30
+    while not all("waiting for daemon" in k.log(i) for i in ids):
+        assert time.monotonic() < deadline, {i: k.log(i) for i in ids}
+        time.sleep(0.05)
     k.c.start_all(ids)
     for i in ids:
         k.wait_serving(i)
@@ -204,6 +208,7 @@ class ForgingPeer:
     """A Byzantine replica's KV service: for any ordinal it serves a snapshot in which
     key b"forged" exists, with that snapshot's own (consistent) digest."""
 
+
     def __init__(self, port: int) -> None:
         self.asked: list[str] = []
         outer = self
@@ -220,7 +225,7 @@ class ForgingPeer:
                 except (KeyError, ValueError):
                     self.send_error(404)
                     return
-                blob = msgpack.packb([x, [[b"forged", b"by 3"]], []], use_bin_type=True)
+                blob = msgpack.packb([x, [[b"forged", b"by 1"]], []], use_bin_type=True)
                 body = (json.dumps({"ordinal": x, "digest": hashlib.sha256(blob).hexdigest()}).encode()
                         if url.path == "/digest" else blob)
                 self.send_response(200)
@@ -237,30 +242,32 @@ class ForgingPeer:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("forger", [False, True], ids=["honest-peers", "forged-snapshot-at-3"])
+@pytest.mark.parametrize("forger", [False, True], ids=["honest-peers", "forged-snapshot-at-1"])
 def test_kv_replica_restarted_catches_up_by_state_transfer(kv_cluster: Any, forger: bool) -> None:
     """Replica 4 (daemon and KV service) is killed with SIGKILL while the others keep
     writing, far enough for its daemon to jump; restarted, it takes the state as of its
     marker from f+1 = 2 peers that agree on the digest, then serves the same values as
-    the others and takes writes again. With replica 3's KV service replaced by a peer
-    that serves a forged snapshot with a matching digest of its own, 3 is outvoted and
+    the others and takes writes again. With replica 1's KV service replaced by a peer
+    that serves a forged snapshot with a matching digest of its own, 1 is outvoted and
     the forged key never appears."""
     k = kv_cluster()
     peer: ForgingPeer | None = None
-    honest = [1, 2] if forger else [1, 2, 3]
+    honest = [2, 3] if forger else [1, 2, 3]
     if forger:
-        peer = ForgingPeer(k.port_base + 3)
-        k.c.start(3)  # its daemon orders as usual; its "application" is the forger
+        # Replica 1 is asked first: a transfer that trusted the first answer would take its snapshot.
+        peer = ForgingPeer(k.port_base + 1)
+        k.c.start(1)  # its daemon orders as usual; its "application" is the forger
     try:
         _start(k, [*honest, 4])
         if forger:
-            k.c.wait_log(3, "started:", 20)
+            k.c.wait_log(1, "started:", 20)
         expect = {f"before-{j}": f"b{j}" for j in range(6)}
         for j, key in enumerate(expect):
             k.put(honest[j % len(honest)] if j % 2 else 4, key, expect[key])
         k.kill(4)
-        os.killpg(k.c.daemons[4].pid, signal.SIGKILL)
+        k.c.daemons[4].send_signal(signal.SIGKILL)  # the supervisor only: its children follow it
         k.c.daemons[4].wait(5)
+        assert k.c.wait_daemon_gone(4)["processes"] == []
         at_kill = k.c.ordinal(1)
 
         def writer(i: int, rnd: int) -> None:
@@ -294,7 +301,7 @@ def test_kv_replica_restarted_catches_up_by_state_transfer(kv_cluster: Any, forg
         assert transfer["source"] in honest
         if forger:
             assert peer is not None and "/digest" in peer.asked  # it was asked, and lost the vote
-            assert transfer["outvoted"] == [3], transfer
+            assert transfer["outvoted"] == [1], transfer
         else:
             assert transfer["outvoted"] == [] and transfer["bad_snapshots"] == []
         expect["after"] = "written through 4"
