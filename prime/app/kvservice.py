@@ -336,6 +336,7 @@ def _handler(service: KvService) -> type[BaseHTTPRequestHandler]:
             self._send(code, (json.dumps(obj) + "\n").encode())
 
         def _error(self, code: int, text: str) -> None:
+            self.close_connection = True  # a body we did not read must not become the next request
             self._json(code, {"error": text})
 
         def _key(self, path: str) -> bytes | None:

@@ -202,6 +202,13 @@ def test_kv_writes_through_every_replica_read_the_same(kv_cluster: Any) -> None:
         assert k.status(i)["transfers"] == 0
     missing = k.cli("get", "colour-2", "-r", "2")
     assert missing.returncode == 1 and "not found at replica 2" in missing.stderr
+    big = k.http(2, "PUT", "/kv/big", b"x" * 5000)
+    assert big[0] == 400 and b"0..4096 bytes" in big[1]
+    assert k.http(2, "GET", "/digest?ordinal=oops")[0] == 400
+    assert k.http(2, "GET", "/nowhere")[0] == 404
+    k.kvs[1].send_signal(signal.SIGTERM)
+    assert k.kvs[1].wait(10) == 0 and "kv 1: stopped" in k.log(1)
+    assert k.get(2, "shared") == b"from 3"  # the others go on
 
 
 class ForgingPeer:
