@@ -29,7 +29,6 @@ would need signatures (or TLS) to count as distinct replicas.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import queue
 import threading
@@ -265,8 +264,14 @@ class KvService:
                 return
             if time.monotonic() - last_log >= 5.0:
                 last_log = time.monotonic()
+                hint = ""
+                if all(d is None for d in vote.digests.values()):
+                    # Every peer lacks the state too: typically all services attached after
+                    # their daemons had ordered something, so no replica holds it.
+                    hint = ("; no peer has it (are they transferring too? start the KV services "
+                            "with or before their daemons)")
                 self.log(f"kv {self.replica}: no f+1 agreement on ordinal {x} yet: {vote.digests}"
-                         + (f", bad snapshots from {vote.rejected}" if vote.rejected else ""))
+                         + (f", bad snapshots from {vote.rejected}" if vote.rejected else "") + hint)
             self.stopping.wait(0.2)
 
     def _install(self, x: int, blob: bytes, vote: Vote) -> None:
