@@ -48,6 +48,7 @@ VALUE_BYTES_MAX = 4096  # one update must fit a PO-Request (po_request_bytes_max
 WRITE_TIMEOUT_S = 20.0  # a write not applied by then answers 504 (it may still apply later)
 RESUBMIT_S = 5.0  # the same signed update again (same stamp: applied once)
 PEER_TIMEOUT_S = 1.0
+SNAPSHOT_BYTES_MAX = 256 << 20  # a longer answer is cut, fails the digest check, and the next peer is asked
 HELD_MAX = 200_000  # ordinals held during a transfer before we give up and start again
 PORT_OFFSET = 1000  # default port_base = [networking] base_port + 1000
 
@@ -102,10 +103,11 @@ def agree_and_fetch(
     return None, vote
 
 
-def _http_get(port: int, path: str, timeout_s: float = PEER_TIMEOUT_S) -> bytes | None:
+def _http_get(port: int, path: str, timeout_s: float, max_bytes: int) -> bytes | None:
+    """A peer's answer, at most ``max_bytes`` (a Byzantine peer's endless body is cut)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as r:
-            return r.read(64 << 20)
+            return r.read(max_bytes)
     except (urllib.error.URLError, OSError, ValueError):
         return None
 
@@ -246,7 +248,7 @@ class KvService:
         peers = [p for p in range(1, self.n + 1) if p != self.replica]
 
         def digest(peer: int) -> str | None:
-            body = _http_get(self.port_base + peer, f"/digest?ordinal={x}")
+            body = _http_get(self.port_base + peer, f"/digest?ordinal={x}", PEER_TIMEOUT_S, 4096)
             try:
                 d = json.loads(body)["digest"] if body else None
             except (ValueError, KeyError, TypeError):
@@ -254,7 +256,7 @@ class KvService:
             return d if isinstance(d, str) and len(d) == 64 else None
 
         def blob(peer: int) -> bytes | None:
-            return _http_get(self.port_base + peer, f"/snapshot?ordinal={x}", 10.0)
+            return _http_get(self.port_base + peer, f"/snapshot?ordinal={x}", 10.0, SNAPSHOT_BYTES_MAX)
 
         last_log = time.monotonic()
         while not self.stopping.is_set() and generation == self.generation:
