@@ -321,3 +321,38 @@ def test_kv_replica_restarted_catches_up_by_state_transfer(kv_cluster: Any, forg
     finally:
         if peer is not None:
             peer.close()
+
+
+def test_kv_service_restarted_alone_orders_a_sync_and_takes_the_state(kv_cluster: Any) -> None:
+    """Only replica 2's KV service dies (its daemon keeps ordering). Restarted, it attaches
+    late, so no daemon marker will come: it is told what went by, orders its own sync,
+    and takes the state as of that ordinal from f+1 agreeing peers."""
+    k = kv_cluster()
+    _start(k, [1, 2, 3, 4])
+    expect = {f"a{j}": f"{j}" for j in range(4)}
+    for j, (key, value) in enumerate(expect.items()):
+        k.put(1 + j % 4, key, value)
+    k.kill(2)
+    for j in range(6):
+        k.put(3, f"b{j}", "while 2 was away")
+        expect[f"b{j}"] = "while 2 was away"
+    k.put(1, "a0", "changed")
+    expect["a0"] = "changed"
+    size = len(k.log(2))
+    k.start_kv(2)
+    k.wait_serving(2, after=size)
+    deadline = time.monotonic() + 30
+    while True:
+        st = k.status(2)
+        if st["transfers"] >= 1 and not st["transferring"]:
+            break
+        assert time.monotonic() < deadline, f"no state transfer: {st}\n{k.log(2)[-2000:]}"
+        time.sleep(0.2)
+    assert "went by before we attached" in k.log(2)[size:]
+    assert st["last_transfer"]["outvoted"] == [] and st["last_transfer"]["source"] in (1, 3, 4)
+    assert k.put(2, "after", "through 2") > st["last_transfer"]["ordinal"]
+    expect["after"] = "through 2"
+    k.wait_same_state([1, 2, 3, 4], 30)
+    for i in (1, 2, 3, 4):
+        for key, value in expect.items():
+            assert k.get(i, key) == value.encode(), (i, key)
