@@ -19,8 +19,15 @@ ordinal after the jump point, and the application discards what precedes X):
    apply deliveries from X+1 on. Every application snapshots its state when it
    applies a peer's marker at X, so peers can serve exactly that state.
 
-Payloads are msgpack ``["put", key, value]`` or ``["del", key]``; anything else is
-applied as a no-op (the store ignores what it does not understand).
+Payloads are msgpack ``["put", key, value]``, ``["del", key]`` or ``["sync", nonce]``;
+anything else is applied as a no-op (the store ignores what it does not understand).
+
+``sync`` is the application's own marker, for an application that attached late
+(``StateTransferNeeded(at_attach=True)``: ordinals went by before it attached, and
+no daemon marker will come for them): it submits ``["sync", nonce]`` from its own
+client id, every replica snapshots its state at the end of the ordinal X that
+carries it, and when the store sees its own ``sync`` while transferring it treats
+X exactly as its own CLIENT_STATE_TRANSFER marker (rule 3).
 """
 
 from __future__ import annotations
@@ -34,16 +41,36 @@ import msgpack
 from prime.msgs import Update, UpdateKind
 
 Stamp = tuple[int, int, int]
-SNAPSHOTS_MAX = 64
+# Snapshots kept per source (a replica's marker, or a client's ``sync``): a flood of
+# ``sync`` from one client evicts only that client's own snapshots, never the one a
+# jumped replica is about to ask for.
+SNAPSHOTS_PER_SOURCE = 4
 
 
 def put(key: bytes, value: bytes) -> bytes:
     return msgpack.packb(["put", key, value], use_bin_type=True)
 
 
+def delete(key: bytes) -> bytes:
+    return msgpack.packb(["del", key], use_bin_type=True)
+
+
+def sync(nonce: int) -> bytes:
+    return msgpack.packb(["sync", nonce], use_bin_type=True)
+
+
+def _is_sync(payload: bytes) -> bool:
+    try:
+        op = msgpack.unpackb(payload, raw=False, use_list=True, max_bin_len=len(payload))
+    except Exception:
+        return False
+    return isinstance(op, list) and len(op) == 2 and op[0] == "sync"
+
+
 @dataclass(slots=True)
 class KvStore:
     me: int
+    client: int = 0  # this replica's application client id (0: none; the simulator's stores)
     data: dict[bytes, bytes] = field(default_factory=dict)
     applied: set[Stamp] = field(default_factory=set)
     ordinal: int = 0
@@ -65,13 +92,21 @@ class KvStore:
                     return (self.me, ordinal)  # the state as of X: after all of ordinal X
                 markers.append(u.client)
                 continue
-            if self.transferring or u.kind != UpdateKind.APP:
+            if u.kind != UpdateKind.APP:
+                continue
+            if self.transferring:
+                if self.client and u.client == self.client and _is_sync(u.payload):
+                    self.ordinal = ordinal  # our own sync: as good as our own marker
+                    return (self.client, ordinal)
                 continue
             stamp = (u.client, u.incarnation, u.seq)
             if stamp in self.applied:
                 self.duplicates += 1
                 continue
             self.applied.add(stamp)
+            if _is_sync(u.payload):
+                markers.append(u.client)
+                continue
             self._execute(u.payload)
         if not self.transferring:
             self.ordinal = ordinal
@@ -90,10 +125,18 @@ class KvStore:
         elif isinstance(op, list) and len(op) == 2 and op[0] == "del" and isinstance(op[1], bytes):
             self.data.pop(op[1], None)
 
-    def _snapshot(self, replica: int, ordinal: int) -> None:
-        self.snapshots[(replica, ordinal)] = self.snapshot()
-        while len(self.snapshots) > SNAPSHOTS_MAX:
-            del self.snapshots[min(self.snapshots, key=lambda k: k[1])]
+    def _snapshot(self, source: int, ordinal: int) -> None:
+        self.snapshots[(source, ordinal)] = self.snapshot()
+        mine = sorted(o for s, o in self.snapshots if s == source)
+        for old in mine[:-SNAPSHOTS_PER_SOURCE]:
+            del self.snapshots[(source, old)]
+
+    def snapshot_at(self, ordinal: int) -> bytes | None:
+        """The state as of the end of ``ordinal``, if some marker made us keep it."""
+        for (_, o), blob in self.snapshots.items():
+            if o == ordinal:
+                return blob
+        return None
 
     def snapshot(self) -> bytes:
         state: Any = [self.ordinal, sorted(self.data.items()), sorted(self.applied)]
@@ -105,6 +148,12 @@ class KvStore:
         self.data = {k: v for k, v in items}
         self.applied = {tuple(s) for s in applied}  # type: ignore[misc]
         self.transferring = False
+
+    @staticmethod
+    def snapshot_digest(blob: bytes) -> str:
+        """What peers compare before a state transfer: the whole snapshot (ordinal,
+        data and client table), not only the data."""
+        return hashlib.sha256(blob).hexdigest()
 
     def digest(self) -> str:
         return hashlib.sha256(msgpack.packb(sorted(self.data.items()), use_bin_type=True)).hexdigest()
