@@ -384,6 +384,7 @@ class Order:
             }
             if missing:
                 self.blocked_on = missing
+                self.r.fetch.on_blocked(slot.seq)  # asks peers if it lasts (fetch.py)
                 return
             self.blocked_on = set()
             self._execute(slot, ids)
@@ -438,6 +439,7 @@ class Order:
             if not slot.executed or not slot.reconciled:
                 continue
             for s, q in slot.po_slot_list:
+                self.r.fetch.keep(seq, s, q)  # for a peer that lacks it (fetch.py)
                 self.r.po.collect(s, q)
             del self.history[seq]
 
