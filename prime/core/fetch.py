@@ -23,7 +23,13 @@ The mechanism.
   peer a PO_FETCH ``(seq, keys)`` naming the PO ids it lacks (at most
   ``FETCH_KEYS_MAX``), and asks the next peer, round-robin, every
   ``fetch_retry_us`` while it stays blocked on that ordinal: a silent or lying
-  peer costs one period, a lost message too.
+  peer costs one period, a lost message too. The same message also names what the
+  *decided* ordinals after it (ordered here, or held as certificates to fill) will
+  need and we lack, within the cap: a replica back from a partition catches up
+  ordinal by ordinal from certificates and lacks the requests of each, and one
+  round trip per ordinal would leave it ever further behind. When the fetched
+  requests unblock ARU+1, the held certificates fill the next ordinals at once
+  (``Order.on_request_available``).
 * *Answering.* A peer forwards, unchanged, the signed PO_ACK envelopes it keeps
   for each named request (not the asker's own), then the PO_REQUEST envelope.
   Each asker draws from its own token bucket (virtual time from ``Tick``), holding
@@ -50,7 +56,9 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from prime import msgs
+from prime.core.order import eligible_between
 from prime.core.preorder import request_digest
+from prime.core.quorum import matrix_pop
 from prime.msgs import FetchKey, PoFetch
 from prime.types import PoSeq
 from prime.wire import Envelope
@@ -176,7 +184,7 @@ class Fetch:
         if self.blocked_seq != order.aru + 1 or not order.blocked_on:
             self.blocked_seq = 0
             return
-        keys = sorted(order.blocked_on)[: msgs.FETCH_KEYS_MAX]
+        keys = self._wanted(sorted(order.blocked_on))
         peer = self.next_peer
         if peer == self.r.me:
             peer = peer % self.r.n + 1
@@ -185,6 +193,42 @@ class Fetch:
         self.r.log.debug("blocked on ordinal %d: fetch %d request(s) from %d", self.blocked_seq, len(keys), peer)
         self.r.sign_and_send(PoFetch(self.blocked_seq, tuple(FetchKey(s, q) for s, q in keys)), dest=peer)
         self.r.set_timer("po_fetch", self.r.now_us + self.r.p.fetch_retry_us)
+
+    def _wanted(self, keys: list[Key]) -> list[Key]:
+        """``keys`` (what ARU+1 waits for), then what the decided ordinals after it will
+        need and we lack, up to ``FETCH_KEYS_MAX``: a replica catching up ordinal by
+        ordinal from certificates (after a partition, say) lacks the requests of each,
+        and asking for one ordinal per round trip would leave it ever further behind."""
+        order, po = self.r.ord, self.r.po
+        wanted = set(keys)
+        out = keys[: msgs.FETCH_KEYS_MAX]
+        prev = order.pop_of(self.blocked_seq)
+        g = self.blocked_seq + 1
+        while prev is not None and len(out) < msgs.FETCH_KEYS_MAX:
+            cur = self._decided_pop(g)
+            if cur is None:
+                break
+            for s, q in eligible_between(prev, cur):
+                if (s, q) in wanted or q <= po.last_executed[s]:
+                    continue
+                if po.executable_copy(s, q) is None and len(out) < msgs.FETCH_KEYS_MAX:
+                    wanted.add((s, q))
+                    out.append((s, q))
+            prev, g = cur, g + 1
+        return out
+
+    def _decided_pop(self, seq: int) -> tuple[PoSeq, ...] | None:
+        """The proof ARUs of ordinal ``seq`` if it is decided here (ordered, or a held
+        certificate to fill it with), else None: no fetching for undecided proposals."""
+        slot = self.r.ord.history.get(seq)
+        if slot is not None and slot.ordered and slot.pp is not None:
+            return slot.pop
+        cert = self.r.catchup.fills.get(seq)
+        if cert is None:
+            return None
+        rows = cert.pre_prepare.msg.rows
+        vectors = [None if row is None else row.msg.cum_aru for row in rows]
+        return tuple(matrix_pop(vectors, self.r.n, self.r.q.eligibility_rank))
 
     def collection_sizes(self) -> dict[str, int]:
         return {

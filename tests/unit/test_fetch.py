@@ -204,3 +204,26 @@ def test_kept_requests_age_out_with_the_catchup_history() -> None:
     assert all(len(acks) == 3 for _, _, acks in kept.values()), "2f+k+1 signed acks each"
     capped = _keeper_with(requests, fetch_keep_requests_max=2)
     assert sorted(capped.replica.fetch.kept) == [(ORIGIN, (1, s)) for s in (5, 6)]
+
+
+def test_one_fetch_asks_for_the_decided_ordinals_ahead_too() -> None:
+    """A replica back from a partition holds decided ordinals 1-3 but none of their
+    requests: one PO_FETCH names all three, one answer executes all three (asking an
+    ordinal per round trip, it would fall ever further behind a loaded cluster)."""
+    c = 5
+    h0 = Harness(me=4)
+    requests = [h0.po_request(ORIGIN, s, [h0.update(c, s, b"r%d" % s)]) for s in (1, 2, 3)]
+    keeper = _keeper_with(requests)
+    asker = Harness(me=4)
+    for seq, req in enumerate(requests, start=1):
+        for acker in (1, 2, 3):
+            asker.feed(asker.ack(acker, ORIGIN, seq, request_digest(req)))
+        _order(asker, seq, asker.vector(s2=(1, seq)))
+    assert asker.replica.ord.blocked_on == {(ORIGIN, (1, 1))}
+    asker.advance(asker.p.fetch_delay_us + 2 * asker.p.fetch_retry_us)
+    asker.flush()
+    fetch = _fetches_to(asker, 3)[0]
+    assert [(k.originator, k.po) for k in fetch.msg.keys] == [(ORIGIN, (1, s)) for s in (1, 2, 3)]
+    for env in _answer(keeper, fetch, asker=4):
+        asker.feed(env, via=3)
+    assert asker.delivered_payloads() == [[b"r1"], [b"r2"], [b"r3"]] and asker.transfers == []
