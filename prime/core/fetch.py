@@ -31,7 +31,8 @@ The mechanism.
   requests unblock ARU+1, the held certificates fill the next ordinals at once
   (``Order.on_request_available``).
 * *Answering.* A peer forwards, unchanged, the signed PO_ACK envelopes it keeps
-  for each named request (not the asker's own), then the PO_REQUEST envelope.
+  for each named request, then the PO_REQUEST envelope (each envelope once per
+  answer).
   Each asker draws from its own token bucket (virtual time from ``Tick``), holding
   ``fetch_reply_bytes_max`` and refilled at ``fetch_peer_bytes_per_s``: the first
   envelope of an answer always goes (so any request can be fetched), the rest only
@@ -154,8 +155,10 @@ class Fetch:
             if found is None:
                 continue
             request, acks = found
-            out = [a for a in acks if a.sender != peer and id(a) not in shipped] + [request]
-            for item in out:
+            # The asker's own ack too: a restarted asker forgot the acks its previous
+            # life sent, and one of them may be part of the certificate.
+            out = [e for e in [*acks, request] if id(e) not in shipped]
+            for item in out:  # (a key named twice gets nothing the second time)
                 size = len(item.raw)
                 if sent and sent + size > tokens:
                     break
