@@ -82,9 +82,8 @@ class Fetch:
         self.kept_order: deque[tuple[int, Key]] = deque()
         # Answering: per asker, (bytes it may still draw, when that was computed).
         self.answer_budget: dict[int, tuple[float, int]] = {}
-        # Asking: the ordinal we are blocked on (0: none), since when, the next peer.
+        # Asking: the ordinal we are blocked on (0: none) and the next peer to ask.
         self.blocked_seq = 0
-        self.blocked_since_us = 0
         self.next_peer = replica.me % replica.n + 1
         self.asks_sent = 0  # PO_FETCH messages sent (stats, tests)
 
@@ -178,7 +177,6 @@ class Fetch:
         if not self.enabled or seq == self.blocked_seq:
             return
         self.blocked_seq = seq
-        self.blocked_since_us = self.r.now_us
         self.r.set_timer("po_fetch", self.r.now_us + self.r.p.fetch_delay_us)
 
     def on_timeout(self) -> None:
@@ -193,8 +191,9 @@ class Fetch:
             peer = peer % self.r.n + 1
         self.next_peer = peer % self.r.n + 1
         self.asks_sent += 1
-        self.r.log.debug("blocked on ordinal %d: fetch %d request(s) from %d", self.blocked_seq, len(keys), peer)
-        self.r.sign_and_send(PoFetch(self.blocked_seq, tuple(FetchKey(s, q) for s, q in keys)), dest=peer)
+        seq = self.blocked_seq
+        self.r.log.debug("blocked on ordinal %d: fetch %d request(s) from %d", seq, len(keys), peer)
+        self.r.sign_and_send(PoFetch(seq, tuple(FetchKey(s, q) for s, q in keys)), dest=peer)
         self.r.set_timer("po_fetch", self.r.now_us + self.r.p.fetch_retry_us)
 
     def _wanted(self, keys: list[Key]) -> list[Key]:

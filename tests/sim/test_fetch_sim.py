@@ -21,12 +21,13 @@ from tests.sim.simutil import run, run_ok
 LOSS_ONLY = [(1, 0, 54), (1, 1, 120)]
 
 
-@pytest.mark.parametrize(("f", "k", "seed"), LOSS_ONLY, ids=[f"N{3 * f + 2 * k + 1}-{s}" for f, k, s in LOSS_ONLY])
+@pytest.mark.parametrize(("f", "k", "seed"), LOSS_ONLY, ids=["N4-54", "N6-120"])
 def test_lost_acks_are_fetched_without_a_jump(f: int, k: int, seed: int) -> None:
     cfg = random_scenario(seed, f=f, k=k)
-    assert not cfg.byz and not cfg.twins and not cfg.crash and not cfg.restart and not cfg.partitions and cfg.loss
+    assert cfg.loss and not (cfg.byz or cfg.twins or cfg.crash or cfg.restart or cfg.partitions)
     summary, cluster = run_ok(cfg)
-    assert all(cluster.nodes[r].replica.stats.jumps == 0 for r in cluster.correct), summary["replay"]
+    jumps = {r: cluster.nodes[r].replica.stats.jumps for r in cluster.correct}
+    assert not any(jumps.values()), (jumps, summary["replay"])
     assert sum(cluster.nodes[r].replica.fetch.asks_sent for r in cluster.correct) > 0
     off = dataclasses.replace(cfg, params={**cfg.params, "legacy": frozenset({"FETCH"})})
     summary_off, _ = run(off)
