@@ -37,6 +37,7 @@ PAYLOAD_BYTES_MAX = 16384  # one update's opaque content
 UPDATES_PER_REQUEST_MAX = 256
 ACK_PARTS_MAX = 1024
 RECON_PARTS_MAX = 256
+FETCH_KEYS_MAX = 64  # PO ids one PO_FETCH asks for
 RECON_PART_BYTES_MAX = 65536
 UNION_ENTRIES_MAX = 1024  # PC_SET ordinals one replay decides (a REPORT's replay certificate)
 ORDINAL_MAX = 2**63 - 1
@@ -302,6 +303,7 @@ T_VC_LIST, T_VC_PARTIAL_SIG, T_VC_PROOF, T_REPLAY = 21, 22, 23, 24
 T_REPLAY_PREPARE, T_REPLAY_COMMIT, T_ORD_CERT, T_UPDATE, T_CLIENT_RESPONSE = 25, 26, 28, 30, 31
 T_CATCHUP_REQUEST = 27
 T_REPLAYED = 32
+T_PO_FETCH = 33
 
 
 # ---------------------------------------------------------------------------
@@ -661,6 +663,30 @@ class CatchupRequest(Message):
     """'My ARU is ``aru``: send me the ORD certificates you keep above it.'"""
 
     aru: Annotated[int, ORDINAL]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchKey:
+    """One PO id a PO_FETCH asks for."""
+
+    originator: Annotated[int, SERVER]
+    po: Annotated[tuple[int, int], PO_SEQ]
+
+
+@message(tag=T_PO_FETCH)
+@dataclass(frozen=True, slots=True)
+class PoFetch(Message):
+    """'Ordinal ``seq`` is ordered here and I cannot execute it: send me these
+    requests and the signed PO_ACKs that certify them.' (docs/protocol.md 2.7)
+
+    The answer is no new message: the original PO_REQUEST and PO_ACK envelopes,
+    forwarded unchanged, which the asker verifies and counts like any others."""
+
+    seq: Annotated[int, Int(1, ORDINAL_MAX)]
+    keys: Annotated[tuple[FetchKey, ...], TupleOf(Record(FetchKey), FETCH_KEYS_MAX, 1)]
+
+    def invalid(self) -> str | None:
+        return "po_seq_zero" if any(k.po[1] == 0 for k in self.keys) else None
 
 
 @message(tag=T_REPLAYED)

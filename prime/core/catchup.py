@@ -44,8 +44,9 @@ Hardening adopted (docs/hardening.md section 2):
   gap must reach ``jump_gap_ordinals_min``, or the same certificate must stay
   ahead for a whole catch-up period in which we made no progress. When ARU+1
   is not even decided here (a catch-up answer was lost), a stalled replica
-  within ``catchup_history_ordinals`` asks again, a peer per period, and jumps
-  only after two such asks brought nothing: one lost message made a correct
+  within ``catchup_history_ordinals`` asks again, a peer per period (two peers
+  ahead of it when the last ask brought nothing), and jumps only after two such
+  asks brought nothing: one lost message made a correct
   replica that was never cut off skip ordinals by state transfer (issue 11
   item 16's checker, rule L2, found it).
 
@@ -324,8 +325,25 @@ class Catchup:
         elif gap <= history:
             self.asks_unanswered += stalled
             self.r.sign_and_send(CatchupRequest(aru), dest=ahead.sender)
+            if stalled:
+                # The last ask brought nothing (lost on the way there or back): ask a
+                # second peer ahead of us as well, so two more losses in a row are needed
+                # before we give up and jump (each answer stays within its asker's budget).
+                other = self._another_ahead(ahead.sender, aru)
+                if other is not None:
+                    self.r.sign_and_send(CatchupRequest(aru), dest=other)
         elif gap >= self.r.p.jump_gap_ordinals_min:
             self.jump(cert)
+
+    def _another_ahead(self, peer: int, aru: int) -> int | None:
+        """The next peer after ``peer`` (round-robin) whose certificate is above ``aru``."""
+        n = self.r.n
+        for i in range(1, n):
+            other = (peer - 1 + i) % n + 1
+            env = self.peer_certs.get(other)
+            if other != self.r.me and env is not None and env.msg.seq > aru:
+                return other
+        return None
 
     # ------------------------------------------------------------------ fill
 

@@ -54,6 +54,18 @@ def pre_prepare_digest(pp: PrePrepare) -> bytes:
     return h.digest()
 
 
+def eligible_between(prev: Pop, cur: Pop) -> list[tuple[int, PoSeq]]:
+    """The PO ids a matrix with proof ARUs ``cur`` makes eligible after one with ``prev``,
+    in execution order (2.3.4)."""
+    out: list[tuple[int, PoSeq]] = []
+    for s, (p, c) in enumerate(zip(prev, cur), start=1):
+        if p[0] < c[0]:
+            p = (c[0], 0)  # the old incarnation's unexecuted tail is abandoned
+        for j in range(p[1] + 1, c[1] + 1):
+            out.append((s, (c[0], j)))
+    return out
+
+
 @dataclass(slots=True)
 class OrdSlot:
     """Everything known about one ordinal (docs/protocol.md section 3.2)."""
@@ -351,19 +363,16 @@ class Order:
         prev = self.pop_of(slot.seq - 1)
         if prev is None:
             return None
-        out: list[tuple[int, PoSeq]] = []
-        for s in range(1, self.r.n + 1):
-            p, c = prev[s - 1], slot.pop[s - 1]
-            if p[0] < c[0]:
-                p = (c[0], 0)  # the old incarnation's unexecuted tail is abandoned
-            for j in range(p[1] + 1, c[1] + 1):
-                out.append((s, (c[0], j)))
-        return out
+        return eligible_between(prev, slot.pop)
 
     def on_request_available(self, s: int, po: PoSeq) -> None:
         """A request (or an ack making its copy certified) arrived."""
         if self.blocked_on and (s, po) in self.blocked_on:  # called per PO-Ack part
+            before = self.aru
             self.try_execute()
+            if self.aru > before and self.r.catchup.fills:
+                # Catching up: the ordinals after it may be held as certificates already.
+                self.r.catchup.try_fill()
 
     def try_execute(self) -> None:
         """Execute ordered ordinals in order while their requests are here (2.3.5)."""
@@ -384,6 +393,7 @@ class Order:
             }
             if missing:
                 self.blocked_on = missing
+                self.r.fetch.on_blocked(slot.seq)  # asks peers if it lasts (fetch.py)
                 return
             self.blocked_on = set()
             self._execute(slot, ids)
@@ -438,6 +448,7 @@ class Order:
             if not slot.executed or not slot.reconciled:
                 continue
             for s, q in slot.po_slot_list:
+                self.r.fetch.keep(seq, s, q)  # for a peer that lacks it (fetch.py)
                 self.r.po.collect(s, q)
             del self.history[seq]
 

@@ -23,11 +23,12 @@ from prime.core.quorum import Quorums
 # can show the attack working without them: "AMNESIA" (a restarted replica acks freely),
 # "JUNK" (slots and recon parts created by peers are not charged per peer), "CERTSHIP"
 # (reconciliation ships only the sender's own ack, not the certifying ones), "NOOPGC"
-# (replayed NO_OP ordinals are never marked reconciled, so never collected) and
-# "REBUILD" (a rebuild tries the first 32 subsets of parts in arrival order, afresh).
+# (replayed NO_OP ordinals are never marked reconciled, so never collected),
+# "REBUILD" (a rebuild tries the first 32 subsets of parts in arrival order, afresh) and
+# "FETCH" (a replica blocked on a request or its acks never asks peers for them).
 LEGACY_ITEMS = frozenset(
     {"H1", "H2", "H3", "H4", "H5", "H6", "H7", "H8", "H11", "H12", "H13", "EVIDENCE", "RB"}
-    | {"AMNESIA", "JUNK", "CERTSHIP", "NOOPGC", "REBUILD"}
+    | {"AMNESIA", "JUNK", "CERTSHIP", "NOOPGC", "REBUILD", "FETCH"}
 )
 
 
@@ -75,6 +76,14 @@ class Params:
     # (virtual) time: a token bucket per asker holding up to one full answer.
     catchup_peer_bytes_per_s: int = 262_144
     # bounds on what peers can make us store (every collection has a _max)
+    # Request fetch (prime/core/fetch.py, issue 11 item 9): a replica blocked this long
+    # on an ordered ordinal asks a peer for the requests and acks it lacks, then the
+    # next peer every fetch_retry_us. Answers draw from a per-asker token bucket.
+    fetch_delay_us: int = 100_000
+    fetch_retry_us: int = 100_000
+    fetch_keep_requests_max: int = 4_096  # executed requests kept to answer (and 64 ordinals)
+    fetch_reply_bytes_max: int = 131_072
+    fetch_peer_bytes_per_s: int = 524_288
     ordinal_window_max: int = 2_000  # ordinal slots accepted beyond ARU
     po_window_max: int = 4_000  # PO slots accepted beyond an originator's white line
     request_copies_max: int = 4  # distinct versions kept of one PO id (equivocation)
@@ -101,6 +110,8 @@ class Params:
         assert self.sig_batch_count_max <= 256
         assert self.legacy <= LEGACY_ITEMS, self.legacy - LEGACY_ITEMS
         assert self.catchup_reply_bytes_max > 0 and self.catchup_peer_bytes_per_s > 0
+        assert self.fetch_delay_us > 0 and self.fetch_retry_us > 0
+        assert self.fetch_reply_bytes_max > 0 and self.fetch_peer_bytes_per_s > 0
         object.__setattr__(self, "quorums", Quorums(self.f, self.k, self.quorum_weaken_by))
 
     @property

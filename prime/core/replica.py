@@ -8,7 +8,7 @@ signing leaves as ``SignJob`` and returns as ``CryptoDone`` (docs/design.md sect
 core, two drivers"; etcd raft's ``Step``/``Ready`` split).
 
 Sub-protocols, one module each (docs/protocol.md section in brackets):
-``preorder`` [2.2], ``order`` [2.3], ``recon`` [2.4], ``catchup`` [2.7].
+``preorder`` [2.2], ``order`` [2.3], ``recon`` [2.4], ``catchup`` and ``fetch`` [2.7].
 
 Self-delivery (docs/protocol.md section 2.0): a message this replica broadcasts is, once
 signed, also handed to its own handler, which is how its own PO-Acks, Prepares
@@ -27,6 +27,7 @@ from typing import Any, Callable
 from prime import msgs, wire
 from prime.core import actions as A
 from prime.core.catchup import Catchup
+from prime.core.fetch import Fetch
 from prime.core.events import ClientUpdate, CryptoDone, Event, Inbound, ThresholdDone, Tick
 from prime.core.order import Order
 from prime.core.params import Params
@@ -130,6 +131,7 @@ class Replica:
         self.ord = Order(self)
         self.recon = Recon(self)
         self.catchup = Catchup(self)
+        self.fetch = Fetch(self)
         self.suspect = SuspectLeader(self)
         self.vc = ViewChange(self)
         self._threshold_jobs: dict[int, tuple[str, tuple[int, int, int]]] = {}
@@ -146,6 +148,7 @@ class Replica:
             "ord_retrans": self.ord.on_retrans_timeout,
             "ord_cert": self.catchup.on_ord_cert_timeout,
             "catchup": self.catchup.on_catchup_timeout,
+            "po_fetch": self.fetch.on_timeout,
             "tat_measure": self.suspect.on_tat_measure_timeout,
             "ping": self.suspect.on_ping_timeout,
             "tat_ub": self.suspect.on_tat_ub_timeout,
@@ -168,6 +171,7 @@ class Replica:
             msgs.T_RECON: self.recon.on_recon,
             msgs.T_CATCHUP_REQUEST: self.catchup.on_catchup_request,
             msgs.T_REPLAYED: self.catchup.on_replayed,
+            msgs.T_PO_FETCH: self.fetch.on_po_fetch,
             msgs.T_TAT_MEASURE: self.suspect.on_tat_measure,
             msgs.T_RTT_PING: self.suspect.on_rtt_ping,
             msgs.T_RTT_PONG: self.suspect.on_rtt_pong,
@@ -492,6 +496,7 @@ class Replica:
         sizes.update(self.ord.collection_sizes())
         sizes.update(self.recon.collection_sizes())
         sizes.update(self.catchup.collection_sizes())
+        sizes.update(self.fetch.collection_sizes())
         sizes.update(self.suspect.collection_sizes())
         sizes.update(self.vc.collection_sizes())
         return sizes

@@ -14,8 +14,8 @@ from prime.sim.cluster import SimCluster, SimConfig
 from tests.sim.simutil import run, run_ok
 
 
-def legacy(item: str) -> dict[str, Any]:
-    return {"legacy": frozenset({item})}
+def legacy(*items: str) -> dict[str, Any]:
+    return {"legacy": frozenset(items)}
 
 
 def correct_jumps(summary: dict[str, Any], cluster: SimCluster) -> dict[str, int]:
@@ -85,8 +85,11 @@ def test_split_ack_replicas_execute_ordinal_by_ordinal(f: int, k: int) -> None:
 
 def test_split_ack_makes_the_smaller_half_jump_without_certificate_shipping() -> None:
     """Negative control: without the certifying acks, the smaller half never executes the
-    originator's request, blocks, and advances only by a jump (the checker says ok)."""
-    cfg = SimConfig(f=1, k=1, seed=1, duration=1.0, byz={4: "split-ack"}, params=legacy("CERTSHIP"))
+    originator's request, blocks, and advances only by a jump (the checker says ok).
+    Request fetch is off too: it would bring the certificate on demand instead."""
+    cfg = SimConfig(
+        f=1, k=1, seed=1, duration=1.0, byz={4: "split-ack"}, params=legacy("CERTSHIP", "FETCH")
+    )
     summary, cluster = run(cfg)
     assert correct_jumps(summary, cluster), "some correct replica advanced only by a jump"
 
@@ -139,8 +142,9 @@ def test_early_garbage_parts_do_not_starve_the_rebuild() -> None:
 
 def test_early_garbage_parts_starve_the_first_32_subsets() -> None:
     """Negative control: trying only the first 32 subsets in arrival order never reaches the
-    good one; replica 10 rebuilds nothing and advances only by a jump."""
-    summary, cluster = run(SimConfig(seed=1, params=legacy("REBUILD"), **EARLY_GARBAGE))
+    good one; replica 10 rebuilds nothing and advances only by a jump. Request fetch is
+    off too: it would fetch the whole request from a peer instead."""
+    summary, cluster = run(SimConfig(seed=1, params=legacy("REBUILD", "FETCH"), **EARLY_GARBAGE))
     assert summary["liveness_checked"]
     assert cluster.nodes[10].replica.stats.recon_rebuilt == 0
     assert "10" in correct_jumps(summary, cluster)

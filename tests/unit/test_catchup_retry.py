@@ -43,3 +43,24 @@ def test_unanswered_asks_end_in_a_jump() -> None:
     for _ in range(4):
         h.advance(1_100_000)
     assert h.transfers == [3]
+
+
+def _ask_dests(h: Harness) -> list[int]:
+    return [dest for dest, env in h.sent if isinstance(env.msg, msgs.CatchupRequest)]
+
+
+def test_an_ask_in_vain_is_repeated_to_two_peers() -> None:
+    """Both the ask and nothing else came back: the next period asks two peers ahead, so
+    one more lost message does not end in a jump (seed N4 184 of the seeded suite lost the
+    asks of two periods in a row, then an answer's ARU+1, and jumped)."""
+    h = Harness(me=4)
+    h.feed(_decided(h, 3))
+    pp = h.pre_prepare(3, [None] * h.n)
+    h.feed(h.sign(3, msgs.OrdCert(1, 3, 1, 1, pp, tuple(h.votes(msgs.Commit, pp, [1, 2, 3])))))
+    h.advance(100_000)
+    assert len(_ask_dests(h)) == 1
+    h.advance(1_000_000)  # its answer was lost
+    h.flush()
+    first, *again = _ask_dests(h)
+    assert len(again) == 2 and len(set(again)) == 2 and set(again) <= {2, 3}, again
+    assert h.transfers == []

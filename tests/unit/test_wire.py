@@ -35,6 +35,7 @@ from prime.msgs import (
     U64,
     UPDATES_PER_REQUEST_MAX,
     AckPart,
+    FetchKey,
     CatchupRequest,
     ClientResponse,
     Commit,
@@ -45,6 +46,7 @@ from prime.msgs import (
     OrdKind,
     PcSet,
     PoAck,
+    PoFetch,
     PoAru,
     PoRequest,
     Prepare,
@@ -230,6 +232,7 @@ def sample_messages() -> dict[int, Message]:
         CatchupRequest(aru=118),
         ord_cert(),
         replayed(),
+        PoFetch(seq=12, keys=(FetchKey(2, (1, 7)), FetchKey(3, (5, 1)))),
     ]
     out = {type(m).TAG: m for m in by_class}
     assert len(out) == len(by_class), "two samples share a tag"
@@ -399,6 +402,11 @@ def fix_po_ack(draw: Draw, m: PoAck) -> PoAck:
     return dataclasses.replace(m, parts=parts)
 
 
+def fix_po_fetch(draw: Draw, m: PoFetch) -> PoFetch:
+    keys = tuple(dataclasses.replace(k, po=(k.po[0], max(1, k.po[1]))) for k in m.keys)
+    return dataclasses.replace(m, keys=keys)
+
+
 def fix_pre_prepare(draw: Draw, m: PrePrepare) -> PrePrepare:
     rows = tuple(r if r is None else resign(r, sender=i) for i, r in enumerate(m.rows, start=1))
     return dataclasses.replace(m, rows=rows)
@@ -452,6 +460,7 @@ FIXUPS: dict[type, Callable[[Draw, Any], Any]] = {
     ClientResponse: fix_client_response,
     PoRequest: fix_po_request,
     PoAck: fix_po_ack,
+    PoFetch: fix_po_fetch,
     PrePrepare: fix_pre_prepare,
     NewLeaderProof: fix_new_leader_proof,
     PcSet: fix_pc_set,
@@ -553,7 +562,7 @@ PP_ROWS = PP.msg.rows
 REJECTIONS: list[tuple[str, bytes, str]] = [
     # Tags.
     ("tag_zero", raw_envelope([0]), "tag"),
-    ("tag_unregistered", raw_envelope([33, 1, 1, D]), "tag"),
+    ("tag_unregistered", raw_envelope([34, 1, 1, D]), "tag"),
     ("tag_negative", raw_envelope([-1]), "tag"),
     ("tag_huge", raw_envelope([U64]), "tag"),
     ("tag_bool", raw_envelope([True, 1]), "body"),
