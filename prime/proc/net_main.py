@@ -29,7 +29,7 @@ import msgpack
 import zmq
 
 from prime.app import protocol as P
-from prime.net import sockets
+from prime.net import sockets, transport
 from prime.proc import frames as F
 from prime.proc.context import ProcStats, ReplicaContext
 from prime.proc.verifier import RecordVerifier
@@ -78,6 +78,10 @@ class Net:
         self.pending_notice: bytes | None = None
         self.app_pending: deque[tuple[bytes, bytes]] = deque()
         self.overrun_unsent: bytes | None = None
+        # traffic classes, throttling, link emulation, inbound fairness (prime.net.transport)
+        self.out = transport.Outbound(cfg, ctx.me, self.dealers, self.counts, time.monotonic(),
+                                      seed=secrets.randbits(64))
+        self.inbound = transport.Inbound()
 
     # --------------------------------------------------------------- loop
 
@@ -98,13 +102,14 @@ class Net:
             if room >= APP_RING_ROOM_MIN and not self.app_pending:
                 busy |= self.read_app()
             busy |= self.write_out()
+            busy |= self.out.pump(time.monotonic())
             for ring in self.ctx.to_workers or self.ctx.to_engine:
                 ring.flush()
             if busy:
                 continue
             now = time.monotonic()
             if self.stats.due(now):
-                self.stats.emit(now, {"app_attached": self.app_id is not None})
+                self.stats.emit(now, self._stats_extra())
             want_app = room >= APP_RING_ROOM_MIN and not self.app_pending
             if want_app != app_registered:
                 if want_app:
@@ -113,7 +118,11 @@ class Net:
                     poller.unregister(self.app)
                 app_registered = want_app
             if self.from_engine.sleep_ready():
-                poller.poll(100 if not want_app else 1000)
+                timeout = 100 if not want_app else 1000
+                wait = self.out.wait_s(now)
+                if wait is not None:  # throttled or emulated frames fall due
+                    timeout = min(timeout, int(wait * 1000) + 1)
+                poller.poll(timeout)
             self.from_engine.awake()
 
     def ring_room(self) -> int:
@@ -178,8 +187,15 @@ class Net:
                 counts["drop:peer:empty"] += 1
                 continue
             counts["peer_in"] += 1
-            self._forward(F.B_PEER + bytes((via,)) + raw, raw)
-        return got > 0
+            self.inbound.push(via, raw)  # a full per-peer queue refuses, counted per class
+        forwarded = self.inbound.drain(self.ring_room, self._forward_peer)
+        return got > 0 or forwarded
+
+    def _forward_peer(self, via: int, raw: bytes) -> None:
+        self._forward(F.B_PEER + bytes((via,)) + raw, raw)
+
+    def _stats_extra(self) -> dict[str, object]:
+        return {"app_attached": self.app_id is not None, "traffic": transport.stats(self.out, self.inbound)}
 
     # -------------------------------------------------------- application
 
@@ -316,27 +332,16 @@ class Net:
             return False
         counts = self.counts
         dealers = self.dealers
-        dealer_list = self.dealer_list
-        noblock = zmq.NOBLOCK
         for rec in records:
             kind = rec[0]
             if kind == F.BCAST:
-                raw = rec[1:]
-                for sock in dealer_list:
-                    try:
-                        sock.send(raw, noblock)
-                    except zmq.Again:
-                        counts["drop:out:peer_queue_full"] += 1
+                self.out.submit(None, rec[1:])
                 counts["bcast_out"] += 1
             elif kind == F.SEND:
-                sock = dealers.get(rec[1])
-                if sock is None:
+                if rec[1] not in dealers:
                     counts["drop:out:bad_dest"] += 1
                     continue
-                try:
-                    sock.send(rec[2:], noblock)
-                except zmq.Again:
-                    counts["drop:out:peer_queue_full"] += 1
+                self.out.submit(rec[1], rec[2:])
                 counts["send_out"] += 1
             elif kind == F.DELIVER:
                 ordinal, last = F.DELIVER_HEAD.unpack_from(rec, 1)
@@ -372,5 +377,5 @@ def net_main(ctx: ReplicaContext) -> int:
         pass
     finally:
         net.close()
-        net.stats.emit(time.monotonic(), {"app_attached": net.app_id is not None})
+        net.stats.emit(time.monotonic(), net._stats_extra())
     return 0
