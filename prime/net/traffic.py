@@ -470,6 +470,7 @@ def counters(
     for cls in CLASSES:
         name = cls.name.lower()
         if throttle is not None:
+            out[f"out:{name}:submitted"] = throttle.submitted[cls]
             out[f"out:{name}:msgs"] = throttle.sent_items[cls]
             out[f"out:{name}:bytes"] = throttle.sent_bits[cls] // 8
             out[f"out:{name}:queued"] = len(throttle.queues[cls])

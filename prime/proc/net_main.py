@@ -29,6 +29,7 @@ import msgpack
 import zmq
 
 from prime.app import protocol as P
+from prime.crypto.keys import load_curve_keys
 from prime.net import sockets, transport
 from prime.proc import frames as F
 from prime.proc.context import ProcStats, ReplicaContext
@@ -62,11 +63,17 @@ class Net:
         self.stats = ProcStats(ctx.me, "net", cfg.logging.stats_interval_ms / 1000)
         self.counts = self.stats.counts
         self.zctx = zmq.Context(io_threads=1)
-        self.router = sockets.peer_router(self.zctx, cfg, ctx.me)
-        self.dealers = sockets.peer_dealers(self.zctx, cfg, ctx.me)
+        # link_security = "curve": the ZAP handler is bound before the ROUTER can take a connection
+        self.curve = load_curve_keys(ctx.keys_dir, ctx.me, cfg.n) if cfg.networking.link_security == "curve" else None
+        self.auth = sockets.LinkAuth(self.zctx, self.curve, ctx.me, self.counts) if self.curve else None
+        self.router = sockets.peer_router(self.zctx, cfg, ctx.me, self.curve)
+        if self.auth is not None:
+            self.auth.watch(self.router)
+        self.dealers = sockets.peer_dealers(self.zctx, cfg, ctx.me, self.curve)
         self.dealer_list = list(self.dealers.values())
         self.app = sockets.app_router(self.zctx, cfg, ctx.ipc_path)
         self.peer_ids = {b"%d" % p: p for p in self.dealers}
+        self.user_ids = {"%d" % p: p for p in self.dealers}  # CURVE: the ZAP handler's User-Id
         self.workers = ctx.workers
         self.inline = RecordVerifier(ctx, self.counts) if self.workers == 0 else None
         self.from_engine = ctx.to_net
@@ -89,9 +96,13 @@ class Net:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.from_engine.bell.fileno(), zmq.POLLIN)
+        for sock in self.auth.sockets() if self.auth is not None else []:
+            poller.register(sock, zmq.POLLIN)
         app_registered = False
         while True:
             busy = self.read_peers()
+            if self.auth is not None:
+                busy |= self.auth.serve()
             if self.overrun_unsent is not None:
                 rec, self.overrun_unsent = self.overrun_unsent, None
                 if not (self.ctx.to_workers or self.ctx.to_engine)[0].put(rec):
@@ -165,10 +176,15 @@ class Net:
         counts = self.counts
         size_max = self.size_max
         peer_ids = self.peer_ids
+        curve = self.curve is not None
         got = 0
         for _ in range(PEER_BATCH):
             try:
-                parts = router.recv_multipart(zmq.NOBLOCK)
+                if curve:
+                    frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    parts = [frame.bytes for frame in frames]
+                else:
+                    parts = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
             got += 1
@@ -176,7 +192,8 @@ class Net:
                 counts["drop:peer:frame_count"] += 1
                 continue
             ident, raw = parts
-            via = peer_ids.get(ident)
+            # CURVE: the peer is the replica whose key the ZAP handler admitted, not a claimed id
+            via = self.user_ids.get(frames[1].get("User-Id")) if curve else peer_ids.get(ident)
             if via is None:
                 counts["drop:peer:unknown_id"] += 1
                 continue
