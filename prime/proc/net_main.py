@@ -37,6 +37,7 @@ from prime.proc.verifier import RecordVerifier
 
 PEER_BATCH = 512  # frames read per socket per round before other work
 APP_RING_ROOM_MIN = 64  # stop reading the application while the next ring has less room
+PEER_RING_DEPTH = 128  # peer frames a ring may hold: the rest wait in the class/peer queues
 
 
 def _route(raw: bytes, workers: int) -> int:
@@ -116,11 +117,11 @@ class Net:
             busy |= self.out.pump(time.monotonic())
             for ring in self.ctx.to_workers or self.ctx.to_engine:
                 ring.flush()
+            now = time.monotonic()
+            if self.stats.due(now):  # also when busy: a flood must not hide the counters
+                self.stats.emit(now, self._stats_extra())
             if busy:
                 continue
-            now = time.monotonic()
-            if self.stats.due(now):
-                self.stats.emit(now, self._stats_extra())
             want_app = room >= APP_RING_ROOM_MIN and not self.app_pending
             if want_app != app_registered:
                 if want_app:
@@ -133,6 +134,8 @@ class Net:
                 wait = self.out.wait_s(now)
                 if wait is not None:  # throttled or emulated frames fall due
                     timeout = min(timeout, int(wait * 1000) + 1)
+                if len(self.inbound.sched):  # peer frames wait for ring room: look again soon
+                    timeout = 1
                 poller.poll(timeout)
             self.from_engine.awake()
 
@@ -205,8 +208,16 @@ class Net:
                 continue
             counts["peer_in"] += 1
             self.inbound.push(via, raw)  # a full per-peer queue refuses, counted per class
-        forwarded = self.inbound.drain(self.ring_room, self._forward_peer)
+        forwarded = self.inbound.drain(self.peer_ring_room, self._forward_peer)
         return got > 0 or forwarded
+
+    def peer_ring_room(self) -> int:
+        """Records the peers may add: they keep at most PEER_RING_DEPTH in a ring, so the
+        ring (a FIFO the scheduler cannot reorder) stays short and a flood waits in
+        the per-peer queues, where timely traffic overtakes it and its excess is
+        refused; the application always finds room."""
+        rings = self.ctx.to_workers or self.ctx.to_engine
+        return min(r.free_records() - (r.records_max - PEER_RING_DEPTH) for r in rings)
 
     def _forward_peer(self, via: int, raw: bytes) -> None:
         self._forward(F.B_PEER + bytes((via,)) + raw, raw)
