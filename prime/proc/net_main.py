@@ -6,6 +6,12 @@ from and routed by signer to a verify worker (or verified inline when
 from the engine go out: SEND/BCAST to peers, DELIVER/NOTICE to the application.
 Every frame dropped is counted by reason (``stats`` lines), none raises.
 
+Traffic (``prime.net.transport``): outgoing frames pass the traffic classifier,
+the per-class token buckets and the link emulator; inbound peer frames wait in
+per-(class, peer) queues and enter the rings timely first, peers in turn, at most
+``PEER_RING_DEPTH`` at a time. With ``link_security = "curve"`` a frame's peer is
+the replica whose CURVE key the ZAP handler admitted (``sockets.LinkAuth``).
+
 The application (``prime.app.protocol``): one at a time, for as long as its
 connection exists (a dead application's connection closes at once on a unix
 socket). Deliveries are sent without blocking; when its queue
