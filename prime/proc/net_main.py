@@ -43,7 +43,12 @@ from prime.proc.verifier import RecordVerifier
 
 PEER_BATCH = 512  # frames read per socket per round before other work
 APP_RING_ROOM_MIN = 64  # stop reading the application while the next ring has less room
-PEER_RING_DEPTH = 128  # peer frames a ring may hold: the rest wait in the class/peer queues
+# Peer frames a ring may hold; the rest wait in the class/peer queues. A short ring
+# would let the scheduler decide more of the order, but serving classes out of
+# arrival order reorders one peer's frames, and at 128 the e2e ordering tests lost
+# updates under load (issue 14 report): until the core is shown not to depend on
+# per-peer order, peers may fill the ring up to the application's reserve.
+PEER_RING_DEPTH = 1 << 30
 
 
 def _route(raw: bytes, workers: int) -> int:
@@ -218,12 +223,12 @@ class Net:
         return got > 0 or forwarded
 
     def peer_ring_room(self) -> int:
-        """Records the peers may add: they keep at most PEER_RING_DEPTH in a ring, so the
-        ring (a FIFO the scheduler cannot reorder) stays short and a flood waits in
-        the per-peer queues, where timely traffic overtakes it and its excess is
-        refused; the application always finds room."""
+        """Records the peers may add: at most PEER_RING_DEPTH in a ring, and never the
+        application's reserve (APP_RING_ROOM_MIN), so a peer flood cannot lock the
+        application out; the rest waits in the per-peer queues, where timely
+        traffic overtakes it and its excess is refused, counted."""
         rings = self.ctx.to_workers or self.ctx.to_engine
-        return min(r.free_records() - (r.records_max - PEER_RING_DEPTH) for r in rings)
+        return min(r.free_records() - max(APP_RING_ROOM_MIN, r.records_max - PEER_RING_DEPTH) for r in rings)
 
     def _forward_peer(self, via: int, raw: bytes) -> None:
         self._forward(F.B_PEER + bytes((via,)) + raw, raw)
