@@ -120,6 +120,11 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "emulated uniform jitter, plus or minus, around link_delay_ms"),
     Key("networking", "link_loss", float, 0.0, 0.0, 1.0,
         "emulated fraction of outgoing messages dropped"),
+    Key("networking", "link_bandwidth_bps", int, 0, 0, 10**12,
+        "emulated bandwidth of every outgoing link; 0 = unlimited"),
+    Key("networking", "link_security", str, "curve", None, None,
+        "replica links: CurveZMQ authenticated encryption, or none (trusted LAN only)",
+        choices=("curve", "none")),
 
     Key("cryptography", "clients_sign_updates", bool, True, None, None,
         "verify client signatures on updates; false is unsafe (def.h CLIENTS_SIGN_UPDATES)"),
@@ -255,6 +260,8 @@ class NetworkingConfig:
     link_delay_ms: float
     link_jitter_ms: float
     link_loss: float
+    link_bandwidth_bps: int
+    link_security: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +335,30 @@ class LoggingConfig:
     level: str
 
 
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """One ``[[links]]`` entry: emulation of the link between replicas ``a`` and
+    ``b`` (both directions), replacing the ``link_*`` keys of ``[networking]``."""
+
+    a: int
+    b: int
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+    bandwidth_bps: int = 0
+
+
+# name -> (type, low, high) of the keys a [[links]] entry may set
+_LINK_FIELDS: Final[dict[str, tuple[type, float, float]]] = {
+    "a": (int, 1, SERVERS_MAX),
+    "b": (int, 1, SERVERS_MAX),
+    "delay_ms": (float, 0.0, 10_000.0),
+    "jitter_ms": (float, 0.0, 10_000.0),
+    "loss": (float, 0.0, 1.0),
+    "bandwidth_bps": (int, 0, 10**12),
+}
+
+
 GROUPS: Final[dict[str, type]] = {
     "system": SystemConfig,
     "networking": NetworkingConfig,
@@ -361,6 +392,7 @@ class Config:
     addresses: dict[int, tuple[str, int]]
     def_path: str = SOURCE_DEFAULTS
     address_path: str = SOURCE_DEFAULTS
+    links: tuple[LinkConfig, ...] = ()
 
     @property
     def f(self) -> int:
@@ -509,6 +541,8 @@ def _check_tables(source: str, document: Mapping[str, object]) -> dict[tuple[str
     """Every (group, key) of a parsed def.toml, type- and range-checked."""
     values: dict[tuple[str, str], Value] = {}
     for group, table in document.items():
+        if group == "links":
+            continue  # [[links]]: checked by _parse_links once N is known
         if group not in GROUPS:
             if not isinstance(table, dict):
                 known = _KEY_BY_NAME.get(group)
@@ -526,6 +560,55 @@ def _check_tables(source: str, document: Mapping[str, object]) -> dict[tuple[str
                 raise _unknown_key(source, group, name)
             values[(group, name)] = _check_value(source, key, value)
     return values
+
+
+def _parse_links(source: str, raw: object, n: int) -> tuple[LinkConfig, ...]:
+    """``[[links]]`` entries: known keys of the right type and range, ``a`` and ``b``
+    distinct replicas 1..N, each pair once, jitter <= delay."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
+        raise _error(source, "links", "must be an array of tables: [[links]] a = 1 b = 2 delay_ms = 10.0")
+    out: list[LinkConfig] = []
+    seen: dict[frozenset[int], int] = {}
+    for number, entry in enumerate(raw, start=1):
+        here = f"[[links]] #{number}"
+        values: dict[str, int | float] = {}
+        for name, value in entry.items():
+            spec = _LINK_FIELDS.get(name)
+            if spec is None:
+                allowed = ", ".join(_LINK_FIELDS)
+                raise _error(source, f"{here} {name}", f"unknown key; allowed: {allowed}")
+            kind, low, high = spec
+            if kind is float and type(value) is int:
+                value = float(value)
+            if type(value) is not kind:
+                raise _error(
+                    source, f"{here} {name} = {_render(value)}",
+                    f"wrong type ({_describe_type(value)}); allowed: "
+                    f"{'an integer' if kind is int else 'a number'} in {low}..{high}",
+                )
+            if not low <= value <= high:
+                raise _error(source, f"{here} {name} = {_render(value)}", f"out of range; allowed: {low}..{high}")
+            values[name] = value
+        for name in ("a", "b"):
+            if name not in values:
+                raise _error(source, f"{here} {name}", "missing; a link names its two replicas a and b")
+            if values[name] > n:
+                raise _error(source, f"{here} {name} = {values[name]}", f"no such replica; N = {n}")
+        if values["a"] == values["b"]:
+            raise _error(source, f"{here} b = {values['b']}", "a link joins two different replicas")
+        if values.get("jitter_ms", 0.0) > values.get("delay_ms", 0.0):
+            raise _error(
+                source, f"{here} jitter_ms = {_render(values['jitter_ms'])}",
+                "must be <= delay_ms (the emulated delay cannot be negative)",
+            )
+        pair = frozenset((int(values["a"]), int(values["b"])))
+        if pair in seen:
+            raise _error(source, f"{here} a, b", f"the pair is already set by [[links]] #{seen[pair]}")
+        seen[pair] = number
+        out.append(LinkConfig(**values))  # type: ignore[arg-type]
+    return tuple(out)
 
 
 def _derive_n(source: str, values: Mapping[tuple[str, str], Value]) -> int:
@@ -787,6 +870,7 @@ def load_config(
     cfg = dataclasses.replace(
         _build(def_source, values), def_path=def_source, address_path=address_source
     )
+    cfg = dataclasses.replace(cfg, links=_parse_links(def_source, document.get("links"), cfg.n))
     addresses = parse_addresses(
         address_source,
         _read_text(address_source, address_file),
@@ -803,6 +887,7 @@ def default_config(f: int = 1, k: int = 0, **overrides: Any) -> Config:
     1..N on 127.0.0.1. ``overrides`` name keys bare (``max_po_in_flight=5``) or
     group-qualified (``**{"periodic.pre_prepare_period_us": 10_000}``) and are
     checked exactly like file values."""
+    links = overrides.pop("links", None)
     values: dict[tuple[str, str], Value] = {
         ("system", "f"): _check_value(SOURCE_DEFAULTS, _KEYS[("system", "f")], f),
         ("system", "k"): _check_value(SOURCE_DEFAULTS, _KEYS[("system", "k")], k),
@@ -827,7 +912,9 @@ def default_config(f: int = 1, k: int = 0, **overrides: Any) -> Config:
         server: ("127.0.0.1", base_port + PORTS_PER_REPLICA * server)
         for server in range(1, cfg.n + 1)
     }
-    cfg = dataclasses.replace(cfg, addresses=addresses)
+    cfg = dataclasses.replace(
+        cfg, addresses=addresses, links=_parse_links(SOURCE_DEFAULTS, links, cfg.n)
+    )
     cfg.validate()
     return cfg
 
@@ -852,6 +939,10 @@ def format_config(cfg: Config) -> str:
             if key.default is not None and value != key.default:
                 note += f" [default {_render(key.default)}]"
             lines.append(f"{key.name} = {_render(value)}".ljust(40) + f" # {note}")
+    for link in cfg.links:
+        lines += ["", "[[links]]"] + [
+            f"{name} = {_render(getattr(link, name))}" for name in _LINK_FIELDS
+        ]
     lines += ["", "# addresses: server ip ports"]
     for server, (ip, port) in sorted(cfg.addresses.items()):
         lines.append(f"#   {server} {ip} {port}..{port + PORTS_PER_REPLICA - 1}")

@@ -294,7 +294,9 @@ ORDINAL = Int(0, ORDINAL_MAX)
 TIME_US = Int(0, U64)
 BITMAP = Int(0, U32)
 
-# Tags, named once so Nested specs and the core can refer to them.
+# Tags, named once so Nested specs and the core can refer to them. Each tag's traffic
+# class (timely, bounded, reconciliation) is the literal table CLASS_OF_TAG in
+# prime/net/traffic.py; a test checks that every tag here has one.
 T_PO_REQUEST, T_PO_ACK, T_PO_ARU, T_PROOF_MATRIX, T_PRE_PREPARE = 1, 2, 3, 4, 5
 T_PREPARE, T_COMMIT, T_RECON, T_TAT_MEASURE, T_RTT_PING = 6, 7, 8, 9, 10
 T_RTT_PONG, T_RTT_MEASURE, T_TAT_UB, T_NEW_LEADER, T_NEW_LEADER_PROOF = 11, 12, 13, 14, 15

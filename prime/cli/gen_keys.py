@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import struct
 import sys
 import time
@@ -169,6 +170,11 @@ def _generate(
     public, shares = threshold.deal(n, quorum, bits, e=exponent, seed=threshold_seed, progress=_say)
     assert [share.index for share in shares] == list(range(1, n + 1))
     servers = {server: _signing_key(seed, b"server", server) for server in range(1, n + 1)}
+    # CurveZMQ link keys (link_security = "curve"): any 32 bytes are a Curve25519 secret
+    curve = {
+        server: os.urandom(32) if seed is None else _derived_seed(seed, b"curve", server)
+        for server in range(1, n + 1)
+    }
     client_ids = range(n + 1, n + 1 + clients)
     client_keys = {client: _signing_key(seed, b"client", client) for client in client_ids}
 
@@ -178,6 +184,10 @@ def _generate(
     for server, key in servers.items():
         keyfiles.write_private(keyfiles.server_key_path(out, server), key.seed)
         keyfiles.write_public(keyfiles.server_pub_path(out, server), key.verify_key.public)
+        keyfiles.write_private(keyfiles.server_curve_key_path(out, server), curve[server])
+        keyfiles.write_public(
+            keyfiles.server_curve_pub_path(out, server), keyfiles.curve_public_of(curve[server])
+        )
     for client, key in client_keys.items():
         keyfiles.write_private(keyfiles.client_key_path(out, client), key.seed)
         keyfiles.write_public(keyfiles.client_pub_path(out, client), key.verify_key.public)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from prime.config import Config, format_config, load_config
-from prime.crypto.keys import ServerKeys, load_server_keys
+from prime.crypto.keys import ServerKeys, load_curve_keys, load_server_keys
 from prime.errors import ConfigError, KeyFileError
 
 EXIT_OK = 0
@@ -98,6 +98,8 @@ def _load(args: argparse.Namespace) -> tuple[Config, ServerKeys | None]:
             f"(N = 3f+2k+1 from {cfg.def_path})"
         )
     keys = load_server_keys(args.keys, args.server_id, f=cfg.f, k=cfg.k)
+    if cfg.networking.link_security == "curve":
+        load_curve_keys(args.keys, args.server_id, cfg.n)  # the net process loads them again
     return cfg, keys
 
 

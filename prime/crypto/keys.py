@@ -5,6 +5,8 @@ Layout of a keys folder (keys/README.md says the same for operators)::
     manifest.json                 n, f, k, client range, modulus bits, creation time
     servers/server_<id>.key       32-byte Ed25519 seed, raw (private, mode 0600)
     servers/server_<id>.pub       32-byte Ed25519 public key, raw
+    servers/server_<id>.curve_key 32-byte Curve25519 secret key of its links, raw (private, 0600)
+    servers/server_<id>.curve_pub 32-byte Curve25519 public key of its links, raw
     clients/client_<id>.key       the same for client ids N+1 .. N+clients
     clients/client_<id>.pub
     threshold/public.json         Shoup threshold RSA public key and verification keys
@@ -54,6 +56,14 @@ def server_key_path(keys_dir: str | Path, server_id: int) -> Path:
 
 def server_pub_path(keys_dir: str | Path, server_id: int) -> Path:
     return Path(keys_dir) / SERVERS_DIR / f"server_{server_id}.pub"
+
+
+def server_curve_key_path(keys_dir: str | Path, server_id: int) -> Path:
+    return Path(keys_dir) / SERVERS_DIR / f"server_{server_id}.curve_key"
+
+
+def server_curve_pub_path(keys_dir: str | Path, server_id: int) -> Path:
+    return Path(keys_dir) / SERVERS_DIR / f"server_{server_id}.curve_pub"
 
 
 def client_key_path(keys_dir: str | Path, client_id: int) -> Path:
@@ -335,6 +345,50 @@ def load_server_keys(keys_dir: str | Path, server_id: int, *, f: int, k: int) ->
         threshold_public=public,
         threshold_share=share,
     )
+
+
+CURVE_KEY_SIZE: Final = 32
+
+
+def curve_public_of(secret: bytes) -> bytes:
+    """The Curve25519 public key of a 32-byte secret (libzmq's own derivation)."""
+    import zmq
+    from zmq.utils import z85
+
+    return bytes(z85.decode(zmq.curve_public(z85.encode(secret))))
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """One replica's CurveZMQ key pair for its links and every replica's public key
+    (raw 32 bytes each; ``peers`` maps server id -> public key, itself included)."""
+
+    secret: bytes
+    public: bytes
+    peers: dict[int, bytes]
+
+
+def load_curve_keys(keys_dir: str | Path, server_id: int, n: int) -> CurveKeys:
+    """Server ``server_id``'s link key pair (checked to belong together) and the link
+    public keys of servers 1..n, which must be distinct."""
+    secret_path = server_curve_key_path(keys_dir, server_id)
+    secret = _read_exact(secret_path, CURVE_KEY_SIZE, "Curve25519 secret key", private=True)
+    peers = {
+        server: _read_exact(
+            server_curve_pub_path(keys_dir, server), CURVE_KEY_SIZE, "Curve25519 public key",
+            private=False,
+        )
+        for server in range(1, n + 1)
+    }
+    public = curve_public_of(secret)
+    if peers[server_id] != public:
+        raise KeyFileError(
+            f"{secret_path}: does not match {server_curve_pub_path(keys_dir, server_id)} "
+            "(keys from two runs?)"
+        )
+    if len(set(peers.values())) != n:
+        raise KeyFileError(f"{Path(keys_dir) / SERVERS_DIR}: two servers have the same curve_pub")
+    return CurveKeys(secret=secret, public=public, peers=peers)
 
 
 # --- Writing (bin/gen_keys) -----------------------------------------------------------------

@@ -11,15 +11,31 @@ from queueing for a peer that is not connected; sends never block: a full queue
 drops the frame, counted, and the protocol retransmits. ``MAXMSGSIZE`` makes
 ZeroMQ cut a connection that sends a frame far beyond ``message_bytes_max``
 (frames between one and two times the bound are read and counted as oversized).
+
+With ``link_security = "curve"`` every peer link is CurveZMQ (authenticated,
+encrypted): each DEALER knows its peer's public key, the ROUTER is a CURVE server
+whose ZAP handler (``LinkAuth``, served from the net process's own loop, no
+thread) admits only the public keys of the other replicas and names the replica
+as the connection's User-Id. The peer an inbound frame came from is then that
+User-Id, never the routing id the sender chose: DEALERs set no routing id and the
+ROUTER has no handover, so a replica cannot displace or impersonate another's
+connection. A refused handshake is counted and none of its bytes are read.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import zmq
+from zmq.utils import z85
+from zmq.utils.monitor import recv_monitor_message
 
 from prime.config import Config
+from prime.crypto.keys import CurveKeys
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by the ZAP specification (RFC 27)
+ZAP_DOMAIN = b"prime-replicas"
 
 OVERSIZE_FACTOR = 2  # frames up to this many times message_bytes_max are read, then dropped
 
@@ -36,23 +52,35 @@ def _common(sock: zmq.Socket, cfg: Config) -> None:  # type: ignore[type-arg]
     sock.setsockopt(zmq.RCVHWM, net.zmq_rcvhwm_messages)
 
 
-def peer_router(ctx: zmq.Context, cfg: Config, me: int) -> zmq.Socket:  # type: ignore[type-arg]
+def peer_router(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None = None) -> zmq.Socket:  # type: ignore[type-arg]
+    """The peer ROUTER; with ``curve``, bind a ``LinkAuth`` on ``ctx`` first."""
     sock = ctx.socket(zmq.ROUTER)
     _common(sock, cfg)
-    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    if curve is None:
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    else:
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(curve.secret))
+        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler: refuse, never admit
     sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * cfg.system.message_bytes_max)
     sock.bind(peer_endpoint(cfg, me, bind=True))
     return sock
 
 
-def peer_dealers(ctx: zmq.Context, cfg: Config, me: int) -> dict[int, zmq.Socket]:  # type: ignore[type-arg]
+def peer_dealers(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None = None) -> dict[int, zmq.Socket]:  # type: ignore[type-arg]
     out = {}
     for peer in range(1, cfg.n + 1):
         if peer == me:
             continue
         sock = ctx.socket(zmq.DEALER)
         _common(sock, cfg)
-        sock.setsockopt(zmq.ROUTING_ID, b"%d" % me)
+        if curve is None:
+            sock.setsockopt(zmq.ROUTING_ID, b"%d" % me)
+        else:
+            sock.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(curve.secret))
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, z85.encode(curve.public))
+            sock.setsockopt(zmq.CURVE_SERVERKEY, z85.encode(curve.peers[peer]))
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
@@ -74,3 +102,75 @@ def app_router(ctx: zmq.Context, cfg: Config, path: Path) -> zmq.Socket:  # type
         path.unlink()  # a daemon killed earlier left it behind
     sock.bind(f"ipc://{path}")
     return sock
+
+
+class LinkAuth:
+    """ZAP handler for the peer ROUTER plus a handshake monitor, both read without
+    blocking from the net process's loop (``serve``).
+
+    Admits a CURVE client exactly when its public key is another replica's, with
+    that replica's id as User-Id; everything else is refused with ZAP status 400.
+    Counts ``link:admitted``, ``link:refused:<reason>`` and the ROUTER's failed
+    handshakes (``link:handshake_failed:<kind>``: a peer without CURVE, a wrong server
+    key, garbage), so an operator sees who knocks.
+    """
+
+    def __init__(self, ctx: zmq.Context, curve: CurveKeys, me: int, counts: Counter[str]) -> None:  # type: ignore[type-arg]
+        self.ids = {public: server for server, public in curve.peers.items() if server != me}
+        self.counts = counts
+        self.zap = ctx.socket(zmq.REP)
+        self.zap.setsockopt(zmq.LINGER, 0)
+        self.zap.bind(ZAP_ENDPOINT)
+        self.monitor: zmq.Socket | None = None  # type: ignore[type-arg]
+
+    def watch(self, router: zmq.Socket) -> None:  # type: ignore[type-arg]
+        events = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                  | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        self.monitor = router.get_monitor_socket(events)
+
+    def sockets(self) -> list[zmq.Socket]:  # type: ignore[type-arg]
+        return [self.zap] + ([self.monitor] if self.monitor is not None else [])
+
+    def serve(self) -> bool:
+        """Answer every pending ZAP request and count every handshake failure."""
+        did = False
+        while True:
+            try:
+                request = self.zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            did = True
+            self.zap.send_multipart(self._answer(request))
+        while self.monitor is not None:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            did = True
+            kind = {
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail",
+                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
+                zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
+            }.get(event["event"], "other")
+            self.counts[f"link:handshake_failed:{kind}"] += 1
+        return did
+
+    def _answer(self, request: list[bytes]) -> list[bytes]:
+        # version, request id, domain, address, identity, mechanism, credentials...
+        if len(request) < 6 or request[0] != b"1.0":
+            self.counts["link:refused:bad_zap_request"] += 1
+            return [b"1.0", request[1] if len(request) > 1 else b"", b"500", b"bad request", b"", b""]
+        request_id, domain, mechanism = request[1], request[2], request[5]
+        if domain != ZAP_DOMAIN or mechanism != b"CURVE" or len(request) != 7:
+            self.counts["link:refused:mechanism"] += 1
+            return [b"1.0", request_id, b"400", b"CURVE only", b"", b""]
+        server = self.ids.get(request[6])
+        if server is None:
+            self.counts["link:refused:unknown_key"] += 1
+            return [b"1.0", request_id, b"400", b"unknown key", b"", b""]
+        self.counts["link:admitted"] += 1
+        return [b"1.0", request_id, b"200", b"OK", b"%d" % server, b""]
+
+    def close(self) -> None:
+        for sock in self.sockets():
+            sock.close(0)

@@ -300,6 +300,11 @@ class Engine:
                 "incarnation": r.incarnation,
                 "core_dropped": dict(sorted(r.stats.dropped.items())),
                 "jumps": r.stats.jumps,
+                # suspect-leader view of the links: RTT each peer measured to us, suspicions
+                "rtt_min_us": {j: v for j, v in enumerate(r.suspect.rtt_min) if j and j != r.me and v < 10**13},
+                "suspicions": r.suspect.suspicions,
+                "tat_leader_us": r.suspect.tat_leader_us,
+                "tat_bound_us": r.suspect.threshold_us() if r.suspect.tat_acceptable_us < 10**13 else None,
                 "gc_max_pause_ms": [round(x, 2) for x in self.gc_watch.max_ms] if self.gc_watch else None,
                 "gc_collections": list(self.gc_watch.count) if self.gc_watch else None,
             },

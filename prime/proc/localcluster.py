@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]  # the checkout
 PRIME = ROOT / "bin" / "prime"
 PY = sys.executable
-_KEYS_CACHE = Path(tempfile.gettempdir()) / f"prime-e2e-keys-{os.getuid()}"
+_KEYS_CACHE = Path(tempfile.gettempdir()) / f"prime-e2e-keys-curve-{os.getuid()}"  # keys with CURVE link keys
 
 
 def _free_base_port(n: int) -> int:

@@ -6,6 +6,12 @@ from and routed by signer to a verify worker (or verified inline when
 from the engine go out: SEND/BCAST to peers, DELIVER/NOTICE to the application.
 Every frame dropped is counted by reason (``stats`` lines), none raises.
 
+Traffic (``prime.net.transport``): outgoing frames pass the traffic classifier,
+the per-class token buckets and the link emulator; inbound peer frames wait in
+per-(class, peer) queues and enter the rings timely first, peers in turn, at most
+``PEER_RING_DEPTH`` at a time. With ``link_security = "curve"`` a frame's peer is
+the replica whose CURVE key the ZAP handler admitted (``sockets.LinkAuth``).
+
 The application (``prime.app.protocol``): one at a time, for as long as its
 connection exists (a dead application's connection closes at once on a unix
 socket). Deliveries are sent without blocking; when its queue
@@ -29,12 +35,20 @@ import msgpack
 import zmq
 
 from prime.app import protocol as P
-from prime.net import sockets
+from prime.crypto.keys import load_curve_keys
+from prime.net import sockets, transport
 from prime.proc import frames as F
 from prime.proc.context import ProcStats, ReplicaContext
 from prime.proc.verifier import RecordVerifier
 
 PEER_BATCH = 512  # frames read per socket per round before other work
+APP_RING_ROOM_MIN = 64  # ring room peers never take: the application's reserve
+# Peer frames a ring may hold; the rest wait in the class/peer queues. A short ring
+# would let the scheduler decide more of the order, but serving classes out of
+# arrival order reorders one peer's frames, and at 128 the e2e ordering tests lost
+# updates under load (issue 14 report): until the core is shown not to depend on
+# per-peer order, peers may fill the ring up to the application's reserve.
+PEER_RING_DEPTH = 1 << 30
 
 
 def _route(raw: bytes, workers: int) -> int:
@@ -61,11 +75,17 @@ class Net:
         self.stats = ProcStats(ctx.me, "net", cfg.logging.stats_interval_ms / 1000)
         self.counts = self.stats.counts
         self.zctx = zmq.Context(io_threads=1)
-        self.router = sockets.peer_router(self.zctx, cfg, ctx.me)
-        self.dealers = sockets.peer_dealers(self.zctx, cfg, ctx.me)
+        # link_security = "curve": the ZAP handler is bound before the ROUTER can take a connection
+        self.curve = load_curve_keys(ctx.keys_dir, ctx.me, cfg.n) if cfg.networking.link_security == "curve" else None
+        self.auth = sockets.LinkAuth(self.zctx, self.curve, ctx.me, self.counts) if self.curve else None
+        self.router = sockets.peer_router(self.zctx, cfg, ctx.me, self.curve)
+        if self.auth is not None:
+            self.auth.watch(self.router)
+        self.dealers = sockets.peer_dealers(self.zctx, cfg, ctx.me, self.curve)
         self.dealer_list = list(self.dealers.values())
         self.app = sockets.app_router(self.zctx, cfg, ctx.ipc_path)
         self.peer_ids = {b"%d" % p: p for p in self.dealers}
+        self.user_ids = {"%d" % p: p for p in self.dealers}  # CURVE: the ZAP handler's User-Id
         self.workers = ctx.workers
         self.inline = RecordVerifier(ctx, self.counts) if self.workers == 0 else None
         self.from_engine = ctx.to_net
@@ -77,6 +97,10 @@ class Net:
         self.pending_notice: bytes | None = None
         self.app_pending: deque[tuple[bytes, bytes]] = deque()
         self.overrun_unsent: bytes | None = None
+        # traffic classes, throttling, link emulation, inbound fairness (prime.net.transport)
+        self.out = transport.Outbound(cfg, ctx.me, self.dealers, self.counts, time.monotonic(),
+                                      seed=secrets.randbits(64))
+        self.inbound = transport.Inbound()
 
     # --------------------------------------------------------------- loop
 
@@ -84,9 +108,13 @@ class Net:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.from_engine.bell.fileno(), zmq.POLLIN)
+        for sock in self.auth.sockets() if self.auth is not None else []:
+            poller.register(sock, zmq.POLLIN)
         app_registered = False
         while True:
             busy = self.read_peers()
+            if self.auth is not None:
+                busy |= self.auth.serve()
             if self.overrun_unsent is not None:
                 rec, self.overrun_unsent = self.overrun_unsent, None
                 if not (self.ctx.to_workers or self.ctx.to_engine)[0].put(rec):
@@ -96,11 +124,12 @@ class Net:
             if not self.app_pending:  # updates waiting for ring room: read no more
                 busy |= self.read_app()
             busy |= self.write_out()
+            busy |= self.out.pump(time.monotonic())
             for ring in self.ctx.to_workers or self.ctx.to_engine:
                 ring.flush()
             now = time.monotonic()
-            if self.stats.due(now):
-                self.stats.emit(now, {"app_attached": self.app_id is not None})
+            if self.stats.due(now):  # also when busy: a flood must not hide the counters
+                self.stats.emit(now, self._stats_extra())
             if busy:
                 continue
             want_app = not self.app_pending
@@ -111,7 +140,13 @@ class Net:
                     poller.unregister(self.app)
                 app_registered = want_app
             if self.from_engine.sleep_ready():
-                poller.poll(100 if not want_app else 1000)
+                timeout = 100 if not want_app else 1000
+                wait = self.out.wait_s(now)
+                if wait is not None:  # throttled or emulated frames fall due
+                    timeout = min(timeout, int(wait * 1000) + 1)
+                if len(self.inbound.sched):  # peer frames wait for ring room: look again soon
+                    timeout = 1
+                poller.poll(timeout)
             self.from_engine.awake()
 
     def forward_app_pending(self) -> bool:
@@ -150,10 +185,15 @@ class Net:
         counts = self.counts
         size_max = self.size_max
         peer_ids = self.peer_ids
+        curve = self.curve is not None
         got = 0
         for _ in range(PEER_BATCH):
             try:
-                parts = router.recv_multipart(zmq.NOBLOCK)
+                if curve:
+                    frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    parts = [frame.bytes for frame in frames]
+                else:
+                    parts = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
             got += 1
@@ -161,7 +201,8 @@ class Net:
                 counts["drop:peer:frame_count"] += 1
                 continue
             ident, raw = parts
-            via = peer_ids.get(ident)
+            # CURVE: the peer is the replica whose key the ZAP handler admitted, not a claimed id
+            via = self.user_ids.get(frames[1].get("User-Id")) if curve else peer_ids.get(ident)
             if via is None:
                 counts["drop:peer:unknown_id"] += 1
                 continue
@@ -172,8 +213,23 @@ class Net:
                 counts["drop:peer:empty"] += 1
                 continue
             counts["peer_in"] += 1
-            self._forward(F.B_PEER + bytes((via,)) + raw, raw)
-        return got > 0
+            self.inbound.push(via, raw)  # a full per-peer queue refuses, counted per class
+        forwarded = self.inbound.drain(self.peer_ring_room, self._forward_peer)
+        return got > 0 or forwarded
+
+    def peer_ring_room(self) -> int:
+        """Records the peers may add: at most PEER_RING_DEPTH in a ring, and never the
+        application's reserve (APP_RING_ROOM_MIN), so a peer flood cannot lock the
+        application out; the rest waits in the per-peer queues, where timely
+        traffic overtakes it and its excess is refused, counted."""
+        rings = self.ctx.to_workers or self.ctx.to_engine
+        return min(r.free_records() - max(APP_RING_ROOM_MIN, r.records_max - PEER_RING_DEPTH) for r in rings)
+
+    def _forward_peer(self, via: int, raw: bytes) -> None:
+        self._forward(F.B_PEER + bytes((via,)) + raw, raw)
+
+    def _stats_extra(self) -> dict[str, object]:
+        return {"app_attached": self.app_id is not None, "traffic": transport.stats(self.out, self.inbound)}
 
     # -------------------------------------------------------- application
 
@@ -310,27 +366,16 @@ class Net:
             return False
         counts = self.counts
         dealers = self.dealers
-        dealer_list = self.dealer_list
-        noblock = zmq.NOBLOCK
         for rec in records:
             kind = rec[0]
             if kind == F.BCAST:
-                raw = rec[1:]
-                for sock in dealer_list:
-                    try:
-                        sock.send(raw, noblock)
-                    except zmq.Again:
-                        counts["drop:out:peer_queue_full"] += 1
+                self.out.submit(None, rec[1:])
                 counts["bcast_out"] += 1
             elif kind == F.SEND:
-                sock = dealers.get(rec[1])
-                if sock is None:
+                if rec[1] not in dealers:
                     counts["drop:out:bad_dest"] += 1
                     continue
-                try:
-                    sock.send(rec[2:], noblock)
-                except zmq.Again:
-                    counts["drop:out:peer_queue_full"] += 1
+                self.out.submit(rec[1], rec[2:])
                 counts["send_out"] += 1
             elif kind == F.DELIVER:
                 ordinal, last = F.DELIVER_HEAD.unpack_from(rec, 1)
@@ -366,5 +411,5 @@ def net_main(ctx: ReplicaContext) -> int:
         pass
     finally:
         net.close()
-        net.stats.emit(time.monotonic(), {"app_attached": net.app_id is not None})
+        net.stats.emit(time.monotonic(), net._stats_extra())
     return 0

@@ -47,11 +47,6 @@ _PR_SET_PDEATHSIG = 1
 # start-up with one line naming the key, rather than being ignored silently.
 _NOT_IMPLEMENTED: tuple[tuple[str, str, object], ...] = (
     ("system", "benchmark_end_run_updates", 0),
-    ("networking", "link_delay_ms", 0.0),
-    ("networking", "link_jitter_ms", 0.0),
-    ("networking", "link_loss", 0.0),
-    ("throttling", "throttle_outgoing", False),
-    ("throttling", "randomize_sending", False),
     ("attacks", "delay_attack", False),
     ("attacks", "recon_attack", False),
 )

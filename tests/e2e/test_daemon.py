@@ -157,7 +157,9 @@ def test_garbage_on_the_peer_port_is_counted_by_reason(cluster: Any) -> None:
     """Replica 4 is Byzantine (its daemon is not running; f = 1): on replica 1's peer port
     it sends random bytes, truncated and oversized frames, well-formed messages with bad
     signatures and replayed frames, and a stranger sends under an unknown id. Replica 1
-    counts each by reason and the three correct replicas keep ordering."""
+    counts each by reason and the three correct replicas keep ordering. Links are plain
+    (``link_security = "none"``) so the bytes reach the decoder; with CURVE none of them
+    would get past the handshake (tests/e2e/test_transport.py)."""
     import os
     import random
 
@@ -167,7 +169,7 @@ def test_garbage_on_the_peer_port_is_counted_by_reason(cluster: Any) -> None:
     from prime.crypto.keys import load_signing_key
     from prime.msgs import RttPing
 
-    c = cluster()
+    c = cluster(settings={"networking": {"link_security": "none"}})
     c.start_all([1, 2, 3])
     load = c.load(1, inflight=8, count=300, duration=60, linger=0.5)
     c.wait_ordinal(1, 3, 20)

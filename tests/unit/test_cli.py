@@ -157,15 +157,33 @@ def test_help_explains_the_options() -> None:
 
 
 def test_run_refuses_keys_the_daemon_does_not_implement(tmp_path: Path) -> None:
-    """A def.toml asking the daemon for something only the simulator does (link emulation,
-    say) stops start-up with one line naming the file and the key, exit 2."""
+    """A def.toml asking the daemon for something only the simulator does (the delay
+    attack, say) stops start-up with one line naming the file and the key, exit 2."""
     keys = tmp_path / "keys"
     made = _run(GEN_KEYS, "--out", str(keys), "--bits", "512", "--seed", "01", "--clients", "0")
     assert made.returncode == 0
     conf = tmp_path / "def.toml"
-    conf.write_text("[networking]\nlink_delay_ms = 5.0\nlink_jitter_ms = 1.0\n")
+    conf.write_text("[attacks]\ndelay_attack = true\n")
     (tmp_path / "address.config").write_text("1 127.0.0.1\n2 127.0.0.1\n3 127.0.0.1\n4 127.0.0.1\n")
     ran = _run(PRIME, "-i", "1", "--conf", str(conf), "--keys", str(keys))
     assert ran.returncode == 2
-    assert f"{conf}: [networking] link_delay_ms = 5.0 is not implemented" in _one_line(ran.stderr)
+    assert f"{conf}: [attacks] delay_attack = true is not implemented" in _one_line(ran.stderr)
     assert len(ran.stderr.strip().splitlines()) == 1
+
+
+def test_curve_links_need_the_link_keys(tmp_path: Path) -> None:
+    """link_security = "curve" (the default) with a keys folder lacking a server's CURVE
+    secret stops start-up with one line naming the file; "none" does not need it."""
+    keys = tmp_path / "keys"
+    made = _run(GEN_KEYS, "--out", str(keys), "--bits", "512", "--seed", "02", "--clients", "0")
+    assert made.returncode == 0
+    (keys / "servers" / "server_1.curve_key").unlink()
+    conf = tmp_path / "def.toml"
+    conf.write_text("")
+    (tmp_path / "address.config").write_text("1 127.0.0.1\n2 127.0.0.1\n3 127.0.0.1\n4 127.0.0.1\n")
+    ran = _run(PRIME, "-i", "1", "--conf", str(conf), "--keys", str(keys), "--check-config")
+    assert ran.returncode == 2
+    assert "server_1.curve_key: missing" in _one_line(ran.stderr)
+    conf.write_text('[networking]\nlink_security = "none"\n')
+    ran = _run(PRIME, "-i", "1", "--conf", str(conf), "--keys", str(keys), "--check-config")
+    assert ran.returncode == 0, ran.stderr

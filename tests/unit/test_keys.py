@@ -87,7 +87,9 @@ def test_files_exist_with_private_mode_0600(generated: tuple[Path, Path, int]) -
     private = [keyfiles.server_key_path(keys_dir, i) for i in range(1, n + 1)]
     private += [keyfiles.client_key_path(keys_dir, c) for c in range(n + 1, n + 1 + CLIENTS)]
     private += [keyfiles.threshold_share_path(keys_dir, i) for i in range(1, n + 1)]
+    private += [keyfiles.server_curve_key_path(keys_dir, i) for i in range(1, n + 1)]
     public = [keyfiles.server_pub_path(keys_dir, i) for i in range(1, n + 1)]
+    public += [keyfiles.server_curve_pub_path(keys_dir, i) for i in range(1, n + 1)]
     public += [keyfiles.client_pub_path(keys_dir, c) for c in range(n + 1, n + 1 + CLIENTS)]
     public += [keyfiles.threshold_public_path(keys_dir), keyfiles.manifest_path(keys_dir)]
     for path in private:
@@ -306,3 +308,36 @@ def test_corrupt_manifest_is_named(
     with pytest.raises(KeyFileError, match=r"manifest\.json: corrupt") as caught:
         load_manifest(keys_dir)
     assert reason in str(caught.value)
+
+
+# --- CurveZMQ link keys ------------------------------------------------------------------------
+
+
+def test_curve_link_keys_load_and_match(generated: tuple[Path, Path, int]) -> None:
+    """gen_keys writes a Curve25519 pair per server beside its signing key; each
+    loads, its public key is the one libzmq derives, and all N differ."""
+    _, keys_dir, n = generated
+    loaded = [keyfiles.load_curve_keys(keys_dir, i, n) for i in range(1, n + 1)]
+    assert len({k.public for k in loaded}) == n
+    for i, k in enumerate(loaded, start=1):
+        assert k.peers[i] == k.public == keyfiles.curve_public_of(k.secret)
+        assert k.peers == loaded[0].peers
+
+
+def test_curve_key_that_does_not_match_its_pub_is_refused(copy_of: tuple[Path, int]) -> None:
+    keys_dir, n = copy_of
+    keyfiles.server_curve_pub_path(keys_dir, 2).chmod(0o644)
+    other = keyfiles.server_curve_pub_path(keys_dir, 3).read_bytes()
+    keyfiles.server_curve_pub_path(keys_dir, 2).unlink()
+    keyfiles.write_public(keyfiles.server_curve_pub_path(keys_dir, 2), other)
+    with pytest.raises(KeyFileError, match="server_2.curve_key: does not match"):
+        keyfiles.load_curve_keys(keys_dir, 2, n)
+    with pytest.raises(KeyFileError, match="two servers have the same curve_pub"):
+        keyfiles.load_curve_keys(keys_dir, 1, n)
+
+
+def test_curve_secret_readable_by_others_is_refused(copy_of: tuple[Path, int]) -> None:
+    keys_dir, n = copy_of
+    keyfiles.server_curve_key_path(keys_dir, 1).chmod(0o644)
+    with pytest.raises(KeyFileError, match="server_1.curve_key: private key file has mode 0644"):
+        keyfiles.load_curve_keys(keys_dir, 1, n)

@@ -1,0 +1,488 @@
+"""Traffic classes, priority scheduling, token-bucket throttling and link emulation.
+
+Pure: no sockets, no clocks, no global randomness. Every method that depends on
+time takes ``now`` (seconds, any monotonic origin); randomness comes from a
+``random.Random`` the caller seeds. The network process
+(``prime.proc.net_main``) owns the sockets and the clock and drives these.
+
+Three classes, served strictly in this order (the original Prime's split):
+
+* ``TIMELY``: the ordering messages whose turnaround the suspect-leader protocol
+  measures (PRE_PREPARE, PREPARE, COMMIT), the suspect-leader messages themselves,
+  and the view change. A flood of bulk traffic must never delay them, or a correct
+  leader looks slow and is replaced.
+* ``BOUNDED``: pre-ordering (PO_REQUEST, PO_ACK, PO_ARU, PROOF_MATRIX) and client
+  traffic. Its volume is bounded by the pre-ordering flow control.
+* ``RECON``: reconciliation and catch-up, bulk traffic that only a lagging
+  replica needs; it gets what is left.
+
+Decisions beyond the original list (``CLASS_OF_TAG`` is the one table):
+
+* View change (RB_*, REPORT, PC_SET, VC_*, REPLAY*, NEW_LEADER*) is TIMELY: it runs
+  only when the leader is suspected, its volume per view is bounded by N, and while
+  it runs nothing is ordered, so queueing it behind bulk traffic only prolongs the
+  outage a Byzantine flooder wants.
+* Catch-up (CATCHUP_REQUEST, ORD_CERT, REPLAYED) is RECON: like reconciliation it
+  serves a replica that fell behind, can be large (an ORD_CERT carries a
+  pre-prepare and a quorum of commits), and a Byzantine replica can ask for it at
+  will; the replicas that keep up never wait for it.
+* A frame whose tag cannot be read, or an unknown tag, is RECON: junk gets the
+  lowest priority, and the verifier drops and counts it.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import math
+import random
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from prime import msgs as M
+
+T = TypeVar("T")
+
+
+class TrafficClass(enum.IntEnum):
+    """Lower value is served first."""
+
+    TIMELY = 0
+    BOUNDED = 1
+    RECON = 2
+
+
+CLASSES: tuple[TrafficClass, ...] = tuple(TrafficClass)
+
+# The literal table: every message tag of ``prime.msgs`` -> its class.
+CLASS_OF_TAG: dict[int, TrafficClass] = {
+    # ordering (timely)
+    M.T_PRE_PREPARE: TrafficClass.TIMELY,
+    M.T_PREPARE: TrafficClass.TIMELY,
+    M.T_COMMIT: TrafficClass.TIMELY,
+    # suspect-leader (timely)
+    M.T_TAT_MEASURE: TrafficClass.TIMELY,
+    M.T_RTT_PING: TrafficClass.TIMELY,
+    M.T_RTT_PONG: TrafficClass.TIMELY,
+    M.T_RTT_MEASURE: TrafficClass.TIMELY,
+    M.T_TAT_UB: TrafficClass.TIMELY,
+    M.T_NEW_LEADER: TrafficClass.TIMELY,
+    M.T_NEW_LEADER_PROOF: TrafficClass.TIMELY,
+    # view change (timely: see the module docstring)
+    M.T_RB_INIT: TrafficClass.TIMELY,
+    M.T_RB_ECHO: TrafficClass.TIMELY,
+    M.T_RB_READY: TrafficClass.TIMELY,
+    M.T_REPORT: TrafficClass.TIMELY,
+    M.T_PC_SET: TrafficClass.TIMELY,
+    M.T_VC_LIST: TrafficClass.TIMELY,
+    M.T_VC_PARTIAL_SIG: TrafficClass.TIMELY,
+    M.T_VC_PROOF: TrafficClass.TIMELY,
+    M.T_REPLAY: TrafficClass.TIMELY,
+    M.T_REPLAY_PREPARE: TrafficClass.TIMELY,
+    M.T_REPLAY_COMMIT: TrafficClass.TIMELY,
+    # pre-ordering and client traffic (bounded)
+    M.T_PO_REQUEST: TrafficClass.BOUNDED,
+    M.T_PO_ACK: TrafficClass.BOUNDED,
+    M.T_PO_ARU: TrafficClass.BOUNDED,
+    M.T_PROOF_MATRIX: TrafficClass.BOUNDED,
+    M.T_UPDATE: TrafficClass.BOUNDED,
+    M.T_CLIENT_RESPONSE: TrafficClass.BOUNDED,
+    # reconciliation and catch-up (recon: see the module docstring)
+    M.T_RECON: TrafficClass.RECON,
+    M.T_CATCHUP_REQUEST: TrafficClass.RECON,
+    M.T_ORD_CERT: TrafficClass.RECON,
+    M.T_REPLAYED: TrafficClass.RECON,
+}
+
+# ---------------------------------------------------------------------------
+# Reading the tag of an envelope without decoding it.
+#
+# Envelope: [sender, mt_num, mt_index, sig(bin), [path bins...], body(bin)], body =
+# msgpack [tag, ...]. Only the header bytes are looked at; any surprise gives None.
+
+
+def _skip_int(raw: bytes, i: int) -> int:
+    b = raw[i]
+    if b < 0x80 or b >= 0xE0:
+        return i + 1
+    width = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}.get(b)
+    if width is None:
+        raise ValueError("not an int")
+    return i + 1 + width
+
+
+def _bin_span(raw: bytes, i: int) -> tuple[int, int]:
+    """(start, end) of the bin payload at ``i``."""
+    b = raw[i]
+    width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(b)
+    if width is None:
+        raise ValueError("not a bin")
+    size = int.from_bytes(raw[i + 1:i + 1 + width], "big")
+    start = i + 1 + width
+    return start, start + size
+
+
+def _array_len(raw: bytes, i: int) -> tuple[int, int]:
+    """(count, index after the header) of the array at ``i``."""
+    b = raw[i]
+    if 0x90 <= b <= 0x9F:
+        return b & 0x0F, i + 1
+    if b == 0xDC:
+        return int.from_bytes(raw[i + 1:i + 3], "big"), i + 3
+    raise ValueError("not an array")
+
+
+def tag_of(raw: bytes) -> int | None:
+    """The message tag inside an envelope's bytes, or None if they are not shaped
+    like one (never raises; cost: a few header bytes, no allocation beyond ints)."""
+    try:
+        count, i = _array_len(raw, 0)
+        if count != 6:
+            return None
+        for _ in range(3):
+            i = _skip_int(raw, i)
+        i = _bin_span(raw, i)[1]
+        paths, i = _array_len(raw, i)
+        for _ in range(paths):
+            i = _bin_span(raw, i)[1]
+        start, end = _bin_span(raw, i)
+        if end > len(raw) or end - start < 2:
+            return None
+        _, j = _array_len(raw, start)
+        tag = raw[j]
+        return tag if tag < 0x80 else None
+    except (ValueError, IndexError):
+        return None
+
+
+def class_of(raw: bytes) -> TrafficClass:
+    """The traffic class of an envelope's bytes (RECON when unreadable)."""
+    tag = tag_of(raw)
+    return CLASS_OF_TAG.get(tag, TrafficClass.RECON) if tag is not None else TrafficClass.RECON
+
+
+# ---------------------------------------------------------------------------
+# Inbound: class first, then round-robin across peers within a class.
+
+
+class FairScheduler(Generic[T]):
+    """Queues per (class, peer); ``pop`` serves the most urgent non-empty class and,
+    within it, the peers in turn, one item each.
+
+    Every peer has its own bounded queue per class (``per_peer_max`` items), so a
+    peer flooding well-formed messages fills only its own queue: its excess is
+    refused (``push`` returns False, counted in ``dropped``) while every other peer
+    keeps its share. Nothing is dropped silently.
+    """
+
+    def __init__(self, per_peer_max: int) -> None:
+        if per_peer_max < 1:
+            raise ValueError("per_peer_max must be >= 1")
+        self.per_peer_max = per_peer_max
+        self._queues: list[dict[int, deque[T]]] = [{} for _ in CLASSES]
+        # peers with a non-empty queue, in service order, per class
+        self._turn: list[deque[int]] = [deque() for _ in CLASSES]
+        self._size = 0
+        self.queued: Counter[TrafficClass] = Counter()
+        self.served: Counter[TrafficClass] = Counter()
+        self.dropped: Counter[TrafficClass] = Counter()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def push(self, cls: TrafficClass, peer: int, item: T) -> bool:
+        queues = self._queues[cls]
+        q = queues.get(peer)
+        if q is None:
+            q = queues[peer] = deque()
+        if len(q) >= self.per_peer_max:
+            self.dropped[cls] += 1
+            return False
+        if not q:
+            self._turn[cls].append(peer)
+        q.append(item)
+        self._size += 1
+        self.queued[cls] += 1
+        return True
+
+    def pop(self) -> tuple[TrafficClass, int, T] | None:
+        for cls in CLASSES:
+            turn = self._turn[cls]
+            if not turn:
+                continue
+            peer = turn.popleft()
+            q = self._queues[cls][peer]
+            item = q.popleft()
+            if q:
+                turn.append(peer)  # back of the line: the other peers go first
+            self._size -= 1
+            self.served[cls] += 1
+            return cls, peer, item
+        return None
+
+    def peek_class(self) -> TrafficClass | None:
+        for cls in CLASSES:
+            if self._turn[cls]:
+                return cls
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Outgoing: token buckets per class.
+
+
+class TokenBucket:
+    """Bits refill at ``rate_bps`` up to ``depth_bits``; starts full.
+
+    A message larger than the depth (a broadcast to many peers) may be taken when
+    the bucket is full, leaving a debt that the refill pays back first, so the
+    long-run rate still matches ``rate_bps`` and nothing waits forever.
+    """
+
+    def __init__(self, rate_bps: float, depth_bits: float, now: float) -> None:
+        if rate_bps <= 0 or depth_bits <= 0:
+            raise ValueError("rate and depth must be positive")
+        self.rate_bps = float(rate_bps)
+        self.depth_bits = float(depth_bits)
+        self.tokens = float(depth_bits)
+        self.last = now
+
+    def refill(self, now: float) -> None:
+        if now > self.last:
+            self.tokens = min(self.depth_bits, self.tokens + (now - self.last) * self.rate_bps)
+            self.last = now
+
+    def take(self, bits: float) -> bool:
+        if self.tokens >= bits or self.tokens >= self.depth_bits:
+            self.tokens -= bits
+            return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleSettings:
+    """``[throttling]`` of def.toml, in the units the throttle uses."""
+
+    enabled: bool
+    rate_bps: tuple[float, float, float]  # per class, by TrafficClass value
+    depth_bits: float
+    tick_s: float
+    queue_max: int  # items waiting per class before new ones are refused
+
+    @classmethod
+    def from_config(cls, throttling: object, queue_max: int) -> "ThrottleSettings":
+        t = throttling
+        return cls(
+            enabled=bool(getattr(t, "throttle_outgoing")),
+            rate_bps=(
+                float(getattr(t, "bandwidth_timely_bps")),
+                float(getattr(t, "bandwidth_bounded_bps")),
+                float(getattr(t, "bandwidth_recon_bps")),
+            ),
+            depth_bits=float(getattr(t, "tokens_max_bits")),
+            tick_s=getattr(t, "throttle_tick_us") / 1e6,
+            queue_max=queue_max,
+        )
+
+
+class Throttle(Generic[T]):
+    """Per-class token buckets with a bounded FIFO per class.
+
+    ``submit`` queues an item with its cost in bits; ``release(now)`` refills the
+    buckets and returns, timely first, every item whose class has the tokens. A
+    full class queue refuses new items (``submit`` returns False) and counts them
+    in ``dropped``: the caller drops the frame and the protocol retransmits, never
+    silently. When disabled, ``submit`` queues and ``release`` hands everything
+    back, so the caller has one path either way.
+    """
+
+    def __init__(self, settings: ThrottleSettings, now: float) -> None:
+        self.settings = settings
+        self.buckets = [TokenBucket(settings.rate_bps[c], settings.depth_bits, now) for c in CLASSES]
+        self.queues: list[deque[tuple[T, int]]] = [deque() for _ in CLASSES]
+        self.submitted: Counter[TrafficClass] = Counter()
+        self.sent_items: Counter[TrafficClass] = Counter()
+        self.sent_bits: Counter[TrafficClass] = Counter()
+        self.throttled: Counter[TrafficClass] = Counter()  # items that had to wait a tick
+        self.dropped: Counter[TrafficClass] = Counter()
+
+    def submit(self, cls: TrafficClass, item: T, bits: int) -> bool:
+        q = self.queues[cls]
+        if len(q) >= self.settings.queue_max:
+            self.dropped[cls] += 1
+            return False
+        q.append((item, bits))
+        self.submitted[cls] += 1
+        return True
+
+    def waiting(self) -> int:
+        return sum(len(q) for q in self.queues)
+
+    def release(self, now: float) -> list[tuple[TrafficClass, T]]:
+        out: list[tuple[TrafficClass, T]] = []
+        enabled = self.settings.enabled
+        for cls in CLASSES:
+            q = self.queues[cls]
+            if not q:
+                continue
+            bucket = self.buckets[cls]
+            bucket.refill(now)
+            while q:
+                item, bits = q[0]
+                if enabled and not bucket.take(bits):
+                    self.throttled[cls] += 1
+                    break
+                q.popleft()
+                out.append((cls, item))
+                self.sent_items[cls] += 1
+                self.sent_bits[cls] += bits
+        return out
+
+    def next_release(self, now: float) -> float | None:
+        """When ``release`` can next hand something out (now if it can at once)."""
+        best: float | None = None
+        for cls in CLASSES:
+            q = self.queues[cls]
+            if not q:
+                continue
+            if not self.settings.enabled:
+                return now
+            bucket = self.buckets[cls]
+            bucket.refill(now)
+            need = min(q[0][1], bucket.depth_bits) - bucket.tokens
+            at = now if need <= 0 else now + need / bucket.rate_bps
+            at = max(at, now)
+            best = at if best is None else min(best, at)
+        return best
+
+
+# ---------------------------------------------------------------------------
+# Wide-area link emulation, on the sending side.
+
+
+@dataclass(frozen=True, slots=True)
+class LinkParams:
+    """One direction of one link. ``bandwidth_bps`` 0 means unlimited."""
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+    bandwidth_bps: int = 0
+
+    @property
+    def inert(self) -> bool:
+        return not (self.delay_ms or self.jitter_ms or self.loss or self.bandwidth_bps)
+
+
+class LinkEmulator(Generic[T]):
+    """Holds each outgoing frame until its emulated arrival, or drops it.
+
+    For a frame of ``size`` bytes sent at ``now`` on link ``dest``: with probability
+    ``loss`` it is dropped (counted: the protocol retransmits); otherwise it leaves
+    once the link finished sending the frames before it (``size * 8 / bandwidth``
+    each) and is released ``delay +- jitter`` (uniform) later. Frames on one link
+    are released in order (the real link is TCP, which cannot reorder), so jitter
+    larger than the gap between frames delays the later ones too. At most
+    ``queue_max`` frames wait per link; beyond that a frame is refused and counted.
+    """
+
+    def __init__(self, links: dict[int, LinkParams], rng: random.Random, queue_max: int) -> None:
+        self.links = links
+        self.rng = rng
+        self.queue_max = queue_max
+        self._heap: list[tuple[float, int, int, T]] = []
+        self._seq = 0
+        self._busy_until: dict[int, float] = {}  # link serialisation (bandwidth)
+        self._last_release: dict[int, float] = {}  # FIFO per link
+        self._waiting: Counter[int] = Counter()
+        self.sent: Counter[int] = Counter()
+        self.lost: Counter[int] = Counter()
+        self.refused: Counter[int] = Counter()
+
+    @property
+    def active(self) -> bool:
+        return any(not p.inert for p in self.links.values())
+
+    def send(self, dest: int, item: T, size: int, now: float) -> bool:
+        """Schedule ``item``; False if it was lost or refused (both counted)."""
+        p = self.links.get(dest, LinkParams())
+        if p.loss and self.rng.random() < p.loss:
+            self.lost[dest] += 1
+            return False
+        if self._waiting[dest] >= self.queue_max:
+            self.refused[dest] += 1
+            return False
+        depart = now
+        if p.bandwidth_bps:
+            depart = max(now, self._busy_until.get(dest, now)) + size * 8 / p.bandwidth_bps
+            self._busy_until[dest] = depart
+        delay = p.delay_ms
+        if p.jitter_ms:
+            delay += self.rng.uniform(-p.jitter_ms, p.jitter_ms)
+        at = max(depart + max(delay, 0.0) / 1000, self._last_release.get(dest, -math.inf))
+        self._last_release[dest] = at
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, dest, item))
+        self._waiting[dest] += 1
+        return True
+
+    def due(self, now: float) -> list[tuple[int, T]]:
+        """Frames whose release time has come, in release order."""
+        heap = self._heap
+        out: list[tuple[int, T]] = []
+        while heap and heap[0][0] <= now:
+            _, _, dest, item = heapq.heappop(heap)
+            self._waiting[dest] -= 1
+            self.sent[dest] += 1
+            out.append((dest, item))
+        return out
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def waiting(self) -> int:
+        return len(self._heap)
+
+
+def links_from_config(cfg: object, me: int) -> dict[int, LinkParams]:
+    """This replica's outgoing links: ``link_*`` of ``[networking]`` for every peer,
+    replaced by a ``[[links]]`` entry naming the pair (either order)."""
+    net = getattr(cfg, "networking")
+    default = LinkParams(
+        net.link_delay_ms, net.link_jitter_ms, net.link_loss, net.link_bandwidth_bps
+    )
+    out = {peer: default for peer in range(1, getattr(cfg, "n") + 1) if peer != me}
+    for link in getattr(cfg, "links"):
+        if me in (link.a, link.b):
+            other = link.b if link.a == me else link.a
+            out[other] = LinkParams(link.delay_ms, link.jitter_ms, link.loss, link.bandwidth_bps)
+    return out
+
+
+def counters(
+    throttle: Throttle[object] | None,
+    inbound: FairScheduler[object] | None,
+    link: LinkEmulator[object] | None,
+) -> dict[str, int]:
+    """Flat counters for a stats line: ``out:<class>:sent_bits`` and friends."""
+    out: dict[str, int] = {}
+    for cls in CLASSES:
+        name = cls.name.lower()
+        if throttle is not None:
+            out[f"out:{name}:submitted"] = throttle.submitted[cls]
+            out[f"out:{name}:msgs"] = throttle.sent_items[cls]
+            out[f"out:{name}:bytes"] = throttle.sent_bits[cls] // 8
+            out[f"out:{name}:queued"] = len(throttle.queues[cls])
+            out[f"out:{name}:throttled"] = throttle.throttled[cls]
+            out[f"drop:out:{name}:throttle_queue_full"] = throttle.dropped[cls]
+        if inbound is not None:
+            out[f"in:{name}:served"] = inbound.served[cls]
+            out[f"drop:in:{name}:peer_queue_full"] = inbound.dropped[cls]
+    if link is not None:
+        out["link:sent"] = sum(link.sent.values())
+        out["link:waiting"] = link.waiting()
+        out["drop:link:loss"] = sum(link.lost.values())
+        out["drop:link:queue_full"] = sum(link.refused.values())
+    return out
+

@@ -1,0 +1,112 @@
+"""Glue between the network process's sockets and ``prime.net.traffic``.
+
+``Outbound``: every frame the engine sends passes the classifier, the per-class
+token buckets (``[throttling]``) and the link emulator (``link_*``, ``[[links]]``)
+before it reaches a peer's DEALER. ``Inbound``: frames read from the ROUTER wait
+in per-(class, peer) queues and go to the verify workers timely class first and
+round-robin across peers within a class, as the rings have room.
+
+The clock is the caller's (``now`` in seconds of ``time.monotonic``), so the
+network process keeps one loop; this module owns no timer, no thread.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Callable
+
+import zmq
+
+from prime.config import Config
+from prime.net import traffic as TR
+
+THROTTLE_QUEUE_MAX = 10_000  # frames waiting per class for tokens
+LINK_QUEUE_MAX = 100_000  # frames waiting per emulated link for their release time
+INBOUND_PER_PEER_MAX = 1024  # frames waiting per (class, peer) for ring room
+
+
+class Outbound:
+    """Outgoing frames: classify, throttle, emulate the link, send without blocking."""
+
+    def __init__(
+        self, cfg: Config, me: int, dealers: dict[int, zmq.Socket], counts: Counter[str],  # type: ignore[type-arg]
+        now: float, seed: int,
+    ) -> None:
+        self.dealers = dealers
+        self.peers = list(dealers)
+        self.counts = counts
+        self.throttle: TR.Throttle[tuple[list[int], bytes]] = TR.Throttle(
+            TR.ThrottleSettings.from_config(cfg.throttling, THROTTLE_QUEUE_MAX), now
+        )
+        self.rng = random.Random(seed)
+        self.randomize = cfg.throttling.randomize_sending
+        self.link: TR.LinkEmulator[bytes] = TR.LinkEmulator(
+            TR.links_from_config(cfg, me), self.rng, LINK_QUEUE_MAX
+        )
+        self.emulate = self.link.active
+
+    def submit(self, dest: int | None, raw: bytes) -> None:
+        """Queue one frame for ``dest`` (None: every peer); ``pump`` sends it."""
+        dests = self.peers if dest is None else [dest]
+        cls = TR.class_of(raw)
+        if not self.throttle.submit(cls, (dests, raw), 8 * len(raw) * len(dests)):
+            self.counts["drop:out:throttle_queue_full"] += 1
+
+    def pump(self, now: float) -> bool:
+        """Send what the buckets and the emulated links allow now; True if any."""
+        moved = False
+        send = self._send
+        for _, (dests, raw) in self.throttle.release(now):
+            moved = True
+            if self.randomize and len(dests) > 1:
+                dests = self.rng.sample(dests, len(dests))
+            for dest in dests:
+                if not self.emulate:
+                    send(dest, raw)
+                elif not self.link.send(dest, raw, len(raw), now):
+                    pass  # lost or refused: counted by the emulator
+        if self.emulate:
+            for dest, raw in self.link.due(now):
+                moved = True
+                send(dest, raw)
+        return moved
+
+    def _send(self, dest: int, raw: bytes) -> None:
+        try:
+            self.dealers[dest].send(raw, zmq.NOBLOCK)
+        except zmq.Again:
+            self.counts["drop:out:peer_queue_full"] += 1
+
+    def wait_s(self, now: float) -> float | None:
+        """Seconds until ``pump`` next has work (None: nothing waits)."""
+        times = [t for t in (self.throttle.next_release(now), self.link.next_due()) if t is not None]
+        return max(0.0, min(times) - now) if times else None
+
+
+class Inbound:
+    """Peer frames waiting for ring room, served class first, peers in turn."""
+
+    def __init__(self) -> None:
+        self.sched: TR.FairScheduler[bytes] = TR.FairScheduler(INBOUND_PER_PEER_MAX)
+
+    def push(self, via: int, raw: bytes) -> bool:
+        return self.sched.push(TR.class_of(raw), via, raw)
+
+    def drain(self, room: Callable[[], int], forward: Callable[[int, bytes], None]) -> bool:
+        """Forward queued frames while ``room()`` says the rings take more."""
+        moved = False
+        sched = self.sched
+        budget = room() if len(sched) else 0
+        while budget > 0 and len(sched):
+            budget -= 1
+            got = sched.pop()
+            assert got is not None
+            _, via, raw = got
+            forward(via, raw)
+            moved = True
+        return moved
+
+
+def stats(out: Outbound, inbound: Inbound) -> dict[str, int]:
+    return TR.counters(out.throttle, inbound.sched, out.link)  # type: ignore[arg-type]

@@ -1,0 +1,356 @@
+"""prime.net.traffic: classes, inbound fairness, token buckets, link emulation.
+
+Time is simulated (``now`` is passed in), so the rate and delay statistics are
+exact functions of the seeds and run in milliseconds."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from prime import msgs as M
+from prime import wire
+from prime.config import default_config
+from prime.errors import ConfigError
+from prime.net.traffic import (
+    CLASS_OF_TAG,
+    FairScheduler,
+    LinkEmulator,
+    LinkParams,
+    Throttle,
+    ThrottleSettings,
+    TokenBucket,
+    TrafficClass,
+    class_of,
+    counters,
+    links_from_config,
+    tag_of,
+)
+
+TIMELY, BOUNDED, RECON = TrafficClass.TIMELY, TrafficClass.BOUNDED, TrafficClass.RECON
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+def test_every_message_tag_has_exactly_one_class() -> None:
+    """The literal table covers every registered message and nothing else."""
+    assert set(CLASS_OF_TAG) == set(M.MESSAGES)
+
+
+def test_original_split_of_classes() -> None:
+    for tag in (M.T_PRE_PREPARE, M.T_PREPARE, M.T_COMMIT, M.T_TAT_MEASURE, M.T_RTT_PING,
+                M.T_RTT_PONG, M.T_RTT_MEASURE, M.T_TAT_UB, M.T_NEW_LEADER):
+        assert CLASS_OF_TAG[tag] is TIMELY
+    for tag in (M.T_PO_REQUEST, M.T_PO_ACK, M.T_PO_ARU, M.T_PROOF_MATRIX):
+        assert CLASS_OF_TAG[tag] is BOUNDED
+    for tag in (M.T_RECON, M.T_CATCHUP_REQUEST, M.T_ORD_CERT):
+        assert CLASS_OF_TAG[tag] is RECON
+
+
+def _envelope(msg: M.Message, *, path: int = 0, sig: bytes = b"s" * 64) -> bytes:
+    """Wire bytes shaped like a signed envelope (the signature is not checked here)."""
+    import msgpack
+
+    body = wire.encode_body(msg)
+    return msgpack.packb([3, 1 if not path else 4, 0, sig, [b"d" * 32] * path, body], use_bin_type=True)
+
+
+def test_tag_of_reads_the_tag_from_envelope_bytes() -> None:
+    """The header walk agrees with the full decoder, with and without a Merkle path,
+    and a long body (bin16/bin32 headers)."""
+    commit = M.Commit(**{f.name: _sample(f.name) for f in M.Commit.__dataclass_fields__.values()})  # type: ignore[arg-type]
+    raw = _envelope(commit)
+    assert tag_of(raw) == M.T_COMMIT and class_of(raw) is TIMELY
+    assert tag_of(_envelope(commit, path=3)) == M.T_COMMIT
+    ping = M.CatchupRequest(aru=7)
+    assert class_of(_envelope(ping, sig=b"x" * 70_000)) is RECON
+
+
+def _sample(name: str) -> object:
+    return {"view": 1, "seq": 2, "digest": b"\x00" * 32}.get(name, 1)
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x96", b"\x93\x01\x02\x03", b"\xc4\x05abc", b"\x96\x01\x01\x00\xc4\x40" + b"x" * 10])
+def test_tag_of_never_raises_on_junk(raw: bytes) -> None:
+    assert tag_of(raw) is None
+    assert class_of(raw) is RECON
+
+
+def test_tag_of_fuzz_never_raises() -> None:
+    rng = random.Random(5)
+    base = _envelope(M.CatchupRequest(aru=7))
+    for _ in range(3000):
+        raw = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        cut = bytes(raw[: rng.randint(0, len(raw))])
+        result = tag_of(cut)
+        assert result is None or 0 <= result < 0x80
+
+
+# --- inbound fairness ---------------------------------------------------------------------
+
+
+def test_scheduler_serves_classes_in_priority_order() -> None:
+    s: FairScheduler[str] = FairScheduler(per_peer_max=10)
+    s.push(RECON, 1, "r")
+    s.push(BOUNDED, 1, "b")
+    s.push(TIMELY, 2, "t")
+    assert [s.pop()[2] for _ in range(3)] == ["t", "b", "r"]  # type: ignore[index]
+    assert s.pop() is None
+
+
+def test_flooding_peer_gets_no_more_than_its_share() -> None:
+    """Peer 2 offers 100 messages a round, peers 3 and 4 two each; the scheduler is
+    drained at 6 a round (a fair share is 2 each). The honest peers get all of their
+    messages, each served within the round it arrived; the flooder gets only what
+    they leave (work-conserving), and its excess is refused and counted, never lost
+    silently. With one FIFO instead, the honest messages would wait behind
+    thousands of the flooder's."""
+    s: FairScheduler[tuple[int, int]] = FairScheduler(per_peer_max=64)
+    served: dict[int, int] = {2: 0, 3: 0, 4: 0}
+    offered_honest = refused_flood = 0
+    worst_wait = 0
+    for rnd in range(1000):
+        for i in range(100):
+            if not s.push(BOUNDED, 2, (rnd, i)):
+                refused_flood += 1
+        for peer in (3, 4):
+            for _ in range(2):
+                assert s.push(BOUNDED, peer, (rnd, 0))
+                offered_honest += 1
+        for _ in range(6):
+            got = s.pop()
+            assert got is not None
+            _, peer, (sent_round, _) = got
+            served[peer] += 1
+            if peer != 2:
+                worst_wait = max(worst_wait, rnd - sent_round)
+    assert served[3] == served[4] == 2000 == offered_honest // 2  # all, in time
+    assert worst_wait == 0
+    assert served[2] == 6000 - offered_honest  # the leftover capacity, no more
+    assert s.dropped[BOUNDED] == refused_flood == 100 * 1000 - served[2] - len(s)
+
+
+def test_round_robin_among_backlogged_peers_is_exact() -> None:
+    s: FairScheduler[int] = FairScheduler(per_peer_max=1000)
+    for peer in (1, 2, 3):
+        for i in range(300 if peer == 1 else 30):
+            s.push(RECON, peer, peer)
+    first = [s.pop()[1] for _ in range(90)]  # type: ignore[index]
+    assert first.count(1) == first.count(2) == first.count(3) == 30
+
+
+def test_timely_from_an_honest_peer_overtakes_a_recon_flood() -> None:
+    s: FairScheduler[str] = FairScheduler(per_peer_max=10_000)
+    for _ in range(5000):
+        s.push(RECON, 2, "junk")
+    s.push(TIMELY, 3, "prepare")
+    assert s.pop() == (TIMELY, 3, "prepare")
+
+
+# --- throttling -----------------------------------------------------------------------------
+
+
+def _settings(enabled: bool = True, queue_max: int = 1000) -> ThrottleSettings:
+    cfg = default_config(throttle_outgoing=enabled, bandwidth_timely_bps=2_000_000,
+                         bandwidth_bounded_bps=1_000_000, bandwidth_recon_bps=500_000,
+                         tokens_max_bits=200_000, message_bytes_max=20_000, throttle_tick_us=1000)
+    return ThrottleSettings.from_config(cfg.throttling, queue_max)
+
+
+def test_per_class_rates_within_ten_percent_under_saturation() -> None:
+    """Each class is offered far more than its rate for 5 simulated seconds; the bits
+    released per class stay within 10% of its setting, and every item offered is
+    either released, still queued, or refused and counted."""
+    settings = _settings()
+    t: Throttle[int] = Throttle(settings, now=0.0)
+    rng = random.Random(1)
+    sizes = {TIMELY: 300, BOUNDED: 1200, RECON: 9000}
+    offered = {c: 0 for c in TrafficClass}
+    released_bits = {c: 0 for c in TrafficClass}
+    seconds, tick = 5.0, settings.tick_s
+    now = 0.0
+    while now < seconds:
+        for cls, size in sizes.items():
+            for _ in range(rng.randint(1, 4)):
+                offered[cls] += 1
+                t.submit(cls, size, 8 * size)
+        for cls, size in t.release(now):
+            released_bits[cls] += 8 * size
+        now += tick
+    for cls in TrafficClass:
+        rate = released_bits[cls] / seconds
+        assert abs(rate - settings.rate_bps[cls]) <= 0.10 * settings.rate_bps[cls], (cls, rate)
+        assert t.sent_bits[cls] == released_bits[cls]
+        assert offered[cls] == t.sent_items[cls] + len(t.queues[cls]) + t.dropped[cls]
+        assert t.dropped[cls] > 0 and t.throttled[cls] > 0  # it was saturated
+
+
+def test_queued_items_are_sent_later_not_lost() -> None:
+    """A burst beyond the bucket waits and drains at the rate, all of it."""
+    settings = _settings()
+    t: Throttle[int] = Throttle(settings, now=0.0)
+    for i in range(100):
+        assert t.submit(RECON, i, 8 * 5000)  # 4 Mbit total at 0.5 Mbit/s
+    out: list[int] = []
+    now = 0.0
+    while t.waiting():
+        out += [item for _, item in t.release(now)]
+        now += settings.tick_s
+    assert out == list(range(100))
+    assert 7.0 < now < 8.2  # (4 Mbit - 0.2 Mbit bucket) / 0.5 Mbit/s = 7.6 s
+
+
+def test_timely_released_before_bounded_and_recon() -> None:
+    t: Throttle[str] = Throttle(_settings(enabled=False), now=0.0)
+    t.submit(RECON, "r", 8)
+    t.submit(BOUNDED, "b", 8)
+    t.submit(TIMELY, "t", 8)
+    assert [item for _, item in t.release(0.0)] == ["t", "b", "r"]
+
+
+def test_disabled_throttle_passes_everything_at_once() -> None:
+    t: Throttle[int] = Throttle(_settings(enabled=False), now=0.0)
+    for i in range(500):
+        t.submit(RECON, i, 8 * 60_000)
+    assert len(t.release(0.0)) == 500 and t.throttled[RECON] == 0
+
+
+def test_full_queue_refuses_and_counts() -> None:
+    t: Throttle[int] = Throttle(_settings(queue_max=3), now=0.0)
+    assert [t.submit(TIMELY, i, 8) for i in range(5)] == [True, True, True, False, False]
+    assert t.dropped[TIMELY] == 2
+
+
+def test_bucket_lets_an_oversized_message_through_when_full_then_repays() -> None:
+    b = TokenBucket(rate_bps=1000, depth_bits=500, now=0.0)
+    assert b.take(2000)  # full bucket: goes, leaving a debt
+    assert not b.take(1)
+    b.refill(1.4)
+    assert not b.take(1)  # debt 1500 not yet repaid (1400 refilled)
+    b.refill(1.6)
+    assert b.take(50)
+
+
+def test_next_release_predicts_when_tokens_suffice() -> None:
+    settings = _settings()
+    t: Throttle[int] = Throttle(settings, now=0.0)
+    t.submit(RECON, 1, 200_000)
+    t.submit(RECON, 2, 100_000)
+    t.release(0.0)
+    at = t.next_release(0.0)
+    assert at is not None and abs(at - 0.2) < 1e-9  # 100 kbit at 0.5 Mbit/s
+    assert t.release(at - 1e-4) == []
+    assert t.release(at) == [(RECON, 2)]
+
+
+# --- link emulation -----------------------------------------------------------------------
+
+
+def _drain(link: LinkEmulator[int], sends: list[tuple[float, int, int]], step: float = 0.0001) -> dict[int, float]:
+    """Send (time, dest, item) and return item -> release time."""
+    released: dict[int, float] = {}
+    sends = sorted(sends)
+    now, i = 0.0, 0
+    while i < len(sends) or link.waiting():
+        while i < len(sends) and sends[i][0] <= now:
+            link.send(sends[i][1], sends[i][2], 100, sends[i][0])
+            i += 1
+        for _, item in link.due(now):
+            released[item] = now
+        now += step
+    return released
+
+
+def test_delay_and_jitter_statistics() -> None:
+    """40 ms +- 5 ms on one link, frames 20 ms apart: mean 40 ms, spread uniform
+    over +-5 ms (standard deviation 5/sqrt(3)), never outside the bounds."""
+    link: LinkEmulator[int] = LinkEmulator({2: LinkParams(40.0, 5.0)}, random.Random(7), queue_max=10_000)
+    sends = [(0.02 * i, 2, i) for i in range(2000)]
+    released = _drain(link, sends)
+    delays = [(released[i] - t) * 1000 for t, _, i in sends]
+    assert abs(statistics.mean(delays) - 40.0) < 0.3
+    assert abs(statistics.pstdev(delays) - 5 / 3 ** 0.5) < 0.3
+    assert 34.9 <= min(delays) and max(delays) <= 45.2
+
+
+def test_links_are_independent_and_fifo() -> None:
+    link: LinkEmulator[int] = LinkEmulator(
+        {2: LinkParams(10.0, 9.0), 3: LinkParams(50.0)}, random.Random(3), queue_max=10_000
+    )
+    sends = [(0.0005 * i, 2 if i % 2 else 3, i) for i in range(400)]
+    released = _drain(link, sends)
+    for dest in (2, 3):
+        items = [i for _, d, i in sends if d == dest]
+        times = [released[i] for i in items]
+        assert times == sorted(times)  # TCP cannot reorder
+    assert all(released[i] - t >= 0.0499 for t, d, i in sends if d == 3)
+
+
+def test_loss_rate_and_counters() -> None:
+    """2% loss over 50 000 frames: measured within 0.3% of it, all counted."""
+    link: LinkEmulator[int] = LinkEmulator({2: LinkParams(loss=0.02)}, random.Random(11), queue_max=100_000)
+    kept = sum(link.send(2, i, 100, 0.0) for i in range(50_000))
+    assert abs(link.lost[2] / 50_000 - 0.02) < 0.003
+    assert kept + link.lost[2] == 50_000
+    assert len(link.due(0.0)) == kept and link.sent[2] == kept
+
+
+def test_same_seed_same_losses() -> None:
+    def run(seed: int) -> list[bool]:
+        link: LinkEmulator[int] = LinkEmulator({2: LinkParams(loss=0.3)}, random.Random(seed), 100)
+        return [link.send(2, i, 1, 0.0) for i in range(50)]
+
+    assert run(4) == run(4) and run(4) != run(5)
+
+
+def test_bandwidth_limits_a_saturated_link_within_ten_percent() -> None:
+    link: LinkEmulator[int] = LinkEmulator({2: LinkParams(bandwidth_bps=1_000_000)}, random.Random(1), 1_000_000)
+    for i in range(3000):
+        link.send(2, i, 1000, 0.0)  # 24 Mbit offered at once
+    released = len(link.due(3.0))
+    assert abs(released * 8000 / 3.0 - 1_000_000) <= 100_000
+
+
+def test_queue_bound_refuses_and_counts() -> None:
+    link: LinkEmulator[int] = LinkEmulator({2: LinkParams(delay_ms=100.0)}, random.Random(1), queue_max=5)
+    assert sum(link.send(2, i, 1, 0.0) for i in range(8)) == 5 and link.refused[2] == 3
+    assert counters(None, None, link)["drop:link:queue_full"] == 3  # type: ignore[arg-type]
+
+
+# --- [[links]] configuration ----------------------------------------------------------------
+
+
+def test_links_from_config_pairs_override_the_defaults() -> None:
+    cfg = default_config(link_delay_ms=20.0, link_jitter_ms=1.0,
+                         links=[{"a": 1, "b": 3, "delay_ms": 50, "loss": 0.02}])
+    mine = links_from_config(cfg, 3)
+    assert mine[1] == LinkParams(50.0, 0.0, 0.02, 0)
+    assert mine[2] == mine[4] == LinkParams(20.0, 1.0, 0.0, 0)
+    assert links_from_config(cfg, 1)[3] == mine[1]  # both directions
+    assert 3 not in mine
+
+
+@pytest.mark.parametrize(
+    "links, words",
+    [
+        ([{"a": 1, "b": 9}], "[[links]] #1 b = 9: no such replica"),
+        ([{"a": 1, "b": 1}], "[[links]] #1 b = 1: a link joins two different replicas"),
+        ([{"a": 1}], "[[links]] #1 b: missing"),
+        ([{"a": 1, "b": 2, "delay": 3}], "[[links]] #1 delay: unknown key"),
+        ([{"a": 1, "b": 2, "loss": 2.0}], "[[links]] #1 loss = 2.0: out of range"),
+        ([{"a": 1, "b": 2, "delay_ms": "10"}], '[[links]] #1 delay_ms = "10": wrong type'),
+        ([{"a": 1, "b": 2, "jitter_ms": 5.0}], "[[links]] #1 jitter_ms = 5.0: must be <= delay_ms"),
+        ([{"a": 1, "b": 2}, {"a": 2, "b": 1}], "[[links]] #2 a, b: the pair is already set by [[links]] #1"),
+        ({"a": 1}, "links: must be an array of tables"),
+    ],
+)
+def test_bad_links_stop_with_one_line_naming_the_key(links: object, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        default_config(links=links)
+    message = str(caught.value)
+    assert "\n" not in message and words in message, message
