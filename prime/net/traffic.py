@@ -93,6 +93,9 @@ CLASS_OF_TAG: dict[int, TrafficClass] = {
     M.T_CATCHUP_REQUEST: TrafficClass.RECON,
     M.T_ORD_CERT: TrafficClass.RECON,
     M.T_REPLAYED: TrafficClass.RECON,
+    # a blocked replica's request for a request and its acks (prime/core/fetch.py): like
+    # reconciliation, only a lagging replica needs it, and a faulty one can ask at will
+    M.T_PO_FETCH: TrafficClass.RECON,
 }
 
 # ---------------------------------------------------------------------------
