@@ -206,6 +206,16 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "bytes of certificates in one answer to a CATCHUP_REQUEST (at least one is sent)"),
     Key("catchup", "catchup_peer_bytes_per_s", int, 262_144, 1024, 1 << 30,
         "bytes per second of answers to one peer's CATCHUP_REQUESTs (virtual-time token bucket)"),
+    Key("catchup", "fetch_delay_us", int, 100_000, 1000, _HOUR_US,
+        "blocked this long on a missing request or its acks, ask a peer (PO_FETCH; ours)"),
+    Key("catchup", "fetch_retry_us", int, 100_000, 1000, _HOUR_US,
+        "while still blocked, ask the next peer this often (ours)"),
+    Key("catchup", "fetch_keep_requests_count", int, 4096, 16, 1 << 20,
+        "executed requests kept with their certifying acks to answer PO_FETCH (ours)"),
+    Key("catchup", "fetch_reply_bytes_max", int, 131_072, 1024, 1 << 22,
+        "bytes of one PO_FETCH answer (ours)"),
+    Key("catchup", "fetch_peer_bytes_per_s", int, 524_288, 1024, 1 << 30,
+        "bytes per second of PO_FETCH answers one peer may draw (ours)"),
 
     Key("attacks", "delay_attack", bool, False, None, None,
         "the leader mounts the delay attack (def.h DELAY_ATTACK, docs/protocol.md section 6.1)"),
@@ -320,6 +330,11 @@ class CatchupConfig:
     incarnation_slack_s: int
     catchup_reply_bytes_max: int
     catchup_peer_bytes_per_s: int
+    fetch_delay_us: int
+    fetch_retry_us: int
+    fetch_keep_requests_count: int
+    fetch_reply_bytes_max: int
+    fetch_peer_bytes_per_s: int
 
 
 @dataclass(frozen=True, slots=True)

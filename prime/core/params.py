@@ -156,4 +156,9 @@ class Params:
             incarnation_slack_s=u.incarnation_slack_s,
             catchup_reply_bytes_max=u.catchup_reply_bytes_max,
             catchup_peer_bytes_per_s=u.catchup_peer_bytes_per_s,
+            fetch_delay_us=u.fetch_delay_us,
+            fetch_retry_us=u.fetch_retry_us,
+            fetch_keep_requests_max=u.fetch_keep_requests_count,
+            fetch_reply_bytes_max=u.fetch_reply_bytes_max,
+            fetch_peer_bytes_per_s=u.fetch_peer_bytes_per_s,
         )
