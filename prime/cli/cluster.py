@@ -276,7 +276,7 @@ def run_real(args: argparse.Namespace) -> int:
         print(f"cluster: real processes on loopback, Ed25519 signatures on: N={n} replica daemons "
               f"(f={args.f}, k={args.k}), {workers} verify worker{'s' if workers != 1 else ''} each, one load "
               f"generator per replica with {inflight} in flight x {size} bytes, {args.duration:g} s; "
-              f"conf {conf}, keys {rel_keys}{' (made now)' if made else ''}", flush=True)
+              f"conf {conf}, keys {rel_keys}{' (made now)' if made else ''}, run folder {cluster.dir}", flush=True)
         status = _drive(cluster, n, inflight, size, args.duration)
     except Interrupted as why:
         _quiet_signals()
@@ -289,13 +289,17 @@ def run_real(args: argparse.Namespace) -> int:
     finally:
         _quiet_signals()
         if cluster is not None:
-            left = cluster.close()
+            left = cluster.close()  # unlinks the /dev/shm segments it reports
             sockets = cluster.sockets_left()
-            cluster.remove()
+            cluster.remove()  # the run folder, with the ipc sockets in it
+            shm_now = cluster.shm_left()
+            procs_now = cluster.processes_left()
             started = len(cluster.daemons) + len(cluster.loads)
-            if left["processes"] or left["shm"] or sockets:
-                print(f"cluster: LEFT BEHIND: process groups {left['processes']}, /dev/shm {left['shm']}, "
-                      f"sockets {sockets}")
+            if left["shm"] or sockets:
+                print(f"cluster: removed what killed processes left: /dev/shm {left['shm']}, sockets {sockets}")
+            if procs_now or shm_now or cluster.dir.exists():
+                print(f"cluster: LEFT BEHIND: process groups {procs_now}, /dev/shm {shm_now}, "
+                      f"run folder {cluster.dir if cluster.dir.exists() else '-'}")
                 status = status or 1
             else:
                 print(f"cluster: stopped {len(cluster.daemons)} daemons and {len(cluster.loads)} load generators "
