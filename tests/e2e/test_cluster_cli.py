@@ -231,3 +231,46 @@ def test_sim_mode_says_it_is_a_simulation() -> None:
     first = done.stdout.splitlines()[0]
     assert "SIMULATION on virtual time" in first and "keyed-hash" in first, first
     assert "checker: agreement, order, validity and liveness hold" in done.stdout
+
+
+def test_readme_by_hand_section_runs(tmp_path: Path) -> None:
+    """The README's "Run a 4-replica cluster by hand" commands, as written, on a private
+    configuration (its own port range and socket folder) and key folder."""
+    from prime.proc.localcluster import _free_base_port
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Run a 4-replica cluster by hand", 1)[1]
+    block = section.split("```\n", 2)[1]
+    conf = tmp_path / "def.toml"
+    text = (ROOT / "conf" / "def.toml").read_text()
+    text = re.sub(r"(?m)^base_port = \d+", f"base_port = {_free_base_port(4)}", text)
+    text = re.sub(r'(?m)^client_ipc_dir = ".*"', f'client_ipc_dir = "{tmp_path}/ipc"', text)
+    conf.write_text(text)
+    (tmp_path / "address.config").write_text((ROOT / "conf" / "address.config").read_text())
+    keys, logs = tmp_path / "keys", tmp_path / "logs"
+    rewrites = [
+        ("bin/gen_keys ", f"bin/gen_keys --conf {conf} --out {keys} "),
+        ("bin/prime -i $i ", f"bin/prime -i $i --conf {conf} --keys {keys} "),
+        ("--duration 10 ", f"--duration 3 --conf {conf} --keys {keys} --json "),
+        ("/tmp/prime-logs", str(logs)),
+        # the same kill, with each daemon's exit status collected afterwards
+        ("kill %1 %2 %3 %4", "pids=$(jobs -p); kill %1 %2 %3 %4; for p in $pids; do wait $p; done"),
+    ]
+    for old, new in rewrites:
+        assert old in block, (old, block)
+        block = block.replace(old, new)
+    script = f"cd {ROOT}\nset -e\n{block}\necho all-daemons-exited-0\n"
+    proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=90)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, (out, err)
+    summary = next(__import__("json").loads(line) for line in out.splitlines() if line.startswith("{"))
+    assert summary["updates"] > 0 and summary["throughput_ups"] > 0, summary
+    assert "all-daemons-exited-0" in out
+    assert all((logs / f"prime-{i}.log").exists() for i in range(1, 5))
