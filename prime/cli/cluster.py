@@ -299,7 +299,7 @@ def run_real(args: argparse.Namespace) -> int:
                 print(f"cluster: removed what killed processes left: /dev/shm {left['shm']}, sockets {sockets}")
             if procs_now or shm_now or cluster.dir.exists():
                 print(f"cluster: LEFT BEHIND: process groups {procs_now}, /dev/shm {shm_now}, "
-                      f"run folder {cluster.dir if cluster.dir.exists() else '-'}")
+                      f"run folder still there: {cluster.dir.exists()}")
                 status = status or 1
             else:
                 print(f"cluster: stopped {len(cluster.daemons)} daemons and {len(cluster.loads)} load generators "

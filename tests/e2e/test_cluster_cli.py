@@ -41,7 +41,8 @@ def _proc_groups(needle: str) -> set[int]:
         except OSError:
             continue
         groups.add(int(stat[stat.rindex(")") + 2:].split()[2]))
-    return groups
+    # never the test's own group (bin/cluster runs in it), nor 0 (killpg(0) is our own group)
+    return {g for g in groups if g > 1 and g != os.getpgrp()}
 
 
 def _alive_in(groups: set[int]) -> list[int]:
@@ -81,12 +82,14 @@ class Run:
         line = self._q.get(timeout=timeout_s)
         if line is not None:
             self.lines.append(line)
-            m = re.search(r"run folder (\S+)", line)
-            if m:
+            m = re.search(r"run folder (/tmp/pcluster-[A-Za-z0-9_]+)$", line)
+            if m and self.folder is None:
                 self.folder = m.group(1)
         return line
 
     def watch(self) -> None:
+        """Collect the process groups of the processes naming this run's folder (the
+        daemons and load generators: each leads its own group)."""
         if self.folder:
             self.groups |= _proc_groups(self.folder)
 
