@@ -318,12 +318,9 @@ def _check_children(cluster: Any, loads_done_ok: bool = False) -> None:
             tail = [line for line in cluster.log(i).splitlines() if not line.startswith("stats ")][-3:]
             raise ChildFailed(f"replica {i}'s daemon (pid {proc.pid}) exited with status {proc.returncode}"
                               + (f"; its log ends: {' | '.join(tail)}" if tail else ""))
-    for proc, _out in cluster.loads:
+    for replica, (proc, _out) in enumerate(cluster.loads, start=1):
         code = proc.poll()
         if code is not None and (code != 0 or not loads_done_ok):
-            if code == 0 and loads_done_ok:
-                continue
-            replica = cluster.loads.index((proc, _out)) + 1
             raise ChildFailed(f"the load generator of replica {replica} (pid {proc.pid}) exited early "
                               f"with status {code}")
 

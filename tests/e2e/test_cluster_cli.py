@@ -9,6 +9,7 @@ left. A finalizer kills whatever a failing test left.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -273,7 +274,7 @@ def test_readme_by_hand_section_runs(tmp_path: Path) -> None:
         except ProcessLookupError:
             pass
     assert proc.returncode == 0, (out, err)
-    summary = next(__import__("json").loads(line) for line in out.splitlines() if line.startswith("{"))
+    summary = next(json.loads(line) for line in out.splitlines() if line.startswith("{"))
     assert summary["updates"] > 0 and summary["throughput_ups"] > 0, summary
     assert "all-daemons-exited-0" in out
     assert all((logs / f"prime-{i}.log").exists() for i in range(1, 5))
