@@ -73,21 +73,33 @@ def make_test_keys(f: int, k: int, clients: int) -> Path:
 
 class LocalCluster:
     def __init__(self, f: int = 1, k: int = 0, *, workers: int = 1, settings: dict[str, dict[str, Any]] | None = None,
-                 clients: int = 8) -> None:
+                 clients: int = 8, base_conf: Path | None = None, keys: Path | None = None,
+                 prefix: str = "pe2e-") -> None:
+        """``base_conf`` (a def.toml; its address.config beside it) is the starting point
+        (bin/cluster passes the user's); the cluster's own port range, ipc folder, f, k,
+        workers, num_clients and ``settings`` override it. ``keys`` is a folder of keys
+        made for this configuration (default: the cached deterministic test keys)."""
         self.f, self.k = f, k
         self.n = 3 * f + 2 * k + 1
-        self.dir = Path(tempfile.mkdtemp(prefix="pe2e-", dir="/tmp"))
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
         self.ipc = self.dir / "ipc"
         self.logs = self.dir / "log"
-        self.keys = make_test_keys(f, k, clients)
+        self.keys = keys if keys is not None else make_test_keys(f, k, clients)
         self.base_port = _free_base_port(self.n)
-        groups: dict[str, dict[str, Any]] = {
+        groups: dict[str, dict[str, Any]] = {}
+        if base_conf is not None:
+            import tomllib
+
+            with open(base_conf, "rb") as fh:
+                groups = {g: dict(v) for g, v in tomllib.load(fh).items() if isinstance(v, dict)}
+        own: dict[str, dict[str, Any]] = {
             "system": {"f": f, "k": k, "num_clients": clients},
             "networking": {"base_port": self.base_port, "client_ipc_dir": str(self.ipc), "workers": workers},
             "logging": {"stats_interval_ms": 500},
         }
-        for group, values in (settings or {}).items():
+        for group, values in [*own.items(), *(settings or {}).items()]:
             groups.setdefault(group, {}).update(values)
+        groups["system"].pop("n", None)  # N follows f and k
         lines = []
         for group, values in groups.items():
             lines.append(f"[{group}]")
@@ -95,7 +107,8 @@ class LocalCluster:
                 lines.append(f"{key} = {json.dumps(value)}")
         self.conf = self.dir / "def.toml"
         self.conf.write_text("\n".join(lines) + "\n")
-        shutil.copy(ROOT / "conf" / "address.config", self.dir / "address.config")
+        address = (base_conf.parent if base_conf is not None else ROOT / "conf") / "address.config"
+        shutil.copy(address, self.dir / "address.config")
         self.daemons: dict[int, subprocess.Popen[bytes]] = {}
         self.loads: list[tuple[subprocess.Popen[bytes], Path]] = []
         self.pgids: set[int] = set()
