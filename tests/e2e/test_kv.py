@@ -356,3 +356,57 @@ def test_kv_service_restarted_alone_orders_a_sync_and_takes_the_state(kv_cluster
     for i in (1, 2, 3, 4):
         for key, value in expect.items():
             assert k.get(i, key) == value.encode(), (i, key)
+
+
+@pytest.mark.timeout(180)
+def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The README's "The key-value service, by hand" commands, as written, on a private
+    configuration (its own ports and socket folder) and key folder; the one addition is
+    a wait for the first write until the services are up, which a person typing does."""
+    import re
+
+    from prime.proc.localcluster import _free_base_port
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("### The key-value service, by hand", 1)[1].split("```\n", 2)[1]
+    conf = tmp_path / "def.toml"
+    text = (ROOT / "conf" / "def.toml").read_text()
+    text = re.sub(r"(?m)^base_port = \d+", f"base_port = {_free_base_port(4)}", text)
+    text = re.sub(r'(?m)^client_ipc_dir = ".*"', f'client_ipc_dir = "{tmp_path}/ipc"', text)
+    conf.write_text(text)
+    (tmp_path / "address.config").write_text((ROOT / "conf" / "address.config").read_text())
+    keys = tmp_path / "keys"
+    rewrites = [
+        ("bin/gen_keys ", f"bin/gen_keys --conf {conf} --out {keys} "),
+        ("bin/kv serve -i $i ", f"bin/kv serve -i $i --conf {conf} --keys {keys} "),
+        ("bin/prime -i $i ", f"bin/prime -i $i --conf {conf} --keys {keys} "),
+        ("bin/kv put colour blue -r 2 ",
+         f"until bin/kv status -r 2 --conf {conf} >/dev/null 2>&1; do sleep 0.5; done\n"
+         f"bin/kv put colour blue -r 2 --conf {conf} "),
+        ("bin/kv get colour -r 4 ", f"bin/kv get colour -r 4 --conf {conf} "),
+        ("bin/kv del colour -r 3", f"bin/kv del colour -r 3 --conf {conf}"),
+        ("bin/kv status -r 1 ", f"bin/kv status -r 1 --conf {conf} "),
+        # the same kill, then each background job's exit status is collected
+        ("kill $(jobs -p)", "pids=$(jobs -p); kill $pids; for p in $pids; do wait $p || true; done"),
+    ]
+    for old, new in rewrites:
+        assert old in block, (old, block)
+        block = block.replace(old, new)
+    script = f"cd {ROOT}\nset -e\n{block}\necho readme-kv-done\n"
+    proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=150)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the background services and daemons
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, (out, err)
+    lines = out.splitlines()
+    assert "blue" in lines and "readme-kv-done" in lines, out
+    start = out.index("{")
+    status, _ = json.JSONDecoder().raw_decode(out[start:])
+    assert isinstance(status, dict) and any(
+        isinstance(v, int) and v > 0 for k, v in status.items() if "ordinal" in k
+    ), status
