@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -393,6 +394,8 @@ def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-de
         assert old in block, (old, block)
         block = block.replace(old, new)
     script = f"cd {ROOT}\nset -e\n{block}\necho readme-kv-done\n"
+    shm = Path("/dev/shm")
+    before = {p.name for p in shm.glob("prime-r*")}
     proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
@@ -402,7 +405,12 @@ def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-de
             os.killpg(proc.pid, signal.SIGKILL)  # the background services and daemons
         except ProcessLookupError:
             pass
+        time.sleep(0.5)
+        left = sorted({p.name for p in shm.glob("prime-r*")} - before)
+        for name in left:  # a daemon killed by the finalizer cannot remove its rings
+            (shm / name).unlink(missing_ok=True)
     assert proc.returncode == 0, (out, err)
+    assert not left, f"shared-memory segments left behind: {left}"
     lines = out.splitlines()
     assert "blue" in lines and "readme-kv-done" in lines, out
     start = out.index("{")
