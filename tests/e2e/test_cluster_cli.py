@@ -22,6 +22,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.e2e.conftest import private_conf, readme_block
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,17 +242,8 @@ def test_sim_mode_says_it_is_a_simulation() -> None:
 def test_readme_by_hand_section_runs(tmp_path: Path) -> None:
     """The README's "Run a 4-replica cluster by hand" commands, as written, on a private
     configuration (its own port range and socket folder) and key folder."""
-    from prime.proc.localcluster import _free_base_port
-
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Run a 4-replica cluster by hand", 1)[1]
-    block = section.split("```\n", 2)[1]
-    conf = tmp_path / "def.toml"
-    text = (ROOT / "conf" / "def.toml").read_text()
-    text = re.sub(r"(?m)^base_port = \d+", f"base_port = {_free_base_port(4)}", text)
-    text = re.sub(r'(?m)^client_ipc_dir = ".*"', f'client_ipc_dir = "{tmp_path}/ipc"', text)
-    conf.write_text(text)
-    (tmp_path / "address.config").write_text((ROOT / "conf" / "address.config").read_text())
+    block = readme_block("### Run a 4-replica cluster by hand")
+    conf = private_conf(tmp_path)
     keys, logs = tmp_path / "keys", tmp_path / "logs"
     rewrites = [
         ("bin/gen_keys ", f"bin/gen_keys --conf {conf} --out {keys} "),

@@ -9,30 +9,13 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import Counter
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from prime.proc.localcluster import LocalCluster, compare_streams
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def cluster() -> Iterator[Any]:
-    made: list[LocalCluster] = []
-
-    def make(**kwargs: Any) -> LocalCluster:
-        c = LocalCluster(**kwargs)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        left = c.close()
-        c.remove()
-        assert left == {"processes": [], "shm": []}, f"left behind: {left}"
 
 
 def _stop_all_cleanly(c: LocalCluster) -> None:

@@ -364,18 +364,10 @@ def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-de
     """The README's "The key-value service, by hand" commands, as written, on a private
     configuration (its own ports and socket folder) and key folder; the one addition is
     a wait for the first write until the services are up, which a person typing does."""
-    import re
+    from tests.e2e.conftest import private_conf, readme_block
 
-    from prime.proc.localcluster import _free_base_port
-
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("### The key-value service, by hand", 1)[1].split("```\n", 2)[1]
-    conf = tmp_path / "def.toml"
-    text = (ROOT / "conf" / "def.toml").read_text()
-    text = re.sub(r"(?m)^base_port = \d+", f"base_port = {_free_base_port(4)}", text)
-    text = re.sub(r'(?m)^client_ipc_dir = ".*"', f'client_ipc_dir = "{tmp_path}/ipc"', text)
-    conf.write_text(text)
-    (tmp_path / "address.config").write_text((ROOT / "conf" / "address.config").read_text())
+    block = readme_block("### The key-value service, by hand")
+    conf = private_conf(tmp_path)
     keys = tmp_path / "keys"
     rewrites = [
         ("bin/gen_keys ", f"bin/gen_keys --conf {conf} --out {keys} "),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import zmq
@@ -19,22 +19,6 @@ from prime.crypto import keys as keyfiles
 from prime.proc.localcluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def cluster() -> Iterator[Any]:
-    made: list[LocalCluster] = []
-
-    def make(**kwargs: Any) -> LocalCluster:
-        c = LocalCluster(**kwargs)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        left = c.close()
-        c.remove()
-        assert left == {"processes": [], "shm": []}, f"left behind: {left}"
 
 
 def _links(c: LocalCluster, pairs: dict[tuple[int, int], dict[str, float]]) -> None:
