@@ -31,6 +31,12 @@ Decisions and hardening (docs/hardening.md):
 * H11: replayed PC_SET ordinals keep their certificate (reported again in the
   next view change), and a REPORT carries ``replay_floor``, the highest ordinal
   a replay fixed, which raises the next ``start_seq``.
+* Issue 11 (docs/hardening.md section 5): only the PC_SETs a REPORT announced
+  count; a replay's decisions are decisions of its view, certified by the union
+  digest under the threshold signature and by the REPLAY's prepare votes, and
+  carried in the REPORT of every replica that committed to it (which is also what
+  proves ``replay_floor``); per-sender bounds on lists, shares and RB instances;
+  a view change that does not complete in time moves on.
 * Open question 5: a replica whose state is incomplete because a peer's REPORT
   is ahead asks that peer for what it missed; replayed ordinals come back as
   REPLAYED records and are installed from f+1 matching ones (``catchup``).
@@ -179,7 +185,6 @@ class ViewChange:
 
     def __init__(self, replica: Replica) -> None:
         self.r = replica
-        self.replay_floor = 0  # H11: the highest ordinal fixed by a replay we committed to
         self.committed: CommittedReplay | None = None  # its certificate (item 2)
         self.timeouts_in_row = 0  # view changes that did not complete in time, in a row
         self.reset()
@@ -808,7 +813,6 @@ class ViewChange:
             else:  # committing because the replay executes: 2f+k+1 commits prove it
                 votes = tuple(self._matching(self.replay_commits)[: self.r.q.certificate])
             self.committed = CommittedReplay(self.replay, lo, entries, contents, votes)
-            self.replay_floor = max(self.replay_floor, replay.start_seq - 1)
         self.r.sign_and_send(ReplayCommit(self.r.view, self.replay_digest))
 
     def on_replay_commit(self, via: int, env: Envelope) -> None:
