@@ -31,6 +31,14 @@ from prime.app.client import AppError, Application, Ordinal, StateTransferNeeded
 from prime.msgs import UpdateKind
 
 
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """The q-quantile of an ascending list (the element at index q*(n-1)); None if empty.
+    One rule for every load report (this generator, bin/client, bin/cluster)."""
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * (len(sorted_values) - 1)))]
+
+
 def ordinal_digest(item: Ordinal) -> str:
     h = hashlib.sha256(b"%d" % item.ordinal)
     for e in item.events:
@@ -104,6 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     elapsed = (finished_at or time.monotonic()) - t0
     app.close()
     lat = sorted(latencies_ms)
+    p99 = percentile(lat, 0.99)
     return {
         "replica": args.id,
         "client": me,
@@ -115,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "elapsed_s": round(elapsed, 3),
         "throughput_ups": round(own_delivered / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": round(statistics.median(lat), 3) if lat else None,
-        "p99_ms": round(lat[int(0.99 * (len(lat) - 1))], 3) if lat else None,
+        "p99_ms": None if p99 is None else round(p99, 3),
         "ordinals": len(digests),
         "digests": {str(k): v for k, v in sorted(digests.items())},
         "duplicates": sum(c - 1 for c in stamps_seen.values() if c > 1),

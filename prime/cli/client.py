@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prime.app.load import percentile
+
 ROOT = Path(__file__).resolve().parents[2]
 PROGRESS_TTY_S = 0.5
 PROGRESS_PLAIN_S = 5.0
@@ -67,9 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _percentile(sorted_ms: list[float], q: float) -> float | None:
-    if not sorted_ms:
-        return None
-    return round(sorted_ms[min(len(sorted_ms) - 1, int(q * (len(sorted_ms) - 1)))], 3)
+    value = percentile(sorted_ms, q)
+    return None if value is None else round(value, 3)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

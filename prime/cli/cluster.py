@@ -28,12 +28,13 @@ import hashlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn
+
+from prime.app.load import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRESS_TTY_S = 0.5
@@ -209,12 +210,6 @@ def _cpu_ticks(pid: int) -> int | None:
 
 def _kind(name: str) -> str:
     return "workers" if name.startswith("worker") else name
-
-
-def _percentile(sorted_ms: list[float], q: float) -> float | None:
-    if not sorted_ms:
-        return None
-    return sorted_ms[min(len(sorted_ms) - 1, int(q * (len(sorted_ms) - 1)))]
 
 
 def _ms(x: float | None) -> str:
@@ -395,12 +390,12 @@ def _report(results: list[dict[str, Any]], cpu0: dict[str, int], cpu1: dict[str,
         every += lat
         total_updates += r["own_delivered"]
         total_rate += r["throughput_ups"]
-        print(f"{r['replica']:>7} {r['own_delivered']:>8} {r['throughput_ups']:>8.0f} {_ms(_percentile(lat, .5)):>8} "
-              f"{_ms(_percentile(lat, .9)):>8} {_ms(_percentile(lat, .99)):>8} {r['ordinals']:>8}  "
+        print(f"{r['replica']:>7} {r['own_delivered']:>8} {r['throughput_ups']:>8.0f} {_ms(percentile(lat, .5)):>8} "
+              f"{_ms(percentile(lat, .9)):>8} {_ms(percentile(lat, .99)):>8} {r['ordinals']:>8}  "
               f"{hashes[r['replica']]}")
     every.sort()
-    print(f"{'total':>7} {total_updates:>8} {total_rate:>8.0f} {_ms(_percentile(every, .5)):>8} "
-          f"{_ms(_percentile(every, .9)):>8} {_ms(_percentile(every, .99)):>8}")
+    print(f"{'total':>7} {total_updates:>8} {total_rate:>8.0f} {_ms(percentile(every, .5)):>8} "
+          f"{_ms(percentile(every, .9)):>8} {_ms(percentile(every, .99)):>8}")
     tick = os.sysconf("SC_CLK_TCK")
     parts = []
     for kind in ("engine", "net", "workers", "supervisor", "load generators"):
