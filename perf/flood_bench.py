@@ -68,7 +68,7 @@ class Flood(threading.Thread):
             s.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(mine.secret))
             s.setsockopt(zmq.CURVE_PUBLICKEY, z85.encode(mine.public))
             s.setsockopt(zmq.CURVE_SERVERKEY, z85.encode(mine.peers[target]))
-            s.connect(f"tcp://127.0.0.1:{c.base_port + 10 * target}")
+            s.connect(f"tcp://127.0.0.1:{c.base_port + 10 * target + FLOODER - 1}")  # its socket at the target
             self.socks.append(s)
         self.pool = pool
 
@@ -76,6 +76,9 @@ class Flood(threading.Thread):
         i = 0
         pool, n = self.pool, len(self.pool)
         t0 = time.monotonic()
+        poller = zmq.Poller()
+        for s in self.socks:
+            poller.register(s, zmq.POLLOUT)
         while not self.stop.is_set():
             if self.rate and i % 16 == 0:
                 ahead = i / self.rate - (time.monotonic() - t0)
@@ -83,14 +86,18 @@ class Flood(threading.Thread):
                     time.sleep(ahead)
             raw = pool[i % n]
             i += 1
+            blocked = 0
             for s in self.socks:
                 try:
                     s.send(raw, zmq.NOBLOCK)
                     self.sent += 1
                 except zmq.Again:
                     self.full += 1
-            if self.full and i % 64 == 0:
-                time.sleep(0)  # let the daemons' threads in
+                    blocked += 1
+            if blocked == len(self.socks):
+                # every target's queue is full: wait until one takes more (no busy spin,
+                # so the flooder's own CPU is not what slows the machine down)
+                poller.poll(50)
 
     def close(self) -> None:
         self.stop.set()

@@ -50,7 +50,14 @@ class Key:
 
 
 _PORT_MAX: Final = 65535
-PORTS_PER_REPLICA: Final = 10  # a replica uses port .. port+9 (conf/address.config)
+PORTS_PER_REPLICA: Final = 10  # a replica uses port .. port+9 (conf/address.config) when N <= 10
+
+
+def ports_per_replica(n: int) -> int:
+    """Ports replica i uses from its first one: one per sender (``prime.net.sockets``),
+    at least ten; ``base_port + ports_per_replica(N) * i`` when address.config gives none."""
+    return max(PORTS_PER_REPLICA, n)
+
 RING_FRAME_HEADER_BYTES: Final = 64  # room a ring slot keeps beside one whole message
 UPDATE_OVERHEAD_BYTES: Final = 256  # an update's ids, stamps, Ed25519 signature, framing
 # A pre-prepare carries N signed PO-ARU rows of N (incarnation, seq) pairs: at most
@@ -91,8 +98,8 @@ SCHEMA: Final[tuple[Key, ...]] = (
     Key("system", "message_bytes_max", int, 65536, 1024, ENVELOPE_BYTES_MAX,
         "largest signed message sent or accepted (port)"),
 
-    Key("networking", "base_port", int, 7100, 1024, _PORT_MAX - PORTS_PER_REPLICA * (SERVERS_MAX + 1),
-        "replica i uses base_port+10*i .. +9 unless address.config gives a port"),
+    Key("networking", "base_port", int, 7100, 1024, _PORT_MAX - SERVERS_MAX * (SERVERS_MAX + 1),
+        "replica i uses base_port+10*i .. +9 (N > 10: base_port+N*i .. +N-1) unless address.config gives a port"),
     Key("networking", "client_ipc_dir", str, "/tmp/prime", 1, 80,
         "folder of the daemon<->application unix sockets (absolute; short for sun_path)"),
     Key("networking", "workers", int, 1, 0, 64,
@@ -153,6 +160,16 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "bucket refill and queue drain tick (def.h THROTTLE_SEND_SEC/USEC)"),
     Key("throttling", "randomize_sending", bool, False, None, None,
         "random destination order for queued broadcasts (def.h RANDOMIZE_SENDING)"),
+    Key("throttling", "inbound_peer_msgs_per_s", int, 5000, 1, 10**9,
+        "frames read per second from one peer, all classes (port: per-sender inbound bound)"),
+    Key("throttling", "inbound_peer_bps", int, 50_000_000, 8, 10**12,
+        "bits read per second from one peer (port: per-sender inbound bound)"),
+    Key("throttling", "inbound_peer_burst_ms", int, 200, 1, 60_000,
+        "burst a peer may send above its inbound rates, as time at those rates (port)"),
+    Key("throttling", "inbound_peer_vs_others_ratio", float, 2.0, 0.0, 1000.0,
+        "a peer's frame rate is at most this times the (f+1)-th busiest peer's; 0 = off (port)"),
+    Key("throttling", "inbound_peer_floor_msgs_per_s", int, 500, 1, 10**9,
+        "the relative bound never goes below this many frames per second (port)"),
 
     Key("periodic", "pre_prepare_period_us", int, 20_000, 100, 10 * _SECOND_US,
         "leader pre-prepare period, the +delta of TAT_acceptable (def.h PRE_PREPARE_SEC/USEC)"),
@@ -293,6 +310,11 @@ class ThrottlingConfig:
     tokens_max_bits: int
     throttle_tick_us: int
     randomize_sending: bool
+    inbound_peer_msgs_per_s: int
+    inbound_peer_bps: int
+    inbound_peer_burst_ms: int
+    inbound_peer_vs_others_ratio: float
+    inbound_peer_floor_msgs_per_s: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -823,15 +845,16 @@ def parse_addresses(
             raise _error(
                 source, where, f"bad ip {tokens[1]!r}; allowed: an IPv4 or IPv6 address"
             ) from None
-        port_max = _PORT_MAX - PORTS_PER_REPLICA + 1
+        span = ports_per_replica(n)
+        port_max = _PORT_MAX - span + 1
         port = (
             _parse_int(source, where, "port", tokens[2], 1, port_max)
             if len(tokens) == 3
-            else base_port + PORTS_PER_REPLICA * server
+            else base_port + span * server
         )
         entries[server] = (ip, port, line_number)
     servers = {server: entry for server, entry in entries.items() if server <= n}
-    _check_port_overlap(source, servers)
+    _check_port_overlap(source, servers, ports_per_replica(n))
     return {server: (ip, port) for server, (ip, port, _) in sorted(servers.items())}
 
 
@@ -841,16 +864,16 @@ def _parse_int(source: str, where: str, what: str, token: str, low: int, high: i
     return int(token)
 
 
-def _check_port_overlap(source: str, servers: Mapping[int, tuple[str, int, int]]) -> None:
-    """Two servers on one ip must not share any of their PORTS_PER_REPLICA ports."""
+def _check_port_overlap(source: str, servers: Mapping[int, tuple[str, int, int]], span: int) -> None:
+    """Two servers on one ip must not share any of their ``span`` ports."""
     ordered = sorted(servers.items(), key=lambda item: (item[1][0], item[1][1]))
     for (first, (ip_a, port_a, _)), (second, (ip_b, port_b, line_b)) in itertools.pairwise(ordered):
-        if ip_a == ip_b and port_b < port_a + PORTS_PER_REPLICA:
+        if ip_a == ip_b and port_b < port_a + span:
             raise _error(
                 source,
                 f"line {line_b}: server {second}",
-                f"ports {port_b}..{port_b + PORTS_PER_REPLICA - 1} overlap server "
-                f"{first}'s {port_a}..{port_a + PORTS_PER_REPLICA - 1} on {ip_a}",
+                f"ports {port_b}..{port_b + span - 1} overlap server "
+                f"{first}'s {port_a}..{port_a + span - 1} on {ip_a}",
             )
 
 
@@ -924,7 +947,7 @@ def default_config(f: int = 1, k: int = 0, **overrides: Any) -> Config:
     cfg = _build(SOURCE_DEFAULTS, values)
     base_port = cfg.networking.base_port
     addresses = {
-        server: ("127.0.0.1", base_port + PORTS_PER_REPLICA * server)
+        server: ("127.0.0.1", base_port + ports_per_replica(cfg.n) * server)
         for server in range(1, cfg.n + 1)
     }
     cfg = dataclasses.replace(
@@ -960,7 +983,7 @@ def format_config(cfg: Config) -> str:
         ]
     lines += ["", "# addresses: server ip ports"]
     for server, (ip, port) in sorted(cfg.addresses.items()):
-        lines.append(f"#   {server} {ip} {port}..{port + PORTS_PER_REPLICA - 1}")
+        lines.append(f"#   {server} {ip} {port}..{port + ports_per_replica(cfg.n) - 1}")
     return "\n".join(lines) + "\n"
 
 

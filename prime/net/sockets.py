@@ -1,25 +1,31 @@
 """ZeroMQ sockets of one replica: the peer mesh and the application socket.
 
-Peers: each replica binds one ROUTER on the first of its ports
-(``conf/address.config``) and connects one DEALER to every peer's ROUTER, with
-its server id as the routing id, so a frame arrives tagged with the peer that
-sent it. (Routing ids are not authenticated without CurveZMQ; nothing here trusts
-them beyond naming the ``via`` of an ``Inbound``, whose envelope is verified.)
-``ROUTER_HANDOVER`` lets a restarted peer take its id back at once. High-water
-marks bound memory towards a slow or dead peer; ``IMMEDIATE`` keeps a DEALER
-from queueing for a peer that is not connected; sends never block: a full queue
-drops the frame, counted, and the protocol retransmits. ``MAXMSGSIZE`` makes
-ZeroMQ cut a connection that sends a frame far beyond ``message_bytes_max``
+Peers: replica ``i`` binds one ROUTER *per peer*: the frames of peer ``j`` arrive
+on ``port_i + j - 1`` (``port_i`` from ``conf/address.config``), and replica
+``j`` connects one DEALER to that port of every peer. A socket per sender is what
+makes the inbound bounds per sender cost nothing: the net process stops reading
+the socket of a peer that used up its budget (``[throttling] inbound_peer_*``),
+ZeroMQ's high-water mark fills, TCP's window closes, and the flood queues up and
+is dropped at the flooder, not at us. (With one shared ROUTER the net process
+would have to read, and pay for, every frame of the flood to find the others'.)
+
+``ROUTER_HANDOVER`` lets a restarted peer take its connection back at once.
+High-water marks bound memory towards a slow or dead peer; ``IMMEDIATE`` keeps a
+DEALER from queueing for a peer that is not connected; sends never block: a full
+queue drops the frame, counted, and the protocol retransmits. ``MAXMSGSIZE``
+makes ZeroMQ cut a connection that sends a frame far beyond ``message_bytes_max``
 (frames between one and two times the bound are read and counted as oversized).
 
+With ``link_security = "none"`` the port is the only thing that names the peer,
+and anyone who can reach it can claim to be that peer (the envelopes are still
+verified: a false ``via`` costs the liar nothing but its own budget).
+
 With ``link_security = "curve"`` every peer link is CurveZMQ (authenticated,
-encrypted): each DEALER knows its peer's public key, the ROUTER is a CURVE server
-whose ZAP handler (``LinkAuth``, served from the net process's own loop, no
-thread) admits only the public keys of the other replicas and names the replica
-as the connection's User-Id. The peer an inbound frame came from is then that
-User-Id, never the routing id the sender chose: DEALERs set no routing id and the
-ROUTER has no handover, so a replica cannot displace or impersonate another's
-connection. A refused handshake is counted and none of its bytes are read.
+encrypted): each DEALER knows its peer's public key, each ROUTER is a CURVE server
+in its own ZAP domain (``prime-peer-<j>``), and the ZAP handler (``LinkAuth``,
+served from the net process's own loop, no thread) admits on peer ``j``'s socket
+the public key of replica ``j`` and nothing else. A refused handshake is counted
+and none of its bytes are read.
 """
 
 from __future__ import annotations
@@ -35,14 +41,19 @@ from prime.config import Config
 from prime.crypto.keys import CurveKeys
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by the ZAP specification (RFC 27)
-ZAP_DOMAIN = b"prime-replicas"
+ZAP_DOMAIN_PREFIX = b"prime-peer-"  # + the peer's id: the one key admitted on that socket
 
 OVERSIZE_FACTOR = 2  # frames up to this many times message_bytes_max are read, then dropped
 
 
-def peer_endpoint(cfg: Config, server_id: int, *, bind: bool) -> str:
+def peer_endpoint(cfg: Config, server_id: int, sender: int, *, bind: bool) -> str:
+    """Where ``server_id`` takes the frames of ``sender``: its first port + sender - 1."""
     ip, port = cfg.addresses[server_id]
-    return f"tcp://{'*' if bind and ip in ('0.0.0.0',) else ip}:{port}"
+    return f"tcp://{'*' if bind and ip in ('0.0.0.0',) else ip}:{port + sender - 1}"
+
+
+def zap_domain(peer: int) -> bytes:
+    return ZAP_DOMAIN_PREFIX + b"%d" % peer
 
 
 def _common(sock: zmq.Socket, cfg: Config) -> None:  # type: ignore[type-arg]
@@ -52,20 +63,26 @@ def _common(sock: zmq.Socket, cfg: Config) -> None:  # type: ignore[type-arg]
     sock.setsockopt(zmq.RCVHWM, net.zmq_rcvhwm_messages)
 
 
-def peer_router(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None = None) -> zmq.Socket:  # type: ignore[type-arg]
-    """The peer ROUTER; with ``curve``, bind a ``LinkAuth`` on ``ctx`` first."""
-    sock = ctx.socket(zmq.ROUTER)
-    _common(sock, cfg)
-    if curve is None:
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-    else:
-        sock.setsockopt(zmq.CURVE_SERVER, 1)
-        sock.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(curve.secret))
-        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
-        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler: refuse, never admit
-    sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * cfg.system.message_bytes_max)
-    sock.bind(peer_endpoint(cfg, me, bind=True))
-    return sock
+def peer_routers(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None = None) -> dict[int, zmq.Socket]:  # type: ignore[type-arg]
+    """One ROUTER per peer (its frames only); with ``curve``, bind a ``LinkAuth`` on
+    ``ctx`` first."""
+    out = {}
+    for peer in range(1, cfg.n + 1):
+        if peer == me:
+            continue
+        sock = ctx.socket(zmq.ROUTER)
+        _common(sock, cfg)
+        if curve is None:
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        else:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(curve.secret))
+            sock.setsockopt(zmq.ZAP_DOMAIN, zap_domain(peer))
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler: refuse, never admit
+        sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * cfg.system.message_bytes_max)
+        sock.bind(peer_endpoint(cfg, me, peer, bind=True))
+        out[peer] = sock
+    return out
 
 
 def peer_dealers(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None = None) -> dict[int, zmq.Socket]:  # type: ignore[type-arg]
@@ -84,7 +101,7 @@ def peer_dealers(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        sock.connect(peer_endpoint(cfg, peer, bind=False))
+        sock.connect(peer_endpoint(cfg, peer, me, bind=False))
         out[peer] = sock
     return out
 
@@ -105,11 +122,12 @@ def app_router(ctx: zmq.Context, cfg: Config, path: Path) -> zmq.Socket:  # type
 
 
 class LinkAuth:
-    """ZAP handler for the peer ROUTER plus a handshake monitor, both read without
-    blocking from the net process's loop (``serve``).
+    """ZAP handler for the peer ROUTERs plus their handshake monitors, all read
+    without blocking from the net process's loop (``serve``).
 
-    Admits a CURVE client exactly when its public key is another replica's, with
-    that replica's id as User-Id; everything else is refused with ZAP status 400.
+    On peer ``j``'s socket (ZAP domain ``prime-peer-<j>``) it admits a CURVE client
+    exactly when its public key is replica ``j``'s, with ``j`` as User-Id; everything
+    else is refused with ZAP status 400 (another replica's key: ``wrong_peer``).
     Counts ``link:admitted``, ``link:refused:<reason>`` and the ROUTER's failed
     handshakes (``link:handshake_failed:<kind>``: a peer without CURVE, a wrong server
     key, garbage), so an operator sees who knocks.
@@ -121,15 +139,16 @@ class LinkAuth:
         self.zap = ctx.socket(zmq.REP)
         self.zap.setsockopt(zmq.LINGER, 0)
         self.zap.bind(ZAP_ENDPOINT)
-        self.monitor: zmq.Socket | None = None  # type: ignore[type-arg]
+        self.keys = {server: public for public, server in self.ids.items()}
+        self.monitors: list[zmq.Socket] = []  # type: ignore[type-arg]
 
     def watch(self, router: zmq.Socket) -> None:  # type: ignore[type-arg]
         events = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                   | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-        self.monitor = router.get_monitor_socket(events)
+        self.monitors.append(router.get_monitor_socket(events))
 
     def sockets(self) -> list[zmq.Socket]:  # type: ignore[type-arg]
-        return [self.zap] + ([self.monitor] if self.monitor is not None else [])
+        return [self.zap, *self.monitors]
 
     def serve(self) -> bool:
         """Answer every pending ZAP request and count every handshake failure."""
@@ -141,18 +160,19 @@ class LinkAuth:
                 break
             did = True
             self.zap.send_multipart(self._answer(request))
-        while self.monitor is not None:
-            try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            did = True
-            kind = {
-                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail",
-                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
-                zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
-            }.get(event["event"], "other")
-            self.counts[f"link:handshake_failed:{kind}"] += 1
+        for monitor in self.monitors:
+            while True:
+                try:
+                    event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                did = True
+                kind = {
+                    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail",
+                    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
+                    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
+                }.get(event["event"], "other")
+                self.counts[f"link:handshake_failed:{kind}"] += 1
         return did
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
@@ -161,15 +181,25 @@ class LinkAuth:
             self.counts["link:refused:bad_zap_request"] += 1
             return [b"1.0", request[1] if len(request) > 1 else b"", b"500", b"bad request", b"", b""]
         request_id, domain, mechanism = request[1], request[2], request[5]
-        if domain != ZAP_DOMAIN or mechanism != b"CURVE" or len(request) != 7:
+        expected = self._peer_of_domain(domain)
+        if expected is None or mechanism != b"CURVE" or len(request) != 7:
             self.counts["link:refused:mechanism"] += 1
             return [b"1.0", request_id, b"400", b"CURVE only", b"", b""]
         server = self.ids.get(request[6])
         if server is None:
             self.counts["link:refused:unknown_key"] += 1
             return [b"1.0", request_id, b"400", b"unknown key", b"", b""]
+        if server != expected:  # a replica knocking on another replica's socket
+            self.counts["link:refused:wrong_peer"] += 1
+            return [b"1.0", request_id, b"400", b"not this peer's socket", b"", b""]
         self.counts["link:admitted"] += 1
         return [b"1.0", request_id, b"200", b"OK", b"%d" % server, b""]
+
+    def _peer_of_domain(self, domain: bytes) -> int | None:
+        if not domain.startswith(ZAP_DOMAIN_PREFIX):
+            return None
+        tail = domain[len(ZAP_DOMAIN_PREFIX):]
+        return int(tail) if tail.isdigit() and int(tail) in self.keys else None
 
     def close(self) -> None:
         for sock in self.sockets():

@@ -263,6 +263,82 @@ class TokenBucket:
         return False
 
 
+class PeerBudgets:
+    """Inbound, per sender: how many frames the net process may read from each
+    peer now (``[throttling] inbound_peer_*``).
+
+    Two buckets per peer, frames and bits, refilled at their rates up to a burst of
+    ``burst_s`` at those rates. Reading charges both after the fact (a frame's size
+    is known only once read), so a bucket may go into debt by one frame; a peer is
+    read again once both are positive.
+
+    The frame rate of a peer is ``msgs_per_s`` at most, and, with ``vs_others`` > 0,
+    at most ``vs_others`` times what the ``(f+1)``-th busiest peer sent in the last
+    window (never below ``floor_msgs_per_s``). In Prime every correct replica sends
+    about the same traffic (everyone pre-orders, acks and votes), and at most ``f``
+    peers are faulty, so the ``(f+1)``-th highest rate is a correct peer's (or
+    above one): a flooder gets a few times a correct peer's rate at whatever load
+    the system runs, and a correct peer is never held below its own pace.
+    """
+
+    WINDOW_S = 1.0
+
+    def __init__(self, peers: list[int], msgs_per_s: float, bps: float, burst_s: float, now: float, *,
+                 f: int = 0, vs_others: float = 0.0, floor_msgs_per_s: float = 0.0) -> None:
+        if msgs_per_s <= 0 or bps <= 0 or burst_s <= 0:
+            raise ValueError("inbound rates and burst must be positive")
+        self.cap = float(msgs_per_s)
+        self.burst_s = burst_s
+        self.f = f
+        self.vs_others = vs_others
+        self.floor = min(float(floor_msgs_per_s), self.cap) if floor_msgs_per_s > 0 else self.cap
+        rate = self.cap if vs_others <= 0 else self.floor
+        self.msgs = {p: TokenBucket(rate, max(1.0, rate * burst_s), now) for p in peers}
+        self.bits = {p: TokenBucket(bps, max(8.0, bps * burst_s), now) for p in peers}
+        self.window: Counter[int] = Counter()  # frames read per peer in the current window
+        self.window_start = now
+        self.rate_now: dict[int, float] = {p: rate for p in peers}
+        self.paused: Counter[int] = Counter()  # times a peer was left unread for lack of tokens
+
+    def allowed(self, peer: int, now: float) -> int:
+        """Frames ``peer`` may send now (0: leave its socket unread)."""
+        if now - self.window_start >= self.WINDOW_S:
+            self._rerate(now)
+        msgs, bits = self.msgs[peer], self.bits[peer]
+        msgs.refill(now)
+        bits.refill(now)
+        if msgs.tokens < 1 or bits.tokens <= 0:
+            return 0
+        return int(msgs.tokens)
+
+    def charge(self, peer: int, frames: int, nbytes: int) -> None:
+        self.msgs[peer].tokens -= frames
+        self.bits[peer].tokens -= 8 * nbytes
+        self.window[peer] += frames
+
+    def ready_in(self, peer: int) -> float:
+        """Seconds until ``peer`` has a frame's worth of both budgets again."""
+        msgs, bits = self.msgs[peer], self.bits[peer]
+        wait_msgs = max(0.0, (1 - msgs.tokens) / msgs.rate_bps)
+        wait_bits = max(0.0, (1 - bits.tokens) / bits.rate_bps)
+        return max(wait_msgs, wait_bits)
+
+    def _rerate(self, now: float) -> None:
+        elapsed = now - self.window_start
+        if self.vs_others > 0:
+            rates = sorted((self.window[p] / elapsed for p in self.msgs), reverse=True)
+            reference = rates[min(self.f, len(rates) - 1)]
+            rate = min(self.cap, max(self.floor, self.vs_others * reference))
+            for p, bucket in self.msgs.items():
+                bucket.refill(now)
+                bucket.rate_bps = rate
+                bucket.depth_bits = max(1.0, rate * self.burst_s)
+                bucket.tokens = min(bucket.tokens, bucket.depth_bits)
+                self.rate_now[p] = rate
+        self.window.clear()
+        self.window_start = now
+
+
 @dataclass(frozen=True, slots=True)
 class ThrottleSettings:
     """``[throttling]`` of def.toml, in the units the throttle uses."""

@@ -1,7 +1,10 @@
 """The net I/O process: every socket of the replica (``prime.net.sockets``).
 
-Inbound peer frames are size-checked first, then tagged with the peer they came
-from and routed by signer to a verify worker (or verified inline when
+Each peer has its own socket (``prime.net.sockets``) and its own inbound budget
+(``[throttling] inbound_peer_*``): a peer out of tokens is not read until it has
+some again, so its flood waits in its own connection at no cost to us and takes
+nothing from the other peers. Inbound peer frames are size-checked first, then
+tagged with the peer whose socket they came in on and routed by signer to a verify worker (or verified inline when
 ``workers = 0``); client updates from the application go the same way. Records
 from the engine go out: SEND/BCAST to peers, DELIVER/NOTICE to the application.
 Every frame dropped is counted by reason (``stats`` lines), none raises.
@@ -9,8 +12,8 @@ Every frame dropped is counted by reason (``stats`` lines), none raises.
 Traffic (``prime.net.transport``): outgoing frames pass the traffic classifier,
 the per-class token buckets and the link emulator; inbound peer frames wait in
 per-(class, peer) queues and enter the rings timely first, peers in turn, at most
-``PEER_RING_DEPTH`` at a time. With ``link_security = "curve"`` a frame's peer is
-the replica whose CURVE key the ZAP handler admitted (``sockets.LinkAuth``).
+``PEER_RING_DEPTH`` at a time. With ``link_security = "curve"`` only the replica whose
+CURVE key the ZAP handler admits on a peer's socket can send on it (``sockets.LinkAuth``).
 
 The application (``prime.app.protocol``): one at a time, for as long as its
 connection exists (a dead application's connection closes at once on a unix
@@ -36,12 +39,13 @@ import zmq
 
 from prime.app import protocol as P
 from prime.crypto.keys import load_curve_keys
-from prime.net import sockets, transport
+from prime.net import sockets, traffic, transport
 from prime.proc import frames as F
 from prime.proc.context import ProcStats, ReplicaContext
 from prime.proc.verifier import RecordVerifier
 
-PEER_BATCH = 512  # frames read per socket per round before other work
+PEER_BATCH = 512  # frames read per socket per round before other work (application)
+PEER_BATCH_EACH = 256  # frames read per peer socket per round (each peer has its own)
 APP_RING_ROOM_MIN = 64  # ring room peers never take: the application's reserve
 # Peer frames a ring may hold; the rest wait in the class/peer queues. A short ring
 # would let the scheduler decide more of the order, but serving classes out of
@@ -78,14 +82,22 @@ class Net:
         # link_security = "curve": the ZAP handler is bound before the ROUTER can take a connection
         self.curve = load_curve_keys(ctx.keys_dir, ctx.me, cfg.n) if cfg.networking.link_security == "curve" else None
         self.auth = sockets.LinkAuth(self.zctx, self.curve, ctx.me, self.counts) if self.curve else None
-        self.router = sockets.peer_router(self.zctx, cfg, ctx.me, self.curve)
+        self.routers = sockets.peer_routers(self.zctx, cfg, ctx.me, self.curve)
         if self.auth is not None:
-            self.auth.watch(self.router)
+            for router in self.routers.values():
+                self.auth.watch(router)
+        self.peer_order = list(self.routers)  # rotated each round: nobody is always read first
+        th = cfg.throttling
+        self.budgets = traffic.PeerBudgets(
+            self.peer_order, th.inbound_peer_msgs_per_s, th.inbound_peer_bps, th.inbound_peer_burst_ms / 1000,
+            time.monotonic(), f=cfg.system.f, vs_others=th.inbound_peer_vs_others_ratio,
+            floor_msgs_per_s=th.inbound_peer_floor_msgs_per_s,
+        )
+        self.paused: dict[int, float] = {}  # peer -> when its budget allows reading it again
+        self.poller = zmq.Poller()
         self.dealers = sockets.peer_dealers(self.zctx, cfg, ctx.me, self.curve)
         self.dealer_list = list(self.dealers.values())
         self.app = sockets.app_router(self.zctx, cfg, ctx.ipc_path)
-        self.peer_ids = {b"%d" % p: p for p in self.dealers}
-        self.user_ids = {"%d" % p: p for p in self.dealers}  # CURVE: the ZAP handler's User-Id
         self.workers = ctx.workers
         self.inline = RecordVerifier(ctx, self.counts) if self.workers == 0 else None
         self.from_engine = ctx.to_net
@@ -105,8 +117,9 @@ class Net:
     # --------------------------------------------------------------- loop
 
     def run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
+        poller = self.poller
+        for router in self.routers.values():
+            poller.register(router, zmq.POLLIN)
         poller.register(self.from_engine.bell.fileno(), zmq.POLLIN)
         for sock in self.auth.sockets() if self.auth is not None else []:
             poller.register(sock, zmq.POLLIN)
@@ -146,6 +159,8 @@ class Net:
                     timeout = min(timeout, int(wait * 1000) + 1)
                 if len(self.inbound.sched):  # peer frames wait for ring room: look again soon
                     timeout = 1
+                if self.paused:  # a peer over its budget is read again when it has tokens
+                    timeout = min(timeout, int(max(0.0, min(self.paused.values()) - now) * 1000) + 1)
                 poller.poll(timeout)
             self.from_engine.awake()
 
@@ -181,41 +196,63 @@ class Net:
     # -------------------------------------------------------------- peers
 
     def read_peers(self) -> bool:
-        router = self.router
+        """Read every peer's socket, each within its own budget (``PeerBudgets``); a peer
+        out of tokens is left unread (and out of the poller) until it has some again."""
         counts = self.counts
         size_max = self.size_max
-        peer_ids = self.peer_ids
-        curve = self.curve is not None
+        push = self.inbound.push
+        budgets = self.budgets
+        now = time.monotonic()
+        if self.paused:
+            self._resume(now)
+        order = self.peer_order
+        order.append(order.pop(0))
         got = 0
-        for _ in range(PEER_BATCH):
-            try:
-                if curve:
-                    frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-                    parts = [frame.bytes for frame in frames]
-                else:
-                    parts = router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            got += 1
-            if len(parts) != 2:
-                counts["drop:peer:frame_count"] += 1
+        for via in order:
+            if via in self.paused:
                 continue
-            ident, raw = parts
-            # CURVE: the peer is the replica whose key the ZAP handler admitted, not a claimed id
-            via = self.user_ids.get(frames[1].get("User-Id")) if curve else peer_ids.get(ident)
-            if via is None:
-                counts["drop:peer:unknown_id"] += 1
+            allowed = budgets.allowed(via, now)
+            if allowed <= 0:
+                self._pause(via, now)
                 continue
-            if len(raw) > size_max:
-                counts["drop:peer:oversize"] += 1
-                continue
-            if not raw:
-                counts["drop:peer:empty"] += 1
-                continue
-            counts["peer_in"] += 1
-            self.inbound.push(via, raw)  # a full per-peer queue refuses, counted per class
+            sock = self.routers[via]
+            frames = nbytes = 0
+            for _ in range(min(PEER_BATCH_EACH, allowed)):
+                try:
+                    parts = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                frames += 1
+                if len(parts) != 2:
+                    counts["drop:peer:frame_count"] += 1
+                    continue
+                raw = parts[1]
+                nbytes += len(raw)
+                if len(raw) > size_max:
+                    counts["drop:peer:oversize"] += 1
+                    continue
+                if not raw:
+                    counts["drop:peer:empty"] += 1
+                    continue
+                push(via, raw)  # a full per-peer queue refuses, counted per class
+            if frames:
+                counts["peer_in"] += frames
+                budgets.charge(via, frames, nbytes)
+                got += frames
         forwarded = self.inbound.drain(self.peer_ring_room, self._forward_peer)
         return got > 0 or forwarded
+
+    def _pause(self, via: int, now: float) -> None:
+        self.paused[via] = now + self.budgets.ready_in(via)
+        self.poller.unregister(self.routers[via])
+        self.counts["in:throttled_peer"] += 1
+        self.budgets.paused[via] += 1
+
+    def _resume(self, now: float) -> None:
+        for via, at in list(self.paused.items()):
+            if at <= now:
+                del self.paused[via]
+                self.poller.register(self.routers[via], zmq.POLLIN)
 
     def peer_ring_room(self) -> int:
         """Records the peers may add: at most PEER_RING_DEPTH in a ring, and never the
@@ -229,7 +266,12 @@ class Net:
         self._forward(F.B_PEER + bytes((via,)) + raw, raw)
 
     def _stats_extra(self) -> dict[str, object]:
-        return {"app_attached": self.app_id is not None, "traffic": transport.stats(self.out, self.inbound)}
+        return {
+            "app_attached": self.app_id is not None,
+            "traffic": transport.stats(self.out, self.inbound),
+            "in_throttled_by_peer": {str(p): n for p, n in sorted(self.budgets.paused.items())},
+            "in_rate_allowed": round(max(self.budgets.rate_now.values(), default=0)),
+        }
 
     # -------------------------------------------------------- application
 

@@ -44,7 +44,8 @@ def _wait_stats(c: LocalCluster, i: int, proc: str, key: str, timeout_s: float) 
 
 
 def _dealer(ctx: zmq.Context, c: LocalCluster, target: int, *, secret: bytes | None,
-            server_public: bytes | None, routing_id: bytes) -> zmq.Socket:  # type: ignore[type-arg]
+            server_public: bytes | None, routing_id: bytes, slot: int) -> zmq.Socket:  # type: ignore[type-arg]
+    """A DEALER to ``target``'s socket for peer ``slot`` (its first port + slot - 1)."""
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTING_ID, routing_id)
@@ -53,17 +54,18 @@ def _dealer(ctx: zmq.Context, c: LocalCluster, target: int, *, secret: bytes | N
         sock.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(secret))
         sock.setsockopt(zmq.CURVE_PUBLICKEY, z85.encode(keyfiles.curve_public_of(secret)))
         sock.setsockopt(zmq.CURVE_SERVERKEY, z85.encode(server_public))
-    sock.connect(f"tcp://127.0.0.1:{c.base_port + 10 * target}")
+    sock.connect(f"tcp://127.0.0.1:{c.base_port + 10 * target + slot - 1}")
     return sock
 
 
 def test_a_wrong_curve_key_cannot_get_a_frame_to_the_daemon(cluster: Any) -> None:
-    """Replica 1 alone (no real peers, so every frame it reads comes from us). A client
-    with a fresh CURVE key claiming to be replica 2, and a client speaking no CURVE at
-    all, each send 200 frames: the daemon reads none (peer_in stays 0), and counts the
-    refused key and the failed handshakes. Control, same run: a client holding
-    replica 2's real link key does get its frames read (and dropped later as
-    unsigned junk), so the counter can move."""
+    """Replica 1 alone (no real peers, so every frame it reads comes from us). On the
+    socket for replica 2's frames, a client with a fresh CURVE key, a client speaking
+    no CURVE at all, and a client holding replica 3's real link key (a replica on
+    another's socket) each send 200 frames: the daemon reads none (peer_in stays 0),
+    and counts the refused keys and the failed handshakes. Control, same run: a
+    client holding replica 2's real link key does get its frames read (and dropped
+    later as unsigned junk), so the counter can move."""
     c = cluster(workers=1)
     c.start(1)
     c.wait_log(1, "started:", 15)
@@ -72,9 +74,11 @@ def test_a_wrong_curve_key_cannot_get_a_frame_to_the_daemon(cluster: Any) -> Non
     try:
         import os
 
-        wrong = _dealer(ctx, c, 1, secret=os.urandom(32), server_public=servers[1], routing_id=b"2")
-        plain = _dealer(ctx, c, 1, secret=None, server_public=None, routing_id=b"3")
-        for sock in (wrong, plain):
+        wrong = _dealer(ctx, c, 1, secret=os.urandom(32), server_public=servers[1], routing_id=b"2", slot=2)
+        plain = _dealer(ctx, c, 1, secret=None, server_public=None, routing_id=b"3", slot=2)
+        secret3 = (Path(c.keys) / "servers" / "server_3.curve_key").read_bytes()
+        other = _dealer(ctx, c, 1, secret=secret3, server_public=servers[1], routing_id=b"2", slot=2)
+        for sock in (wrong, plain, other):
             for n in range(200):
                 try:
                     sock.send(b"\x96\x02\x01\x00" + bytes([n]) * 40, zmq.NOBLOCK)
@@ -85,12 +89,13 @@ def test_a_wrong_curve_key_cannot_get_a_frame_to_the_daemon(cluster: Any) -> Non
         counts = _wait_stats(c, 1, "net", "link:refused:unknown_key", 10)["counts"]
         assert counts.get("peer_in", 0) == 0, counts
         assert counts["link:refused:unknown_key"] >= 1
+        assert _wait_stats(c, 1, "net", "link:refused:wrong_peer", 10)["counts"]["link:refused:wrong_peer"] >= 1
         assert counts.get("link:handshake_failed:protocol", 0) + counts.get(
             "link:handshake_failed:no_detail", 0
         ) + counts.get("link:handshake_failed:auth", 0) >= 2, counts
         # control: the right key gets through the same socket path
         secret2 = (Path(c.keys) / "servers" / "server_2.curve_key").read_bytes()
-        good = _dealer(ctx, c, 1, secret=secret2, server_public=servers[1], routing_id=b"4")
+        good = _dealer(ctx, c, 1, secret=secret2, server_public=servers[1], routing_id=b"4", slot=2)
         for n in range(20):
             good.send(b"\x96\x02\x01\x00" + bytes([n]) * 40)
         deadline = time.monotonic() + 10

@@ -142,6 +142,7 @@ def test_schema_names_carry_units_or_are_flags() -> None:
         "max_po_in_flight",
         "threshold_public_exponent",
         "ping_history",
+        "inbound_peer_vs_others_ratio",
     }
     for key in SCHEMA:
         if key.kind in (int, float) and key.name not in dimensionless:
