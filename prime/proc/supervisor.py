@@ -65,15 +65,6 @@ def unsupported(cfg: Config) -> str | None:
     return None
 
 
-def _tune_gc() -> None:
-    spec = os.environ.get("PRIME_GC", "")
-    if spec:
-        import gc
-        gc.freeze()
-        a, b, c = (int(x) for x in spec.split(","))
-        gc.set_threshold(a, b, c)
-
-
 def _die_with_parent() -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -164,7 +155,6 @@ class Supervisor:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 if os.getppid() == 1:
                     os._exit(1)
-                _tune_gc()
                 import logging
 
                 logging.basicConfig(
