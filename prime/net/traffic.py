@@ -136,11 +136,12 @@ def _array_len(raw: bytes, i: int) -> tuple[int, int]:
     raise ValueError("not an array")
 
 
-def tag_of(raw: bytes) -> int | None:
-    """The message tag inside an envelope's bytes, or None if they are not shaped
-    like one (never raises; cost: a few header bytes, no allocation beyond ints)."""
+def tag_of(raw: bytes, start: int = 0) -> int | None:
+    """The message tag inside the envelope that starts at ``raw[start]``, or None if
+    the bytes are not shaped like one (never raises; cost: a few header bytes, no
+    allocation beyond ints)."""
     try:
-        count, i = _array_len(raw, 0)
+        count, i = _array_len(raw, start)
         if count != 6:
             return None
         for _ in range(3):
@@ -159,9 +160,9 @@ def tag_of(raw: bytes) -> int | None:
         return None
 
 
-def class_of(raw: bytes) -> TrafficClass:
-    """The traffic class of an envelope's bytes (RECON when unreadable)."""
-    tag = tag_of(raw)
+def class_of(raw: bytes, start: int = 0) -> TrafficClass:
+    """The traffic class of the envelope at ``raw[start]`` (RECON when unreadable)."""
+    tag = tag_of(raw, start)
     return CLASS_OF_TAG.get(tag, TrafficClass.RECON) if tag is not None else TrafficClass.RECON
 
 

@@ -38,6 +38,7 @@ from prime.core import actions as A
 from prime.core.events import ClientUpdate, CryptoDone, Inbound, ThresholdDone, Tick
 from prime.core.params import Params
 from prime.core.replica import Replica
+from prime.net import traffic as TR
 from prime.msgs import UPDATES_PER_REQUEST_MAX, UpdateKind
 from prime.proc import frames as F
 from prime.proc.context import ProcStats, ReplicaContext
@@ -47,6 +48,8 @@ DELIVER_CHUNK_BYTES = 16_384  # payload bytes per DELIVER record (an ordinal may
 CLIENT_BACKLOG_MAX = 65_536  # client updates held while the core's own queue is full
 OUT_BACKLOG_MAX = 100_000  # records waiting for room on the ring to the net process
 SLEEP_MAX_S = 1.0
+KEEP_TIME_EVERY = 16  # records stepped between looks at the clock within a round
+KEEP_TIME_US = 1000  # a Tick (and the actions so far sent) at least this often within a round
 
 _log = logging.getLogger("prime.engine")
 
@@ -168,14 +171,45 @@ class Engine:
         for job_id, result in self.threshold.results():
             r.step(ThresholdDone(job_id, result))
             busy = True
+        records: list[bytes] = []
         for ring in self.inputs:
-            records = ring.get_batch(self.batch_max)
-            if records:
-                busy = True
-                self.on_records(records)
+            records += ring.get_batch(self.batch_max)
+        if records:
+            busy = True
+            self.on_records_by_class(records)
         self.feed_clients()
         self.perform()
         return busy or self.ring_backlog_pending()
+
+    def on_records_by_class(self, records: list[bytes]) -> None:
+        """Timely records first (ordering, suspect-leader, view change: what the
+        leader's turnaround is measured on), then the rest, each in arrival order;
+        the core keeps time as it goes (``keep_time``), so a long batch neither
+        delays its own timers nor stamps late messages with an early clock. The core
+        does not depend on the order of one peer's messages (the simulator reorders
+        every link), so serving classes out of arrival order is safe."""
+        timely: list[bytes] = []
+        rest: list[bytes] = []
+        TIMELY = TR.TrafficClass.TIMELY
+        class_of = TR.class_of
+        for rec in records:
+            if rec[0] == F.PEER and class_of(rec, 2) is TIMELY:
+                timely.append(rec)
+            else:
+                rest.append(rec)
+        self.stats.counts["timely_first"] += len(timely)
+        for part in (timely, rest):
+            for start in range(0, len(part), KEEP_TIME_EVERY):
+                self.on_records(part[start:start + KEEP_TIME_EVERY])
+                self.keep_time()
+
+    def keep_time(self) -> None:
+        """Mid-round: step the clock and send what that (and the records so far) produced,
+        once ``KEEP_TIME_US`` have passed since the last Tick."""
+        now = self.clock.now_us()
+        if now - self.replica.now_us >= KEEP_TIME_US:
+            self.replica.step(Tick(now))
+            self.perform()
 
     def on_records(self, records: list[bytes]) -> None:
         r = self.replica

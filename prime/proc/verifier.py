@@ -20,12 +20,14 @@ from typing import Any
 from prime import msgs, wire
 from prime.auth import Ed25519Scheme, Verifier
 from prime.msgs import Update
+from prime.net.traffic import TrafficClass, class_of
 from prime.proc import frames as F
 from prime.proc.context import ProcStats, ReplicaContext
 from prime.wire import Envelope
 
 
 VERIFY_CACHE_MAX = 4096
+TIMELY = TrafficClass.TIMELY
 
 
 class _UnsignedUpdatesVerifier(Verifier):
@@ -108,6 +110,11 @@ def _work(src: Any, dst: Any, checker: RecordVerifier, stats: ProcStats, batch_m
         if stats.due(now):
             stats.emit(now, {"verifications": checker.verifier.verifications})
         if records:
+            # timely records first (their verification is what the leader's turnaround waits on)
+            timely = [rec for rec in records if rec[0] == F.PEER and class_of(rec, 2) is TIMELY]
+            if timely and len(timely) < len(records):
+                chosen = set(map(id, timely))
+                records = timely + [rec for rec in records if id(rec) not in chosen]
             for rec in records:
                 if rec[0] == F.OVERRUN or checker.check(rec):  # OVERRUN: the net's note, passed on
                     while not dst.put(rec):
