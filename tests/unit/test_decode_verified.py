@@ -256,13 +256,15 @@ def test_shapeless_bytes_give_a_reason_not_an_exception(raw: bytes) -> None:
 
 
 def test_only_the_engine_uses_decode_verified() -> None:
-    """No module that reads network bytes (net process, verify workers, simulator,
-    core, transport) calls the unchecked decoder: only its definition and the engine."""
+    """No module or script that reads network bytes (net process, verify workers,
+    simulator, core, transport, bin/) calls the unchecked decoder: only its definition
+    and the engine."""
     call = re.compile(r"(?<!def )\bdecode_verified(_at_depth)?\(")
+    sources = [*(ROOT / "prime").rglob("*.py"), *(p for p in (ROOT / "bin").iterdir() if p.is_file())]
     users = {
         p.relative_to(ROOT).as_posix()
-        for p in (ROOT / "prime").rglob("*.py")
-        if call.search(p.read_text(encoding="utf-8"))
+        for p in sources
+        if call.search(p.read_text(encoding="utf-8", errors="replace"))
     }
     assert users == {"prime/wire.py", "prime/proc/engine.py"}, users
 
