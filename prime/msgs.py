@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields
+from itertools import starmap
 from typing import Annotated, Any, Callable, ClassVar, TypeVar, get_type_hints
 
 # ---------------------------------------------------------------------------
@@ -52,10 +53,27 @@ NESTING_DEPTH_MAX = 4  # RB_* > PC_SET > PRE_PREPARE > PO_ARU
 
 class Spec:
     """How one field is checked after msgpack decoding. ``check`` returns the
-    (possibly converted) value, or raises ``BadField`` with a short reason."""
+    (possibly converted) value, or raises ``BadField`` with a short reason.
+
+    ``build`` is ``check`` without the checks, for ``wire.decode_verified`` only: it
+    makes the same value out of a msgpack value that ``check`` already accepted in
+    this replica. Most fields are used as msgpack made them (ints, bytes, tuples of
+    those); ``converts`` is False for those, and the decoder then skips ``build``."""
+
+    #: Whether ``build`` makes something other than the msgpack value itself.
+    converts: ClassVar[bool] = False
 
     def check(self, value: Any, depth: int) -> Any:
         raise NotImplementedError
+
+    def build(self, value: Any, depth: int) -> Any:
+        """The decoded value of an already checked ``value`` (no checks: trusted input)."""
+        return value
+
+    def build_each(self, values: tuple[Any, ...], depth: int) -> tuple[Any, ...]:
+        """``build`` of every item of an already checked tuple (``TupleOf`` calls it)."""
+        build = self.build
+        return tuple([build(v, depth) for v in values])
 
     def encode(self, value: Any) -> Any:
         return value
@@ -102,7 +120,7 @@ DIGEST = Bytes(DIGEST_SIZE, DIGEST_SIZE)
 
 @dataclass(frozen=True, slots=True)
 class PoSeqSpec(Spec):
-    """An ``(incarnation, seq)`` pair."""
+    """An ``(incarnation, seq)`` pair (msgpack already makes it a tuple: ``build`` keeps it)."""
 
     def check(self, value: Any, depth: int) -> tuple[int, int]:
         if type(value) is not tuple or len(value) != 2:
@@ -130,6 +148,13 @@ class TupleOf(Spec):
         item = self.item
         return tuple(item.check(v, depth) for v in value)
 
+    @property
+    def converts(self) -> bool:  # type: ignore[override]
+        return self.item.converts
+
+    def build(self, value: Any, depth: int) -> tuple[Any, ...]:
+        return self.item.build_each(value, depth)
+
     def encode(self, value: Any) -> Any:
         item = self.item
         return [item.encode(v) for v in value]
@@ -146,6 +171,13 @@ class Optional(Spec):
             return None
         return self.inner.check(value, depth)
 
+    @property
+    def converts(self) -> bool:  # type: ignore[override]
+        return self.inner.converts
+
+    def build(self, value: Any, depth: int) -> Any:
+        return None if value is None else self.inner.build(value, depth)
+
     def encode(self, value: Any) -> Any:
         return None if value is None else self.inner.encode(value)
 
@@ -157,6 +189,7 @@ class Nested(Spec):
     embedded here."""
 
     tags: frozenset[int]
+    converts = True  # bytes become an Envelope
 
     def check(self, value: Any, depth: int) -> Any:
         if type(value) is not bytes:
@@ -173,8 +206,25 @@ class Nested(Spec):
             raise BadField("nested_tag")
         return env
 
+    def build(self, value: Any, depth: int) -> Any:
+        return _build_envelope(value, depth + 1)
+
+    def build_each(self, values: tuple[Any, ...], depth: int) -> tuple[Any, ...]:
+        build, depth = _build_envelope, depth + 1
+        return tuple([build(v, depth) for v in values])
+
     def encode(self, value: Any) -> Any:
         return value.raw
+
+
+def _build_envelope_unbound(raw: bytes, depth: int) -> Any:
+    raise RuntimeError("prime.wire is not imported")
+
+
+# ``wire.decode_verified_at_depth``: prime.wire installs it when it is imported (it
+# imports this module, so this module cannot import it at load time, and importing it
+# inside ``Nested.build`` would cost a lookup per embedded envelope).
+_build_envelope: Callable[[bytes, int], Any] = _build_envelope_unbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +232,27 @@ class Record(Spec):
     """A small struct embedded by value (not signed on its own)."""
 
     cls: type
+    converts = True  # a msgpack tuple becomes the record's dataclass
 
     def check(self, value: Any, depth: int) -> Any:
         pairs = _record_fields(self.cls)
         if type(value) is not tuple or len(value) != len(pairs):
             raise BadField("record")
         return self.cls(*(s.check(v, depth) for (_, s), v in zip(pairs, value)))
+
+    def build(self, value: Any, depth: int) -> Any:
+        builds = _record_builds(self.cls)
+        if not builds:
+            return self.cls(*value)
+        values = list(value)
+        for i, spec in builds:
+            values[i] = spec.build(values[i], depth)
+        return self.cls(*values)
+
+    def build_each(self, values: tuple[Any, ...], depth: int) -> tuple[Any, ...]:
+        if not _record_builds(self.cls):  # every field as msgpack made it (AckPart, ...)
+            return tuple(starmap(self.cls, values))
+        return Spec.build_each(self, values, depth)
 
     def encode(self, value: Any) -> Any:
         return [s.encode(getattr(value, n)) for n, s in _record_fields(self.cls)]
@@ -216,6 +281,22 @@ def _record_fields(cls: type) -> tuple[tuple[str, Spec], ...]:
     return pairs
 
 
+def _builds_of(pairs: tuple[tuple[str, Spec], ...]) -> tuple[tuple[int, Spec], ...]:
+    """``(index, spec)`` of the fields whose ``build`` converts: the only ones
+    ``wire.decode_verified`` touches."""
+    return tuple((i, spec) for i, (_, spec) in enumerate(pairs) if spec.converts)
+
+
+_RECORD_BUILDS: dict[type, tuple[tuple[int, Spec], ...]] = {}
+
+
+def _record_builds(cls: type) -> tuple[tuple[int, Spec], ...]:
+    builds = _RECORD_BUILDS.get(cls)
+    if builds is None:
+        builds = _RECORD_BUILDS[cls] = _builds_of(_record_fields(cls))
+    return builds
+
+
 def _record_specs(cls: type) -> tuple[Spec, ...]:
     return tuple(s for _, s in _record_fields(cls))
 
@@ -240,6 +321,7 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
         assert tag not in MESSAGES and tag not in REJECTED_TAGS, tag
         cls.TAG = tag  # type: ignore[attr-defined]
         cls.SPECS = _specs_of(cls)  # type: ignore[attr-defined]
+        cls.BUILDS = _builds_of(cls.SPECS)  # type: ignore[attr-defined]
         cls.NAME = _snake(cls.__name__)  # type: ignore[attr-defined]
         MESSAGES[tag] = cls
         return cls
@@ -264,6 +346,7 @@ class Message:
     TAG: ClassVar[int]
     NAME: ClassVar[str]
     SPECS: ClassVar[tuple[tuple[str, Spec], ...]]
+    BUILDS: ClassVar[tuple[tuple[int, Spec], ...]]  # fields ``decode_verified`` converts
 
     def invalid(self) -> str | None:
         """A short reason if the decoded fields are inconsistent, else None.

@@ -26,6 +26,10 @@ of what was signed and of the signature, at every nesting level. The Merkle leaf
 signer id and the body (``leaf_bytes``); ``mt_num``/``mt_index``/``path`` say
 where the leaf sits in its signed batch, ``mt_num == 1`` meaning a direct
 signature over the leaf.
+
+``decode_verified`` (end of this module) is not a stage: it rebuilds, checking nothing,
+bytes that ``decode`` already accepted in another process of the same replica. Only the
+engine calls it, on records from its verify workers; never on network bytes.
 """
 
 from __future__ import annotations
@@ -248,3 +252,50 @@ def decode_body(body: bytes, depth: int = 0) -> Message | str:
     if reason is not None:
         return f"{cls.NAME}:{reason}"
     return msg
+
+
+# ---------------------------------------------------------------------------
+# Trusted re-decoding (never of network bytes).
+
+
+def decode_verified(raw: bytes) -> Envelope | str:
+    """TRUSTED INPUT ONLY: rebuild the envelope of bytes that ``decode`` already
+    accepted in another process of this replica. Never call it on bytes from the network.
+
+    The engine gets every peer and client record from a verify worker (or from the
+    net process's inline ``RecordVerifier.check``), which ran ``decode`` on exactly
+    these bytes and verified their signatures; decoding them a second time was a
+    third of the engine's busy time. This builds the same ``Envelope`` and message
+    objects as ``decode`` (same classes and field values, embedded envelopes as
+    ``Envelope`` objects with their raw bytes, records as their dataclasses) but
+    checks nothing: no canonical re-encoding, no bounds or types, no ``invalid()``
+    rules, no size or nesting limits, no msgpack allocation limits. Bytes that never
+    passed ``decode`` may come out as an out-of-range, inconsistent message that the
+    core was promised it would never see. A short reason (``"verified:..."``) is
+    returned only when the bytes do not even have the shape of an envelope, so a bug
+    upstream is counted instead of killing the caller; it is no validation.
+    """
+    try:
+        return decode_verified_at_depth(raw, 0)
+    except Exception as e:  # only a caller's bug gets here (bytes ``decode`` never saw)
+        return "verified:" + type(e).__name__
+
+
+def decode_verified_at_depth(raw: bytes, depth: int) -> Envelope:
+    """``decode_verified`` of an envelope ``depth`` levels deep; raises on bytes of the
+    wrong shape. TRUSTED INPUT ONLY (see ``decode_verified``)."""
+    sender, mt_num, mt_index, sig, path, body = msgpack.unpackb(raw, use_list=False)
+    arr = msgpack.unpackb(body, use_list=False)
+    cls = MESSAGES[arr[0]]
+    builds = cls.BUILDS
+    if builds:
+        values = list(arr[1:])
+        for i, spec in builds:
+            values[i] = spec.build(values[i], depth)
+        msg = cls(*values)
+    else:
+        msg = cls(*arr[1:])
+    return Envelope(sender, mt_num, mt_index, sig, path, body, msg, raw)
+
+
+msgs._build_envelope = decode_verified_at_depth  # Nested.build's decoder (see prime.msgs)
