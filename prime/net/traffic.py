@@ -61,6 +61,10 @@ CLASS_OF_TAG: dict[int, TrafficClass] = {
     M.T_PRE_PREPARE: TrafficClass.TIMELY,
     M.T_PREPARE: TrafficClass.TIMELY,
     M.T_COMMIT: TrafficClass.TIMELY,
+    # the TAT challenge (timely, as in the original: T/6): a non-leader's proof matrix
+    # starts the turnaround the leader is measured on, so bulk traffic queued ahead of
+    # it would count against a correct leader (docs/protocol.md, receive-side priority)
+    M.T_PROOF_MATRIX: TrafficClass.TIMELY,
     # suspect-leader (timely)
     M.T_TAT_MEASURE: TrafficClass.TIMELY,
     M.T_RTT_PING: TrafficClass.TIMELY,
@@ -85,7 +89,6 @@ CLASS_OF_TAG: dict[int, TrafficClass] = {
     M.T_PO_REQUEST: TrafficClass.BOUNDED,
     M.T_PO_ACK: TrafficClass.BOUNDED,
     M.T_PO_ARU: TrafficClass.BOUNDED,
-    M.T_PROOF_MATRIX: TrafficClass.BOUNDED,
     M.T_UPDATE: TrafficClass.BOUNDED,
     M.T_CLIENT_RESPONSE: TrafficClass.BOUNDED,
     # reconciliation and catch-up (recon: see the module docstring)
