@@ -133,8 +133,8 @@ class Order:
 
     def on_pre_prepare_timeout(self) -> None:
         if not self.r.is_leader:
+            self.r.cancel_timer("pre_prepare")  # a new view's leader sets it again
             return
-        self.r.set_timer("pre_prepare", self.r.now_us + self.r.p.pre_prepare_period_us)
         if not self.should_send_pp or not self.r.view_change_done:
             return
         if self.seq > self.aru + self.r.p.ordinal_window_max // 2:
@@ -144,6 +144,18 @@ class Order:
         self.seq += 1
         self.r.stats.pre_prepares_sent += 1
         self.r.sign_and_send(pp)
+
+    def pre_prepare_due(self) -> int | None:
+        """The leader's pre-prepare job runs while it has something new to propose
+        (``should_send_pp``: a newer summary row arrived, or a view began) and may
+        propose it. An idle leader owes no pre-prepare: every TAT challenge a replica
+        sent came with a proof matrix, and a matrix with a newer row sets the flag."""
+        r = self.r
+        if not (r.is_leader and self.should_send_pp and r.view_change_done):
+            return None
+        if self.seq > self.aru + r.p.ordinal_window_max // 2:
+            return None  # until execution catches up
+        return r.now_us
 
     def _matrix_for(self, seq: int) -> tuple[Envelope | None, ...]:
         """Our summary matrix, with each row kept at least as high as the matrix that
@@ -466,8 +478,16 @@ class Order:
 
     # ------------------------------------------------------ retransmission (2.8)
 
+    def retrans_due(self) -> int | None:
+        """Ordering retransmission runs while an accepted pre-prepare is not executed."""
+        history = self.history
+        for seq in range(self.aru + 1, self.pp_aru + 1):
+            slot = history.get(seq)
+            if slot is not None and slot.pp is not None:
+                return self.r.now_us
+        return None
+
     def on_retrans_timeout(self) -> None:
-        self.r.set_timer("ord_retrans", self.r.now_us + self.r.p.retrans_period_us)
         for seq in range(self.aru + 1, self.pp_aru + 1):
             slot = self.history.get(seq)
             if slot is None or slot.pp is None:

@@ -26,9 +26,13 @@ from prime.core.quorum import Quorums
 # (replayed NO_OP ordinals are never marked reconciled, so never collected),
 # "REBUILD" (a rebuild tries the first 32 subsets of parts in arrival order, afresh) and
 # "FETCH" (a replica blocked on a request or its acks never asks peers for them).
+#
+# "EAGER" re-arms every periodic job whether or not it has work, as the C code does (an
+# idle replica then wakes every 6 ms); a run with it sends exactly what a run without it
+# sends, at the same times (replica.Periodic; tests/unit/test_idle_timers.py).
 LEGACY_ITEMS = frozenset(
     {"H1", "H2", "H3", "H4", "H5", "H6", "H7", "H8", "H11", "H12", "H13", "EVIDENCE", "RB"}
-    | {"AMNESIA", "JUNK", "CERTSHIP", "NOOPGC", "REBUILD", "FETCH"}
+    | {"AMNESIA", "JUNK", "CERTSHIP", "NOOPGC", "REBUILD", "FETCH", "EAGER"}
 )
 
 

@@ -174,6 +174,9 @@ class PreOrder:
         self.cum_max_acked: list[list[PoSeq]] = [[PO_ZERO] * (n + 1) for _ in range(n + 1)]
         self.cum_acks: list[Envelope | None] = [None] * (n + 1)
         self.max_num_sent_in_proof: list[PoSeq] = [PO_ZERO] * (n + 1)
+        # The matrix may have news for the leader (matrix_due): set when a row or a
+        # mark of what we sent changes, cleared once the matrix is seen to hold none.
+        self.matrix_changed = True
         self.last_executed: list[PoSeq] = [PO_ZERO] * (n + 1)
         self.white_line: list[PoSeq] = [PO_ZERO] * (n + 1)
         self.intro_client_seq: dict[int, PoSeq] = {}
@@ -438,11 +441,29 @@ class PreOrder:
     # ------------------------------------------------------------- PO_ACK (2.2.2)
 
     def on_po_ack_timeout(self) -> None:
-        self.r.set_timer("po_ack", self.r.now_us + self._job_period_us())
         self.send_po_acks(retransmit=False)
 
-    def _job_period_us(self) -> int:
-        return self.r.p.po_tick_us * self.r.p.po_job_spacing_ticks
+    def ack_due(self) -> int | None:
+        """The PO_ACK job runs while ``send_po_acks(retransmit=False)`` would do
+        something (replica.Periodic): a held request not acked yet, or the restart
+        amnesia bounds to fix. It mirrors that loop without its effects."""
+        hold = self._own_incarnation_held()
+        if self.recovering and not hold and self.amnesia_inc is None:
+            return self.r.now_us
+        for s in range(1, self.r.n + 1):
+            aru = self.aru[s]
+            start = self.max_acked[s]
+            if start[0] < aru[0]:
+                start = (aru[0], 0)
+            last = min(aru[1], 1) if hold else aru[1]  # held: only seq 1 is acked
+            if start[1] >= last:
+                continue
+            hist, inc = self.history[s], aru[0]
+            for j in range(start[1] + 1, last + 1):
+                slot = hist.get((inc, j))
+                if slot is not None and slot.request is not None:
+                    return self.r.now_us
+        return None
 
     def _own_incarnation_held(self) -> bool:
         """Incarnation hold: until our newest incarnation executed, ack only seq-1 requests."""
@@ -540,9 +561,12 @@ class PreOrder:
     # ------------------------------------------------------------- PO_ARU (2.2.3)
 
     def on_po_aru_timeout(self) -> None:
-        self.r.set_timer("po_aru", self.r.now_us + self._job_period_us())
         if self.cum_aru_updated:
             self.send_po_aru()
+
+    def aru_due(self) -> int | None:
+        """The PO_ARU job runs while our summary changed since we last sent it."""
+        return self.r.now_us if self.cum_aru_updated else None
 
     def send_po_aru(self) -> None:
         self.cum_aru_updated = False
@@ -578,6 +602,7 @@ class PreOrder:
             self.r.drop("po_aru:inconsistent")
             return False
         self.cum_acks[j] = env
+        self.matrix_changed = True
         known = self.cum_max_acked[j]
         for s, v in enumerate(cur.cum_aru, start=1):
             if v > known[s]:
@@ -591,7 +616,6 @@ class PreOrder:
     # ------------------------------------------------------- PROOF_MATRIX (2.2.4)
 
     def on_proof_matrix_timeout(self) -> None:
-        self.r.set_timer("proof_matrix", self.r.now_us + self._job_period_us())
         if self.r.is_leader or not self.r.view_change_done:
             return
         pop = matrix_pop(self.matrix_vectors(), self.r.n, self.r.q.eligibility_rank)
@@ -615,6 +639,21 @@ class PreOrder:
             return  # the replay point is behind our execution and collected: keep the marks
         for s in range(1, self.r.n + 1):
             self.max_num_sent_in_proof[s] = min(self.max_num_sent_in_proof[s], ordered[s - 1])
+        self.matrix_changed = True
+
+    def matrix_due(self) -> int | None:
+        """The proof-matrix job runs while a non-leader's matrix makes eligible more than
+        it sent the leader. Only a newer row (``apply_po_aru``) or lowered marks
+        (``challenge_new_leader``) can create such news, so the matrix is looked at only
+        after one of them (``matrix_changed``), not on every wake-up."""
+        if self.r.is_leader or not self.r.view_change_done or not self.matrix_changed:
+            return None
+        pop = matrix_pop(self.matrix_vectors(), self.r.n, self.r.q.eligibility_rank)
+        sent = self.max_num_sent_in_proof
+        if any(pop[s - 1] > sent[s] for s in range(1, self.r.n + 1)):
+            return self.r.now_us
+        self.matrix_changed = False  # no news; raising the marks cannot make any
+        return None
 
     def on_proof_matrix(self, via: int, env: Envelope) -> None:
         if not self.r.is_leader or env.sender == self.r.me:

@@ -43,6 +43,7 @@ LOCAL = -1  # destination: only this replica's own handler
 # Timer heap entries, stale ones included. Every re-arm pushes one, so a periodic timer
 # leaves one stale entry per period; past this the heap is rebuilt from the armed timers.
 TIMER_HEAP_ENTRIES_MAX = 64
+_AFTER_ALL = "\uffff"  # sorts after every timer name: "every timer due now has fired"
 
 _log = logging.getLogger(__name__)
 
@@ -69,10 +70,37 @@ class ViewChangeRecord:
 
 
 @dataclass(slots=True)
+class Periodic:
+    """A job that runs every ``period_us`` while it has work, and sleeps otherwise.
+
+    The C code (and this core until issue 12) re-armed the PO-Ack, PO-ARU,
+    proof-matrix, pre-prepare, ordering-retransmission and TAT jobs unconditionally,
+    so an idle replica woke every few milliseconds to find nothing to do. Here a
+    job's timer is armed only while ``work_due()`` says its handler would do
+    something: it returns the earliest time at which it would (``now`` or earlier:
+    at its next firing), or None when nothing can change until an event does.
+    Firings stay on the job's grid (the time it was set, or last fired, plus
+    multiples of the period), as if it had kept firing uselessly, so a busy replica
+    sends the same messages at the same times as before: only firings that would
+    have done nothing are skipped. The "EAGER" legacy switch re-arms every period
+    as before, and tests/unit/test_idle_timers.py checks that both replay the same
+    runs."""
+
+    period_us: int
+    work_due: Callable[[], int | None]
+    # A point of its grid (when set, then the last firing, + i * period_us), none of
+    # whose points between it and the next firing has been skipped.
+    grid_us: int = 0
+    running: bool = False  # started and not cancelled
+
+
+@dataclass(slots=True)
 class Stats:
     """Plain counters: deterministic, so the simulator can check them."""
 
     dropped: Counter[str] = field(default_factory=Counter)
+    timers_fired: Counter[str] = field(default_factory=Counter)  # by timer name
+    timer_wakeups: int = 0  # ticks that fired at least one timer (idle: a few a second)
     sign_jobs: int = 0
     messages_signed: int = 0
     messages_sent: int = 0
@@ -157,6 +185,20 @@ class Replica:
             "vc_retrans": self.vc.on_retrans_timeout,
             "vc_deadline": self.vc.on_deadline,
         }
+        # The jobs that repeat only while they have work (Periodic); the others re-arm
+        # themselves: sign_batch and fetch only exist with work, ping, TAT_UB, the PO
+        # retransmission (its PO_ARU is a keep-alive) and the ORD certificate are
+        # genuinely periodic, and the view-change timers last only as long as one.
+        spacing = params.po_tick_us * params.po_job_spacing_ticks
+        self._periodic: dict[str, Periodic] = {
+            "po_ack": Periodic(spacing, self.po.ack_due),
+            "po_aru": Periodic(spacing, self.po.aru_due),
+            "proof_matrix": Periodic(spacing, self.po.matrix_due),
+            "pre_prepare": Periodic(params.pre_prepare_period_us, self.ord.pre_prepare_due),
+            "ord_retrans": Periodic(params.retrans_period_us, self.ord.retrans_due),
+            "tat_measure": Periodic(params.tat_measure_period_us, self.suspect.tat_measure_due),
+        }
+        self._eager = "EAGER" in params.legacy
         # The literal dispatch table: message tag -> handler(via, env).
         self._handlers: dict[int, Callable[[int, wire.Envelope], None]] = {
             msgs.T_UPDATE: self.po.on_own_stamped_update,
@@ -199,6 +241,9 @@ class Replica:
         match event:
             case Tick(now_us):
                 assert now_us >= self.now_us, "time never runs backwards"
+                # Jobs given work since the last tick are armed on their grid as of
+                # then, before the clock moves (the driver may not have asked us).
+                self._wake_periodic((self.now_us, _AFTER_ALL))
                 self.now_us = now_us
                 if not self.started:
                     self._start()
@@ -225,7 +270,10 @@ class Replica:
         return out
 
     def next_deadline_us(self) -> int | None:
-        """When the driver must next ``Tick`` this replica (None: no timer)."""
+        """When the driver must next ``Tick`` this replica (None: no timer).
+
+        Idle, that is only the genuinely periodic timers (every 500 ms or slower)."""
+        self._wake_periodic((self.now_us, _AFTER_ALL))
         self._drop_stale_timer_entries()
         heap = self._timer_heap
         return heap[0][0] if heap else None
@@ -245,7 +293,9 @@ class Replica:
         self.started = True
         tick = self.p.po_tick_us
         spacing = tick * self.p.po_job_spacing_ticks
-        # Three PO jobs round-robin on the PO tick, each at most every `spacing`.
+        # Three PO jobs round-robin on the PO tick, each at most every `spacing`; they
+        # (and pre_prepare, ord_retrans, tat_measure) go to sleep at their first firing
+        # without work and wake when work comes (Periodic).
         self.set_timer("po_ack", self.now_us + tick)
         self.set_timer("po_aru", self.now_us + 2 * tick)
         self.set_timer("proof_matrix", self.now_us + 3 * tick)
@@ -360,8 +410,16 @@ class Replica:
     # ---------------------------------------------------------------- timers
 
     def set_timer(self, name: str, at_us: int) -> None:
-        """Arm (or re-arm, replacing) a one-shot timer."""
+        """Arm (or re-arm, replacing) a one-shot timer; a periodic job (``Periodic``)
+        starts, or starts over, with its next firing at ``at_us``."""
         assert name in self._timer_handlers, name
+        per = self._periodic.get(name)
+        if per is not None:
+            per.running = True
+            per.grid_us = at_us
+        self._arm(name, at_us)
+
+    def _arm(self, name: str, at_us: int) -> None:
         if self._timers.get(name) == at_us:
             return  # armed already, and its heap entry is live
         self._timers[name] = at_us
@@ -372,7 +430,11 @@ class Replica:
             heapq.heapify(self._timer_heap)
 
     def cancel_timer(self, name: str) -> None:
+        """Disarm a timer; a periodic job stays stopped until set again."""
         self._timers.pop(name, None)
+        per = self._periodic.get(name)
+        if per is not None:
+            per.running = False
 
     def timer_armed(self, name: str) -> bool:
         return name in self._timers
@@ -385,14 +447,65 @@ class Replica:
 
     def _fire_due_timers(self) -> None:
         heap, timers, now = self._timer_heap, self._timers, self.now_us
+        periodic = self._periodic
+        self._drop_stale_timer_entries()
+        if heap and heap[0][0] <= now:
+            self.stats.timer_wakeups += 1
         while True:
             # Deterministic order: by deadline, then by name (the heap's tuple order).
             self._drop_stale_timer_entries()
             if not heap or heap[0][0] > now:
                 return
-            _, name = heapq.heappop(heap)
+            key = heapq.heappop(heap)
+            name = key[1]
             del timers[name]
+            self.stats.timers_fired[name] += 1
             self._timer_handlers[name]()
+            per = periodic.get(name)
+            if per is not None and per.running and name not in timers:
+                self._rearm_periodic(name, per)
+            # A handler may have given a sleeping job work: one still due at this
+            # instant fires in this loop if it sorts after this timer, as it would have.
+            self._wake_periodic(key)
+
+    @staticmethod
+    def _grid_at_or_after(grid_us: int, period_us: int, at_us: int) -> int:
+        """The first point of the grid ``grid_us + i * period_us`` (i >= 0) not before ``at_us``."""
+        if at_us <= grid_us:
+            return grid_us
+        return grid_us + -(-(at_us - grid_us) // period_us) * period_us
+
+    def _rearm_periodic(self, name: str, per: Periodic) -> None:
+        """After a firing: the next one a period later, if the job has work by then."""
+        per.grid_us = self.now_us + per.period_us
+        due = self.now_us if self._eager else per.work_due()
+        if due is not None:
+            self._arm(name, self._grid_at_or_after(per.grid_us, per.period_us, due))
+
+    def _wake_periodic(self, after: tuple[int, str]) -> None:
+        """Arm every sleeping job that has work, at the grid point it would have done it.
+
+        ``after`` is the last (deadline, name) fired at this instant: grid points up to
+        it have passed (firings without work, skipped). Jobs armed at their earliest
+        possible point are not asked, so a busy replica pays a few comparisons."""
+        if self._eager:
+            return
+        now, timers = self.now_us, self._timers
+        for name, per in self._periodic.items():
+            if not per.running:
+                continue
+            earliest = self._grid_at_or_after(per.grid_us, per.period_us, now)
+            if earliest == now and (now, name) <= after:
+                earliest += per.period_us
+            armed = timers.get(name)
+            if armed is not None and armed <= earliest:
+                continue
+            due = per.work_due()
+            if due is None:
+                continue
+            at = self._grid_at_or_after(earliest, per.period_us, due)
+            if armed is None or at < armed:
+                self._arm(name, at)
 
     # ------------------------------------------------------------ dispatch
 

@@ -130,9 +130,28 @@ class SuspectLeader:
         self.r.set_timer("ping", now)
         self.r.set_timer("tat_ub", now + 20_000)
 
+    def tat_measure_due(self) -> int | None:
+        """When the TAT job next has something to do, mirroring its handler: sample a
+        running stopwatch once the sample would exceed ``max_tat_us``, send a changed
+        maximum at once, else resend it every ``tat_measure_resend_us``. A leader in
+        normal operation measures nothing; so between challenges a non-leader wakes
+        only for the resend."""
+        r = self.r
+        if r.view_change_done and r.is_leader:
+            return None
+        if self.tat_max_change:
+            return r.now_us
+        due = self.last_tat_measure_sent_us + r.p.tat_measure_resend_us
+        if not r.view_change_done:
+            started = r.vc.proof_sent_us
+        else:
+            started = self.challenges[0][1] if self.challenges else None
+        if started is not None:
+            due = min(due, started + self.max_tat_us + 1)  # _sample raises the maximum
+        return due
+
     def on_tat_measure_timeout(self) -> None:
         p = self.r.p
-        self.r.set_timer("tat_measure", self.r.now_us + p.tat_measure_period_us)
         if not self.r.view_change_done:
             started = self.r.vc.proof_sent_us  # the VC stopwatch: VC_PROOF sent, no REPLAY yet
             if started is not None:

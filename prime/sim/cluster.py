@@ -8,8 +8,8 @@ Closed-loop clients submit signed updates to their home replica, and the
 ``Checker`` sees every delivery.
 
 Everything random comes from ``random.Random(seed)`` streams derived in a fixed
-order, and events with equal times are ordered by insertion, so one seed
-replays byte for byte.
+order, and events with equal times are ordered ticks first (by node), then by
+insertion, so one seed replays byte for byte.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ from prime.wire import Envelope
 
 _TICK, _MSG, _CLIENT_IN, _CLIENT_SUBMIT, _CRASH, _RESTART, _PROBE = range(7)
 US = 1_000_000
+# Events at one instant run ticks first, by node key, then the rest by insertion. A
+# tick's place must not depend on when it was scheduled: a core whose idle timers sleep
+# schedules the same firing later than one that re-arms them every period, and both
+# must replay the same run (replica.Periodic; tests/unit/test_idle_timers.py).
+_TICK_ORDER_KEYS = 1 << 16  # node keys (at most 31 + TWIN_KEY_OFFSET) sort below this
 
 
 @dataclass
@@ -323,7 +328,8 @@ class SimCluster:
 
     def _push(self, at_us: int, kind: int, a: Any, b: Any) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (at_us, self._seq, kind, a, b))
+        order = a if kind == _TICK else _TICK_ORDER_KEYS + self._seq
+        heapq.heappush(self._heap, (at_us, order, kind, a, b))
 
     def transmit(self, src: int, dst: int, env: Envelope) -> None:
         """Carry ``env`` from node ``src`` (a key) to replica ``dst``; a message to a
@@ -526,6 +532,21 @@ class SimCluster:
                 raise
             self.checker._violate(f"INV core invariant broken: {e!r}")
         return self.summary(deadline)
+
+    def run_until(self, until_us: int) -> None:
+        """Go on running after ``run`` returned, up to virtual time ``until_us``; unless
+        ``resume_load`` restarted the clients, the cluster is idle meanwhile
+        (tests/unit/test_idle_timers.py). The clock ends at ``until_us``."""
+        self._loop(until_us, None)
+        self.now_us = max(self.now_us, until_us)
+
+    def resume_load(self, seconds: float) -> None:
+        """The clients submit again from now on, for ``seconds``, each keeping
+        ``inflight`` updates outstanding as at the start."""
+        self.load_end_us = self.now_us + int(seconds * US)
+        for client in self.clients:
+            for _ in range(self.cfg.inflight - len(client.outstanding)):
+                self._push(self.now_us, _CLIENT_SUBMIT, client, None)
 
     def _loop(self, deadline: int, progress: Callable[[dict[str, Any]], None] | None) -> None:
         load_end = self.load_end_us
