@@ -26,9 +26,11 @@ from prime.core.quorum import Quorums
 # (replayed NO_OP ordinals are never marked reconciled, so never collected),
 # "REBUILD" (a rebuild tries the first 32 subsets of parts in arrival order, afresh) and
 # "FETCH" (a replica blocked on a request or its acks never asks peers for them).
+# "OLDTAIL" drops the incarnation clause of the proof ARU (quorum.matrix_pop): entries of
+# an originator's new incarnation vouch for any sequence number of its old one.
 LEGACY_ITEMS = frozenset(
     {"H1", "H2", "H3", "H4", "H5", "H6", "H7", "H8", "H11", "H12", "H13", "EVIDENCE", "RB"}
-    | {"AMNESIA", "JUNK", "CERTSHIP", "NOOPGC", "REBUILD", "FETCH"}
+    | {"AMNESIA", "JUNK", "CERTSHIP", "NOOPGC", "REBUILD", "FETCH", "OLDTAIL"}
 )
 
 
