@@ -230,7 +230,7 @@ class Fetch:
             return None
         rows = cert.pre_prepare.msg.rows
         vectors = [None if row is None else row.msg.cum_aru for row in rows]
-        return tuple(matrix_pop(vectors, self.r.n, self.r.q.eligibility_rank))
+        return tuple(matrix_pop(vectors, self.r.n, self.r.q, plain="OLDTAIL" in self.r.p.legacy))
 
     def collection_sizes(self) -> dict[str, int]:
         return {

@@ -235,7 +235,7 @@ class Order:
         slot.view = pp.view
         slot.ppd = pre_prepare_digest(pp)
         vectors = [None if row is None else row.msg.cum_aru for row in pp.rows]
-        slot.pop = matrix_pop(vectors, self.r.n, self.r.q.eligibility_rank)
+        slot.pop = matrix_pop(vectors, self.r.n, self.r.q, plain="OLDTAIL" in self.r.p.legacy)
 
     def install_replayed(self, seq: int, pc_pp: Envelope | None, prepares: tuple[Envelope, ...]) -> None:
         """Install ordinal ``seq`` as a replay decided it (2.6.5 step 3): the pre-prepare

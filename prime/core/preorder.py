@@ -618,7 +618,9 @@ class PreOrder:
     def on_proof_matrix_timeout(self) -> None:
         if self.r.is_leader or not self.r.view_change_done:
             return
-        pop = matrix_pop(self.matrix_vectors(), self.r.n, self.r.q.eligibility_rank)
+        pop = matrix_pop(
+            self.matrix_vectors(), self.r.n, self.r.q, plain="OLDTAIL" in self.r.p.legacy
+        )
         news = False
         for s in range(1, self.r.n + 1):
             if pop[s - 1] > self.max_num_sent_in_proof[s]:

@@ -58,9 +58,33 @@ def proof_aru(column: Sequence[PoSeq], rank: int) -> PoSeq:
     return sorted(column)[rank - 1]
 
 
-def matrix_pop(rows: Sequence[Sequence[PoSeq] | None], n: int, rank: int) -> tuple[PoSeq, ...]:
+def matrix_pop(
+    rows: Sequence[Sequence[PoSeq] | None], n: int, q: Quorums, *, plain: bool = False
+) -> tuple[PoSeq, ...]:
     """proof_aru for every originator ``1..n`` of a matrix of ``cum_aru`` vectors
-    (row ``None`` = null row = all zero). Index ``s-1`` holds originator ``s``."""
+    (row ``None`` = null row = all zero). Index ``s-1`` holds originator ``s``.
+
+    Q2, with the incarnation rule of docs/protocol.md section 2.3.4: in each column
+    the ``eligibility_rank``-th smallest entry ``v``, unless ``v`` is in an incarnation
+    (not ``(0, 0)``) and at least f+1 entries are in a later one; then ``(i, 0)``, ``i``
+    being the (f+1)-th largest incarnation in the column. Why: a replica that learns of an originator's new
+    incarnation restarts its ``cum_aru`` there (2.2.1 step 4), and ``(2, 0)`` sorts
+    above every ``(1, j)`` although that replica certified nothing of incarnation 1
+    beyond what it had. Plain Q2 then lets f Byzantine rows claiming ``(1, J)`` make
+    the old incarnation's uncertified (or never sent) tail eligible: no correct
+    replica can execute it, all of them stall on that ordinal and jump over it, and
+    the updates of the ordinals they skip, those the restarted replica's clients
+    submitted included, are delivered nowhere. With the rule, ``(i, j)`` (j >= 1) is
+    eligible only if fewer than f+1 of the 2f+k+1 entries at or above it are in a
+    newer incarnation, so at least f+k+1 entries, k+1 of them correct, certified it
+    in incarnation ``i`` itself; ``(i, 0)`` (the old tail abandoned) needs f+1 entries
+    in incarnation ``i`` or later, so a correct replica saw the originator sign a
+    request of incarnation ``i``. The result still never decreases when rows grow
+    (S5): an entry leaving ``v``'s incarnation moves above it. ``plain`` is the rule
+    without the incarnation clause (``Params.legacy`` "OLDTAIL", for the tests that
+    show the attack)."""
+    rank = q.eligibility_rank
+    switch = q.one_correct  # entries in a newer incarnation that abandon the older tail
     cols: list[list[PoSeq]] = [[] for _ in range(n)]
     for row in rows:
         if row is None:
@@ -69,7 +93,14 @@ def matrix_pop(rows: Sequence[Sequence[PoSeq] | None], n: int, rank: int) -> tup
         else:
             for s in range(n):
                 cols[s].append(row[s] if s < len(row) else PO_ZERO)
-    return tuple(sorted(c)[rank - 1] for c in cols)
+    out: list[PoSeq] = []
+    for c in cols:
+        c.sort()
+        v = c[rank - 1]
+        newer = c[-switch]  # the (f+1)-th largest entry: its incarnation is the (f+1)-th largest
+        # v[0] == 0: v is (0, 0), nothing eligible yet, and no older tail to abandon.
+        out.append((newer[0], 0) if newer[0] > v[0] > 0 and not plain else v)
+    return tuple(out)
 
 
 def compare_vectors(cur: Sequence[PoSeq], prev: Sequence[PoSeq]) -> tuple[bool, bool]:

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--twins", type=int, action="append", default=[], metavar="ID",
                    help="run Byzantine identity ID as two instances sharing its key, each "
                    "talking to half of the other replicas (Twins), repeatable")
+    p.add_argument("--client-home", type=int, action="append", default=[], metavar="ID",
+                   help="home replica of the next client (client c goes to the c-th of these, "
+                   "cyclically), repeatable; default: every correct replica that does not "
+                   "crash for good, restarting ones first")
     p.add_argument("--partition", type=_partition, action="append", default=[],
                    metavar="A,B|C,D@T1-T2", help="partition (use > for one-way), repeatable")
     p.add_argument("--delay-ms", type=float, default=20.0,
@@ -143,6 +147,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} {value}: must be an integer from {lo} to {hi}")
     ids = [("--byz", rid) for rid, _ in args.byz] + [("--crash", rid) for rid, _ in args.crash]
     ids += [("--restart", rid) for rid, _ in args.restart] + [("--twins", rid) for rid in args.twins]
+    ids += [("--client-home", rid) for rid in args.client_home]
     for text in args.partition:
         part = Partition.parse(text)
         ids += [("--partition", rid) for rid in sorted(part.a | part.b)]
@@ -191,6 +196,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         crash=dict(args.crash),
         restart=dict(args.restart),
         twins=list(args.twins),
+        client_homes=list(args.client_home),
         partitions=list(args.partition),
         liveness_bound=args.liveness_bound,
         delay_ms=args.delay_ms,

@@ -16,7 +16,11 @@
   correct application still applies each update exactly once.
 * Liveness (L1): after faults stop, every update a correct client submitted is
   delivered (or covered by a state transfer) at every correct replica within
-  the stated bound of virtual time.
+  the stated bound of virtual time. Clients attach to restarting replicas too:
+  what a client hands a recovering incarnation is covered like anything else;
+  only what the home daemon held when it restarted, or what reached it while it
+  was down, is exempt (``lost_with_home``: a crash may lose it, and the client
+  submits that many updates anew).
 * Execution, not transfer (L2): a correct replica that was never crashed,
   restarted or cut off by a partition executes every ordinal: it never jumps
   over ordinals by state transfer. Covering updates by a jump is how a replica
@@ -70,6 +74,10 @@ class Checker:
     catchup_answers: dict[tuple[int, int, int], int] = field(default_factory=dict)
     submitted_at: dict[ClientStamp, int] = field(default_factory=dict)  # virtual us
     replied_at: dict[ClientStamp, int] = field(default_factory=dict)  # first reply, virtual us
+    # Updates the home daemon took in and then lost in a restart (or that reached it
+    # while it was down): a crash may lose them, so L1 and L3 exempt them. Everything
+    # a client hands to a running incarnation, recovering or not, stays covered.
+    lost_with_home: set[ClientStamp] = field(default_factory=set)
     violations_max: int = 50
 
     def _violate(self, text: str) -> None:
@@ -86,6 +94,10 @@ class Checker:
     def record_reply(self, stamp: ClientStamp, at_us: int) -> None:
         """The client's home replica delivered its update: the client has its reply."""
         self.replied_at.setdefault(stamp, at_us)
+
+    def record_lost_with_home(self, stamp: ClientStamp) -> None:
+        """The client's home daemon went down holding ``stamp`` (see ``lost_with_home``)."""
+        self.lost_with_home.add(stamp)
 
     def record_restart(self, replica: int) -> None:
         """A restarted replica starts over with empty state (issue: restart)."""

@@ -4,8 +4,10 @@
 runtime will: it ticks them, verifies every envelope before handing it in,
 performs their ``SignJob``s with a ``Signer`` bound to their own identity, and
 carries their ``Send``/``Broadcast`` actions over a seeded ``Network``.
-Closed-loop clients submit signed updates to their home replica, and the
-``Checker`` sees every delivery.
+Closed-loop clients submit signed updates to their home replica (a restarting
+one included: what its old incarnation held is lost with it and submitted anew,
+and a client also learns of its updates from the state its application takes
+after a jump), and the ``Checker`` sees every delivery.
 
 Everything random comes from ``random.Random(seed)`` streams derived in a fixed
 order, and events with equal times are ordered ticks first (by node), then by
@@ -61,6 +63,9 @@ class SimConfig:
     crash: dict[int, float] = field(default_factory=dict)
     restart: dict[int, float] = field(default_factory=dict)  # empty state, new incarnation
     twins: list[int] = field(default_factory=list)  # Byzantine identities run twice (Twins)
+    # Client c's home is client_homes[c % len]; empty: every replica that may have clients
+    # (correct or a recon attacker, never crashed for good), restarting ones first.
+    client_homes: list[int] = field(default_factory=list)
     partitions: list[str] = field(default_factory=list)
     liveness_bound: float = 10.0
     # L3: seconds a correct replica's client may wait for its reply, faults active or not.
@@ -88,6 +93,11 @@ class SimConfig:
         for rid in list(self.byz) + list(self.crash) + list(self.restart) + list(self.twins):
             if not 1 <= rid <= n:
                 raise ValueError(f"replica id {rid} out of range 1..{n}")
+        for rid in self.client_homes:
+            if not 1 <= rid <= n:
+                raise ValueError(f"client home {rid} out of range 1..{n}")
+            if rid in self.crash and rid not in self.restart:
+                raise ValueError(f"client home {rid} crashes for good: its clients could never be answered")
         for rid, t in self.restart.items():
             if rid in self.byz:
                 raise ValueError(f"replica {rid}: only correct replicas restart")
@@ -115,6 +125,8 @@ class SimConfig:
             parts.append(f"--restart {rid}@{t:g}")
         for rid in sorted(self.twins):
             parts.append(f"--twins {rid}")
+        for rid in self.client_homes:
+            parts.append(f"--client-home {rid}")
         for p in self.partitions:
             parts.append(f"--partition '{p}'")
         if self.quorum_weaken_by:
@@ -205,6 +217,10 @@ class SimClient:
     next_seq: int = 1
     outstanding: dict[int, int] = field(default_factory=dict)  # seq -> submit time
     latencies_us: list[int] = field(default_factory=list)
+    # Outstanding seqs the home's current incarnation took in. A restart loses them with
+    # the daemon's memory; those that reach the home while it is down are lost too.
+    handed: set[int] = field(default_factory=set)
+    lost: int = 0  # such updates since the home's last restart: submitted anew after it
 
 
 class SimCluster:
@@ -303,15 +319,19 @@ class SimCluster:
             self._step(key, Tick(0))
 
     def _make_clients(self) -> list[SimClient]:
-        # Clients attach to correct replicas that never crash, and to recon attackers:
-        # their updates must still reach everyone (docs/protocol.md section 8, L4).
-        homes = [
-            r
-            for r in range(1, self.n + 1)
-            if r not in self.cfg.crash
-            and r not in self.cfg.restart
-            and (r in self.correct or self.cfg.byz.get(r) == "recon")
-        ]
+        # Clients attach to correct replicas that do not crash for good, and to recon
+        # attackers: their updates must still reach everyone (docs/protocol.md section 8,
+        # L4). Restarting replicas come first: what their clients submit while they
+        # recover must be ordered too (docs/protocol.md section 2.10).
+        homes = list(self.cfg.client_homes) or sorted(
+            (
+                r
+                for r in range(1, self.n + 1)
+                if (r not in self.cfg.crash or r in self.cfg.restart)
+                and (r in self.correct or self.cfg.byz.get(r) == "recon")
+            ),
+            key=lambda r: (r not in self.cfg.restart, r),
+        )
         clients = []
         for c in range(self.cfg.clients):
             cid = self.n + 1 + c
@@ -419,6 +439,37 @@ class SimCluster:
         self.app_waiting.pop(rid, None)
         self.app_buffer.pop(rid, None)
         self._step(rid, Tick(self.now_us))
+        # Its clients: what the old incarnation had taken in died with it (the application
+        # sees its daemon go away). They submit that many new updates to the new one, at
+        # once, while it is still recovering; those must be ordered like any other.
+        for client in self.clients:
+            if client.home != rid:
+                continue
+            for seq in sorted(client.handed):
+                self._client_lost(client, seq)
+            for _ in range(client.lost):
+                self._push(self.now_us, _CLIENT_SUBMIT, client, None)
+            client.lost = 0
+
+    def _client_lost(self, client: SimClient, seq: int) -> None:
+        """Update ``seq`` of ``client`` went down with its home daemon: no reply is owed."""
+        client.handed.discard(seq)
+        if client.outstanding.pop(seq, None) is not None:
+            self.checker.record_lost_with_home((client.cid, client.incarnation, seq))
+            client.lost += 1
+
+    def _client_in(self, rid: int, env: Envelope) -> None:
+        """A signed update reaches replica ``rid``'s application socket."""
+        client = self._client_of.get(env.sender)
+        own = client is not None and client.home == rid and env.msg.seq in client.outstanding
+        if not self.alive[rid]:
+            if own:
+                self._client_lost(client, env.msg.seq)  # its daemon is down
+            return
+        if own:
+            client.handed.add(env.msg.seq)
+        self._advance(rid)
+        self._step(rid, ClientUpdate(env))
 
     def _advance(self, rid: int) -> None:
         if self.nodes[rid].replica.now_us < self.now_us:
@@ -437,13 +488,19 @@ class SimCluster:
             client = self._client_of.get(u.client)
             if client is None or client.home != rid or u.kind != UpdateKind.APP:
                 continue
-            sent = client.outstanding.pop(u.seq, None)
-            if sent is None:
-                continue
-            self.checker.record_reply((u.client, u.incarnation, u.seq), self.now_us)
-            client.latencies_us.append(self.now_us - sent)
-            if self.now_us < self.load_end_us:
-                self._push(self.now_us, _CLIENT_SUBMIT, client, None)
+            self._client_replied(client, u.seq)
+
+    def _client_replied(self, client: SimClient, seq: int) -> None:
+        """The client learns update ``seq`` was applied: it records the reply and submits
+        its next update."""
+        sent = client.outstanding.pop(seq, None)
+        if sent is None:
+            return
+        client.handed.discard(seq)
+        self.checker.record_reply((client.cid, client.incarnation, seq), self.now_us)
+        client.latencies_us.append(self.now_us - sent)
+        if self.now_us < self.load_end_us:
+            self._push(self.now_us, _CLIENT_SUBMIT, client, None)
 
     # ---------------------------------------------------------- application
 
@@ -472,6 +529,13 @@ class SimCluster:
                 for ordinal, updates in self.app_buffer.pop(rid, []):
                     if ordinal > key[1]:
                         app.apply(ordinal, updates)
+                # The transferred client table answers the home's clients for updates
+                # ordered in the ordinals the replica jumped over.
+                for client in self.clients:
+                    if client.home == rid:
+                        for seq in sorted(client.outstanding):
+                            if (client.cid, client.incarnation, seq) in app.applied:
+                                self._client_replied(client, seq)
                 break
 
     def app_violations(self) -> list[str]:
@@ -566,9 +630,7 @@ class SimCluster:
                     self._tick_at[a] = None
                     self._step(a, Tick(at))
             elif kind == _CLIENT_IN:
-                if self.alive[a]:
-                    self._advance(a)
-                    self._step(a, ClientUpdate(b))
+                self._client_in(a, b)
             elif kind == _CLIENT_SUBMIT:
                 if at < load_end:
                     self._submit(a)
@@ -649,7 +711,8 @@ class SimCluster:
     def client_homes(self) -> dict[ClientStamp, int]:
         """The home replica of every update of a client of a correct replica (L3)."""
         home = {c.cid: c.home for c in self.clients if c.home in self.correct}
-        return {s: home[s[0]] for s in self.checker.submitted if s[0] in home}
+        lost = self.checker.lost_with_home
+        return {s: home[s[0]] for s in self.checker.submitted if s[0] in home and s not in lost}
 
     def _reply_delays(self) -> dict[ClientStamp, int]:
         return self.checker.reply_delays(self.client_homes(), self.now_us, self.cut_off())
@@ -658,9 +721,18 @@ class SimCluster:
         """Stamps liveness covers: those of clients of correct replicas (a Byzantine
         replica's own clients, such as a recon attacker's, have no guarantee)."""
         correct_clients = {c.cid for c in self.clients if c.home in self.correct}
-        return sorted(s for s in self.checker.submitted if s[0] in correct_clients)
+        lost = self.checker.lost_with_home
+        return sorted(s for s in self.checker.submitted if s[0] in correct_clients and s not in lost)
+
+    def apps_in_transfer(self) -> list[int]:
+        """Correct, running replicas whose application was told to transfer state and has
+        not got it yet (its replica's CLIENT_STATE_TRANSFER marker not yet delivered, or
+        no peer serving the state as of it)."""
+        return sorted(r for r in self.must_deliver() if self.apps[r].transferring or r in self.app_waiting)
 
     def _all_delivered(self) -> bool:
+        if self.apps_in_transfer():
+            return False  # its clients' replies may come with the state it takes
         stamps = self.submitted_stamps()
         for r in self.must_deliver():
             rec = self.checker.replicas.get(r)
@@ -696,6 +768,11 @@ class SimCluster:
             )
             for v in self.app_violations():
                 self.checker._violate(v)
+            for r in self.apps_in_transfer():
+                self.checker._violate(
+                    f"L7 r{r}'s application still waits for its state transfer "
+                    f"{self.cfg.liveness_bound:g}s after faults stopped"
+                )
         latencies = sorted(x for c in self.clients for x in c.latencies_us)
         # The system's rate: what correct replicas delivered ordinal by ordinal. A replica
         # that took a state transfer delivered less (it jumped over the rest), so it does
@@ -724,6 +801,7 @@ class SimCluster:
             },
             "ordinals": {str(r): self.deliveries.get(r, 0) for r in range(1, self.n + 1)},
             "submitted": len(self.checker.submitted),
+            "lost_with_home": len(self.checker.lost_with_home),
             "throughput_ups": round(delivered_updates / duration_s, 1),
             "p50_ms": round(statistics.median(latencies) / 1000, 3) if latencies else None,
             "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] / 1000, 3) if latencies else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from prime.sim.byzantine import BEHAVIOURS
+from prime.sim.byzantine import BEHAVIOURS, TARGETED
 from prime.sim.cluster import SimConfig
 
 
@@ -23,7 +23,7 @@ def random_scenario(seed: int, *, f: int, k: int, duration: float = 1.0) -> SimC
         candidates = [r for r in ids if r not in byz]
         # The leader (replica 1) is faulty in about one run in five.
         rid = 1 if rng.random() < 0.2 and 1 not in byz else rng.choice([r for r in candidates if r != 1])
-        byz[rid] = rng.choice(sorted(BEHAVIOURS))
+        byz[rid] = rng.choice(sorted(set(BEHAVIOURS) - TARGETED))
     crash: dict[int, float] = {}
     for _ in range(rng.randint(0, k)):
         candidates = [r for r in ids if r not in byz and r not in crash]

@@ -349,10 +349,10 @@ def test_new_leader_matrix_never_goes_below_the_replayed_one() -> None:
         po.apply_po_aru(env)
     matrix = order._matrix_for(6)
     assert matrix[2] is version_a
-    new_pop = matrix_pop([None if r is None else r.msg.cum_aru for r in matrix], h.n, h.p.quorums.eligibility_rank)
+    new_pop = matrix_pop([None if r is None else r.msg.cum_aru for r in matrix], h.n, h.p.quorums)
     assert all(c >= p for c, p in zip(new_pop, order.history[5].pop))
     with_b = [None if r is None else r.msg.cum_aru for r in po.cum_acks[1:]]
-    old_pop = matrix_pop(with_b, h.n, h.p.quorums.eligibility_rank)
+    old_pop = matrix_pop(with_b, h.n, h.p.quorums)
     assert any(c < p for c, p in zip(old_pop, order.history[5].pop)), "the plain matrix went backwards"
 
 
