@@ -618,9 +618,7 @@ class PreOrder:
     def on_proof_matrix_timeout(self) -> None:
         if self.r.is_leader or not self.r.view_change_done:
             return
-        pop = matrix_pop(
-            self.matrix_vectors(), self.r.n, self.r.q, plain="OLDTAIL" in self.r.p.legacy
-        )
+        pop = self.matrix_pop()
         news = False
         for s in range(1, self.r.n + 1):
             if pop[s - 1] > self.max_num_sent_in_proof[s]:
@@ -630,6 +628,10 @@ class PreOrder:
             rows = tuple(self.cum_acks[1:])
             self.r.sign_and_send(ProofMatrix(self.r.now_us, rows), dest=self.r.leader)
             self.r.suspect.on_proof_matrix_sent(tuple(self.matrix_vectors()))
+
+    def matrix_pop(self) -> tuple[PoSeq, ...]:
+        """The proof ARU of our own matrix (Q2 with the incarnation rule)."""
+        return matrix_pop(self.matrix_vectors(), self.r.n, self.r.q, plain="OLDTAIL" in self.r.p.legacy)
 
     def challenge_new_leader(self, ordered: tuple[PoSeq, ...] | None) -> None:
         """A view was installed with ``ordered`` as the eligibility point of its replay.
@@ -650,7 +652,7 @@ class PreOrder:
         after one of them (``matrix_changed``), not on every wake-up."""
         if self.r.is_leader or not self.r.view_change_done or not self.matrix_changed:
             return None
-        pop = matrix_pop(self.matrix_vectors(), self.r.n, self.r.q.eligibility_rank)
+        pop = self.matrix_pop()
         sent = self.max_num_sent_in_proof
         if any(pop[s - 1] > sent[s] for s in range(1, self.r.n + 1)):
             return self.r.now_us
