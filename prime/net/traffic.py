@@ -273,7 +273,7 @@ class PeerBudgets:
 
     Two buckets per peer, frames and bits, refilled at their rates up to a burst of
     ``burst_s`` at those rates. Reading charges both after the fact (a frame's size
-    is known only once read), so a bucket may go into debt by one frame; a peer is
+    is known only once read), so the bits may go into debt by one frame; a peer is
     read again once both are positive.
 
     The frame rate of a peer is ``msgs_per_s`` at most, and, with ``vs_others`` > 0,
@@ -282,7 +282,8 @@ class PeerBudgets:
     about the same traffic (everyone pre-orders, acks and votes), and at most ``f``
     peers are faulty, so the ``(f+1)``-th highest rate is a correct peer's (or
     above one): a flooder gets a few times a correct peer's rate at whatever load
-    the system runs, and a correct peer is never held below its own pace.
+    the system runs, and a correct peer is never held below its own pace. Until
+    the first window has passed, every peer has the absolute cap.
     """
 
     WINDOW_S = 1.0
@@ -296,29 +297,32 @@ class PeerBudgets:
         self.f = f
         self.vs_others = vs_others
         self.floor = min(float(floor_msgs_per_s), self.cap) if floor_msgs_per_s > 0 else self.cap
-        rate = self.cap if vs_others <= 0 else self.floor
+        rate = self.cap  # until a window has shown what correct peers send
         self.msgs = {p: TokenBucket(rate, max(1.0, rate * burst_s), now) for p in peers}
         self.bits = {p: TokenBucket(bps, max(8.0, bps * burst_s), now) for p in peers}
         self.window: Counter[int] = Counter()  # frames read per peer in the current window
         self.window_start = now
         self.rate_now: dict[int, float] = {p: rate for p in peers}
         self.paused: Counter[int] = Counter()  # times a peer was left unread for lack of tokens
+        self.read: Counter[int] = Counter()  # frames read per peer, ever
 
-    def allowed(self, peer: int, now: float) -> int:
-        """Frames ``peer`` may send now (0: leave its socket unread)."""
+    def allowed(self, peer: int, now: float) -> tuple[int, float]:
+        """(frames, bytes) ``peer`` may send now; read frames while both last (the
+        last one read may overdraw the bytes). (0, _): leave its socket unread."""
         if now - self.window_start >= self.WINDOW_S:
             self._rerate(now)
         msgs, bits = self.msgs[peer], self.bits[peer]
         msgs.refill(now)
         bits.refill(now)
         if msgs.tokens < 1 or bits.tokens <= 0:
-            return 0
-        return int(msgs.tokens)
+            return 0, 0.0
+        return int(msgs.tokens), bits.tokens / 8
 
     def charge(self, peer: int, frames: int, nbytes: int) -> None:
         self.msgs[peer].tokens -= frames
         self.bits[peer].tokens -= 8 * nbytes
         self.window[peer] += frames
+        self.read[peer] += frames
 
     def ready_in(self, peer: int) -> float:
         """Seconds until ``peer`` has a frame's worth of both budgets again."""

@@ -211,13 +211,15 @@ class Net:
         for via in order:
             if via in self.paused:
                 continue
-            allowed = budgets.allowed(via, now)
+            allowed, byte_room = budgets.allowed(via, now)
             if allowed <= 0:
                 self._pause(via, now)
                 continue
             sock = self.routers[via]
             frames = nbytes = 0
             for _ in range(min(PEER_BATCH_EACH, allowed)):
+                if nbytes >= byte_room:
+                    break
                 try:
                     parts = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
@@ -271,6 +273,7 @@ class Net:
             "traffic": transport.stats(self.out, self.inbound),
             "in_throttled_by_peer": {str(p): n for p, n in sorted(self.budgets.paused.items())},
             "in_rate_allowed": round(max(self.budgets.rate_now.values(), default=0)),
+            "in_frames_by_peer": {str(p): n for p, n in sorted(self.budgets.read.items())},
         }
 
     # -------------------------------------------------------- application

@@ -355,3 +355,75 @@ def test_bad_links_stop_with_one_line_naming_the_key(links: object, words: str) 
         default_config(links=links)
     message = str(caught.value)
     assert "\n" not in message and words in message, message
+
+
+# --- inbound, per sender (PeerBudgets) --------------------------------------------------
+
+
+def _read(b: "PeerBudgets", peer: int, now: float, want: int, size: int = 100) -> int:
+    """Read as a net process would: what the budget allows, up to ``want`` frames."""
+    frames, room = b.allowed(peer, now)
+    n = 0
+    while n < min(want, frames) and n * size < room:  # the net process's read loop
+        n += 1
+    if n:
+        b.charge(peer, n, n * size)
+    return n
+
+
+def test_a_peer_is_held_to_the_absolute_cap_whatever_it_offers() -> None:
+    from prime.net.traffic import PeerBudgets
+
+    b = PeerBudgets([2, 3, 4], msgs_per_s=1000, bps=10**9, burst_s=0.1, now=0.0)
+    got = sum(_read(b, 4, t / 1000, 10_000) for t in range(0, 5000))  # 5 s, a read per ms
+    assert 5000 <= got <= 5000 + 100 + 1, got  # rate x time + one burst
+    assert _read(b, 2, 5.0, 50) == 50  # the others' budgets are their own
+
+
+def test_the_bits_budget_holds_big_frames() -> None:
+    from prime.net.traffic import PeerBudgets
+
+    b = PeerBudgets([2], msgs_per_s=10**6, bps=8 * 100_000, burst_s=0.1, now=0.0)  # 100 kB/s
+    got = sum(_read(b, 2, t / 1000, 10, size=9000) for t in range(0, 2000))
+    assert 200_000 // 9000 <= got <= (200_000 + 10_000) // 9000 + 2, got
+
+
+def test_relative_bound_tracks_the_f_plus_1th_busiest_peer_not_the_flooder() -> None:
+    """N=4, f=1: peers 2 and 3 send 300 frames/s, peer 4 floods. After the first window
+    peer 4 is held to ratio x 300 (the 2nd busiest: a correct peer), and its flood never
+    raises that reference; the correct peers are never held back."""
+    from prime.net.traffic import PeerBudgets
+
+    b = PeerBudgets([2, 3, 4], msgs_per_s=100_000, bps=10**12, burst_s=0.05, now=0.0,
+                    f=1, vs_others=2.0, floor_msgs_per_s=100)
+    flood = honest = 0
+    offered_honest = 0
+    for ms in range(0, 6000):
+        t = ms / 1000
+        for p in (2, 3):
+            if ms % 10 < 3:  # 300 frames/s, in bursts of one per ms
+                offered_honest += 1
+                honest += _read(b, p, t, 1)
+        got = _read(b, 4, t, 10_000)
+        if ms >= 2000:
+            flood += got
+    assert honest == offered_honest  # never throttled
+    assert b.paused[2] == b.paused[3] == 0
+    rate = flood / 4.0
+    assert 500 <= rate <= 2 * 300 * 1.1, rate
+    assert b.rate_now[4] == 600
+
+
+def test_relative_bound_never_below_its_floor_nor_above_the_cap() -> None:
+    from prime.net.traffic import PeerBudgets
+
+    b = PeerBudgets([2, 3, 4], msgs_per_s=800, bps=10**12, burst_s=0.05, now=0.0,
+                    f=1, vs_others=2.0, floor_msgs_per_s=200)
+    for ms in range(0, 3000):  # everyone idle but the flooder
+        _read(b, 4, ms / 1000, 10_000)
+    assert b.rate_now[4] == 200
+    for ms in range(3000, 6000):  # correct peers busy at 1000/s: 2x = 2000, capped at 800
+        for p in (2, 3):
+            _read(b, p, ms / 1000, 1)
+        _read(b, 4, ms / 1000, 10_000)
+    assert b.rate_now[4] == 800
