@@ -22,87 +22,16 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import zmq
-from zmq.utils import z85
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prime import msgs as M  # noqa: E402
-from prime.auth import Ed25519Scheme, Signer  # noqa: E402
-from prime.crypto import keys as keyfiles  # noqa: E402
-from prime.proc.localcluster import LocalCluster  # noqa: E402
+from prime.proc.localcluster import Flooder, LocalCluster, flood_pool  # noqa: E402
 
 FLOODER = 4
-
-
-def make_pool(keys: Path, count: int) -> list[bytes]:
-    key = keyfiles.load_signing_key(keys, FLOODER)
-    signer = Signer(Ed25519Scheme({FLOODER: key}, {}), FLOODER)
-    pool = []
-    for seq in range(1, count + 1):
-        upd = signer.sign_one(M.Update(FLOODER, 1, seq, int(M.UpdateKind.CLIENT_NO_OP), b"f" * 200))
-        pool.append(signer.sign_one(M.PoRequest((1, seq), (upd,))).raw)
-        part = M.ReconPart(originator=1, po=(1, seq), part_index=3, request_bytes=1000, data=b"r" * 250)
-        pool.append(signer.sign_one(M.Recon((part,))).raw)
-    return pool
-
-
-class Flood(threading.Thread):
-    def __init__(self, c: LocalCluster, pool: list[bytes], rate: float) -> None:
-        super().__init__(daemon=True)
-        self.rate = rate  # frames per second to each target; 0 = as fast as the sockets take them
-        self.stop = threading.Event()
-        self.sent = 0
-        self.full = 0
-        self.ctx = zmq.Context()
-        mine = keyfiles.load_curve_keys(c.keys, FLOODER, c.n)
-        self.socks = []
-        for target in (1, 2, 3):
-            s = self.ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(mine.secret))
-            s.setsockopt(zmq.CURVE_PUBLICKEY, z85.encode(mine.public))
-            s.setsockopt(zmq.CURVE_SERVERKEY, z85.encode(mine.peers[target]))
-            s.connect(f"tcp://127.0.0.1:{c.base_port + 10 * target + FLOODER - 1}")  # its socket at the target
-            self.socks.append(s)
-        self.pool = pool
-
-    def run(self) -> None:
-        i = 0
-        pool, n = self.pool, len(self.pool)
-        t0 = time.monotonic()
-        poller = zmq.Poller()
-        for s in self.socks:
-            poller.register(s, zmq.POLLOUT)
-        while not self.stop.is_set():
-            if self.rate and i % 16 == 0:
-                ahead = i / self.rate - (time.monotonic() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
-            raw = pool[i % n]
-            i += 1
-            blocked = 0
-            for s in self.socks:
-                try:
-                    s.send(raw, zmq.NOBLOCK)
-                    self.sent += 1
-                except zmq.Again:
-                    self.full += 1
-                    blocked += 1
-            if blocked == len(self.socks):
-                # every target's queue is full: wait until one takes more (no busy spin,
-                # so the flooder's own CPU is not what slows the machine down)
-                poller.poll(50)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.join(5)
-        self.ctx.destroy(linger=0)
 
 
 def phase(c: LocalCluster, inflight: int, duration: float) -> dict[str, Any]:
@@ -147,12 +76,12 @@ def main() -> int:
                            "load_avg_1m_before": round(os.getloadavg()[0], 2)}
     flood = None
     try:
-        pool = make_pool(c.keys, args.pool)
+        pool = flood_pool(c.keys, FLOODER, args.pool)
         c.start_all([1, 2, 3])
         time.sleep(3)
         out["fault_free"] = phase(c, args.inflight, args.duration)
         print(json.dumps({"fault_free": out["fault_free"]}), flush=True)
-        flood = Flood(c, pool, args.rate)
+        flood = Flooder(c, FLOODER, (1, 2, 3), pool, args.rate)
         flood.start()
         time.sleep(1)
         out["flooding"] = phase(c, args.inflight, args.duration)

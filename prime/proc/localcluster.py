@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,85 @@ def compare_streams(results: list[dict[str, Any]], *, after: dict[int, int] | No
             bad = [o for o in both if maps[a][o] != maps[b][o]]
             assert not bad, f"replicas {results[a]['replica']} and {results[b]['replica']} differ at {sorted(bad)[:5]}"
     return len(set.intersection(*(set(m) for m in maps))) if maps else 0
+
+
+def flood_pool(keys: Path, flooder: int, count: int) -> list[bytes]:
+    """Validly signed frames of replica ``flooder`` (its real key): ``count`` distinct
+    PO-Requests, each carrying one daemon-originated no-op update, and ``count``
+    reconciliation messages, interleaved."""
+    from prime import msgs as M
+    from prime.auth import Ed25519Scheme, Signer
+    from prime.crypto import keys as keyfiles
+
+    signer = Signer(Ed25519Scheme({flooder: keyfiles.load_signing_key(keys, flooder)}, {}), flooder)
+    pool = []
+    for seq in range(1, count + 1):
+        upd = signer.sign_one(M.Update(flooder, 1, seq, int(M.UpdateKind.CLIENT_NO_OP), b"f" * 200))
+        pool.append(signer.sign_one(M.PoRequest((1, seq), (upd,))).raw)
+        part = M.ReconPart(originator=1, po=(1, seq), part_index=3, request_bytes=1000, data=b"r" * 250)
+        pool.append(signer.sign_one(M.Recon((part,))).raw)
+    return pool
+
+
+class Flooder(threading.Thread):
+    """Replica ``flooder`` gone Byzantine: its CURVE link key on its own socket at each
+    target, sending ``pool`` round and round, as fast as the sockets take them
+    (``rate`` 0) or at ``rate`` frames per second to each target. When every target's
+    queue is full it waits for room (no busy spin: its own CPU is not the attack)."""
+
+    def __init__(self, c: LocalCluster, flooder: int, targets: tuple[int, ...], pool: list[bytes],
+                 rate: float = 0.0) -> None:
+        import zmq
+        from zmq.utils import z85
+
+        from prime.crypto import keys as keyfiles
+
+        super().__init__(daemon=True)
+        self.rate = rate
+        self.stop = threading.Event()
+        self.sent = 0
+        self.full = 0  # sends refused for a full queue: the targets' back-pressure
+        self.ctx = zmq.Context()
+        mine = keyfiles.load_curve_keys(c.keys, flooder, c.n)
+        self.socks = []
+        for target in targets:
+            s = self.ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(mine.secret))
+            s.setsockopt(zmq.CURVE_PUBLICKEY, z85.encode(mine.public))
+            s.setsockopt(zmq.CURVE_SERVERKEY, z85.encode(mine.peers[target]))
+            s.connect(f"tcp://127.0.0.1:{c.base_port + 10 * target + flooder - 1}")  # its socket at the target
+            self.socks.append(s)
+        self.pool = pool
+
+    def run(self) -> None:
+        import zmq
+
+        i = 0
+        pool, n = self.pool, len(self.pool)
+        t0 = time.monotonic()
+        poller = zmq.Poller()
+        for s in self.socks:
+            poller.register(s, zmq.POLLOUT)
+        while not self.stop.is_set():
+            if self.rate and i % 16 == 0:
+                ahead = i / self.rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            raw = pool[i % n]
+            i += 1
+            blocked = 0
+            for s in self.socks:
+                try:
+                    s.send(raw, zmq.NOBLOCK)
+                    self.sent += 1
+                except zmq.Again:
+                    self.full += 1
+                    blocked += 1
+            if blocked == len(self.socks):
+                poller.poll(50)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(5)
+        self.ctx.destroy(linger=0)

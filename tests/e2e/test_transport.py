@@ -217,3 +217,45 @@ def test_throttled_bounded_class_keeps_its_rate_and_counts_everything(cluster: A
         assert tr1[f"out:{cls}:submitted"] == (
             tr1[f"out:{cls}:msgs"] + tr1[f"out:{cls}:queued"] + tr1[f"drop:out:{cls}:throttle_queue_full"]
         ), cls
+
+
+def test_a_flooding_replica_is_held_to_its_share_and_the_others_keep_ordering(cluster: Any) -> None:
+    """Replica 4 is Byzantine: with its real signing and link keys it floods replicas 1..3
+    with validly signed PO-Requests and reconciliation messages, as fast as their
+    sockets take them, while the clients of 1..3 submit a fixed number of updates.
+    Each target reads replica 4's socket only within its inbound budget
+    (``[throttling] inbound_peer_*``): at most twice what the busier correct peer sent,
+    or the floor, so the flooder meets back-pressure (its queues fill) instead of our
+    CPU; the correct peers are never held back; every update is delivered exactly once."""
+    from prime.proc.localcluster import Flooder, flood_pool
+
+    c = cluster(workers=1)
+    pool = flood_pool(c.keys, 4, 1000)
+    c.start_all([1, 2, 3])
+    c.wait_ordinal(1, 0, 20)
+    flood = Flooder(c, 4, (1, 2, 3), pool)
+    try:
+        loads = [c.load(i, inflight=4, count=400, duration=90, linger=1.0, grace=30) for i in (1, 2, 3)]
+        time.sleep(2)  # the budgets have re-rated from the cap to the relative bound
+        before = {i: c.stats(i, "net") for i in (1, 2, 3)}
+        flood.start()
+        time.sleep(8)
+        after = {i: c.stats(i, "net") for i in (1, 2, 3)}
+        results = [c.result(e, 120) for e in loads]
+    finally:
+        flood.close()
+    assert sum(r["own_delivered"] for r in results) == 3 * 400
+    assert all(r["duplicates"] == 0 for r in results)
+    assert flood.full > 0  # back-pressure reached the flooder
+    floor = 500  # conf/def.toml inbound_peer_floor_msgs_per_s
+    for i in (1, 2, 3):
+        span = after[i]["t"] - before[i]["t"]
+        read = {p: after[i]["in_frames_by_peer"].get(p, 0) - before[i]["in_frames_by_peer"].get(p, 0)
+                for p in ("1", "2", "3", "4")}
+        honest = max(v for p, v in read.items() if p != "4" and p != str(i))
+        budget = max(floor * span, 2 * honest) * 1.1 + 0.2 * 5000  # + one burst at the cap
+        assert read["4"] <= budget, (i, read, span)
+        assert read["4"] > 0.5 * floor * span, (i, read)  # it was flooding, and read at its share
+        throttled = after[i].get("in_throttled_by_peer", {})
+        assert throttled.get("4", 0) > 0, (i, throttled)
+        assert all(throttled.get(p, 0) == 0 for p in ("1", "2", "3")), (i, throttled)
