@@ -124,9 +124,14 @@ class Net:
         for sock in self.auth.sockets() if self.auth is not None else []:
             poller.register(sock, zmq.POLLIN)
         app_registered = False
+        auth_sockets = set(self.auth.sockets()) if self.auth is not None else set()
+        # What the last poll said is readable; None after a busy round: look at everything.
+        # (An idle replica then pays for the one socket that woke it, not for a failed
+        # non-blocking read on every socket it has.)
+        ready: set[Any] | None = None
         while True:
-            busy = self.read_peers()
-            if self.auth is not None:
+            busy = self.read_peers(ready)
+            if self.auth is not None and (ready is None or not auth_sockets.isdisjoint(ready)):
                 busy |= self.auth.serve()
             if self.overrun_unsent is not None:
                 rec, self.overrun_unsent = self.overrun_unsent, None
@@ -134,8 +139,8 @@ class Net:
                     self.overrun_unsent = rec
             if self.app_pending:
                 busy |= self.forward_app_pending()
-            if not self.app_pending:  # updates waiting for ring room: read no more
-                busy |= self.read_app()
+            if not self.app_pending and (ready is None or self.app in ready):
+                busy |= self.read_app()  # (not while updates wait for ring room)
             busy |= self.write_out()
             busy |= self.out.pump(time.monotonic())
             for ring in self.ctx.to_workers or self.ctx.to_engine:
@@ -144,6 +149,7 @@ class Net:
             if self.stats.due(now):  # also when busy: a flood must not hide the counters
                 self.stats.emit(now, self._stats_extra())
             if busy:
+                ready = None
                 continue
             want_app = not self.app_pending
             if want_app != app_registered:
@@ -161,7 +167,9 @@ class Net:
                     timeout = 1
                 if self.paused:  # a peer over its budget is read again when it has tokens
                     timeout = min(timeout, int(max(0.0, min(self.paused.values()) - now) * 1000) + 1)
-                poller.poll(timeout)
+                ready = {sock for sock, _ in poller.poll(timeout)}
+            else:
+                ready = None
             self.from_engine.awake()
 
     def forward_app_pending(self) -> bool:
@@ -195,9 +203,10 @@ class Net:
 
     # -------------------------------------------------------------- peers
 
-    def read_peers(self) -> bool:
-        """Read every peer's socket, each within its own budget (``PeerBudgets``); a peer
-        out of tokens is left unread (and out of the poller) until it has some again."""
+    def read_peers(self, ready: set[Any] | None = None) -> bool:
+        """Read every peer's socket (those in ``ready`` if given), each within its own
+        budget (``PeerBudgets``); a peer out of tokens is left unread (and out of the
+        poller) until it has some again."""
         counts = self.counts
         size_max = self.size_max
         push = self.inbound.push
@@ -208,14 +217,15 @@ class Net:
         order = self.peer_order
         order.append(order.pop(0))
         got = 0
+        routers = self.routers
         for via in order:
-            if via in self.paused:
+            if via in self.paused or (ready is not None and routers[via] not in ready):
                 continue
             allowed, byte_room = budgets.allowed(via, now)
             if allowed <= 0:
                 self._pause(via, now)
                 continue
-            sock = self.routers[via]
+            sock = routers[via]
             frames = nbytes = 0
             for _ in range(min(PEER_BATCH_EACH, allowed)):
                 if nbytes >= byte_room:
