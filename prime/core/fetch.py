@@ -16,8 +16,9 @@ The mechanism.
   each request it made eligible, the copy it executed and the signed PO_ACK
   envelopes it holds that carry that copy's digest. Entries live for the last
   ``catchup_history_ordinals`` ordinals and at most ``fetch_keep_requests_max``
-  requests (oldest first out); they are references to envelopes already held, so
-  the bound is on their number. Requests not yet collected are answered from the
+  requests, each originator at most its share (``fetch_keep_requests_max // N``,
+  oldest first out), so an originator that floods valid requests ages out its own
+  and nobody else's; the bound is on their number. Requests not yet collected are answered from the
   pre-ordering state itself.
 * *Asking.* A replica blocked on ordinal ``ARU+1`` for ``fetch_delay_us`` sends one
   peer a PO_FETCH ``(seq, keys)`` naming the PO ids it lacks (at most
@@ -76,10 +77,11 @@ class Fetch:
     def __init__(self, replica: Replica) -> None:
         self.r = replica
         self.enabled = "FETCH" not in replica.p.legacy
-        # Keeping: key -> (ordinal, request, certifying PO_ACK envelopes), and the keys
-        # in the order they were kept (ordinals ascending), to age them out.
+        # Keeping: key -> (ordinal, request, certifying PO_ACK envelopes), and per
+        # originator the keys in the order they were kept (ordinals ascending), to age
+        # them out: each originator's share of the cap is its own.
         self.kept: dict[Key, tuple[int, Envelope, tuple[Envelope, ...]]] = {}
-        self.kept_order: deque[tuple[int, Key]] = deque()
+        self.kept_order: dict[int, deque[tuple[int, Key]]] = {}
         # Answering: per asker, (bytes it may still draw, when that was computed).
         self.answer_budget: dict[int, tuple[float, int]] = {}
         # Asking: the ordinal we are blocked on (0: none) and the next peer to ask.
@@ -101,15 +103,14 @@ class Fetch:
             return
         digest = slot.digest if env is slot.request else request_digest(env)
         self.kept[(s, q)] = (seq, env, tuple(slot.certifying_envs(digest)))
-        self.kept_order.append((seq, (s, q)))
-        cap = self.r.p.fetch_keep_requests_max
-        while self.kept_order and (
-            len(self.kept_order) > cap or self.kept_order[0][0] <= seq - history
-        ):
-            old_seq, key = self.kept_order.popleft()
-            entry = self.kept.get(key)
-            if entry is not None and entry[0] == old_seq:
-                del self.kept[key]
+        self.kept_order.setdefault(s, deque()).append((seq, (s, q)))
+        share = max(1, self.r.p.fetch_keep_requests_max // self.r.n)
+        for origin, order in self.kept_order.items():
+            while order and (order[0][0] <= seq - history or (origin == s and len(order) > share)):
+                old_seq, key = order.popleft()
+                entry = self.kept.get(key)
+                if entry is not None and entry[0] == old_seq:
+                    del self.kept[key]
 
     def _lookup(self, s: int, q: PoSeq) -> tuple[Envelope, list[Envelope]] | None:
         """The copy of ``(s, q)`` we would execute and the acks certifying it, if any."""
@@ -235,6 +236,6 @@ class Fetch:
     def collection_sizes(self) -> dict[str, int]:
         return {
             "fetch_kept": len(self.kept),
-            "fetch_kept_order": len(self.kept_order),
+            "fetch_kept_order": sum(len(order) for order in self.kept_order.values()),
             "fetch_answer_budget": len(self.answer_budget),
         }

@@ -889,6 +889,42 @@ class CatchupFlooder(Node):
         return True
 
 
+class RequestFlooder(Node):
+    """Floods validly signed work of its own (issue 14 item 1): a PO-Request every
+    ``PERIOD_US``, each carrying one daemon no-op with a 200-byte payload, numbered on
+    and on with no regard for flow control, so the others' window for it is always
+    full and every request they admit must be acknowledged, ordered and executed.
+    (The real transport holds such a peer to twice a correct peer's frame rate; this
+    is what gets through.) Its own core's requests are not sent: they would
+    equivocate with the flood's. What it tests: the others' per-originator windows
+    bound its state, and their clients' updates are all still delivered (L1)."""
+
+    behaviour = "request-flood"
+    PERIOD_US = 2_000
+    core_invariants = False  # its core sees "its own" requests executed beyond flow control
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        super().__init__(cluster, rid, replica, signer)
+        self.next_us = 0
+        self.seq = 0
+        self.inc = 0
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        if not isinstance(action.env.msg, PoRequest):
+            super().outgoing(action)
+        now = self.cluster.now_us
+        if now < self.next_us:
+            return
+        self.next_us = now + self.PERIOD_US
+        inc = self.replica.incarnation
+        if inc != self.inc:
+            self.inc, self.seq = inc, 0
+        self.seq += 1
+        upd = Update(self.rid, inc, 10**6 + self.seq, int(UpdateKind.CLIENT_NO_OP), self.rng.randbytes(200))
+        req = PoRequest((inc, self.seq), (self.signer.sign_one(upd),))
+        self.cluster.transmit_all(self.rid, self.signer.sign_one(req))
+
+
 class OldTail(Node):
     """Make a restarted replica's old tail eligible (docs/hardening.md I12-7).
 
@@ -986,6 +1022,7 @@ BEHAVIOURS: dict[str, type[Node]] = {
         Reencoder,
         CatchupFlooder,
         OldTail,
+        RequestFlooder,
     )
 }
 # Behaviours the random scenarios do not draw: they act only in one combination of roles

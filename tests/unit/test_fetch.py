@@ -204,10 +204,34 @@ def test_kept_requests_age_out_with_the_catchup_history() -> None:
     keeper = _keeper_with(requests, catchup_history_ordinals=3)
     kept = keeper.replica.fetch.kept
     assert sorted(kept) == [(ORIGIN, (1, s)) for s in (4, 5, 6)]
-    assert len(keeper.replica.fetch.kept_order) == 3
+    assert sum(len(o) for o in keeper.replica.fetch.kept_order.values()) == 3
     assert all(len(acks) == 3 for _, _, acks in kept.values()), "2f+k+1 signed acks each"
-    capped = _keeper_with(requests, fetch_keep_requests_max=2)
+    capped = _keeper_with(requests, fetch_keep_requests_max=2 * h0.n)  # a share of 2 each
     assert sorted(capped.replica.fetch.kept) == [(ORIGIN, (1, s)) for s in (5, 6)]
+
+
+def test_a_flooding_originator_ages_out_only_its_own_kept_requests() -> None:
+    """Originator 1 had two requests executed, then originator 2 (Byzantine, flooding
+    valid requests: sim behaviour request-flood) twenty. Each originator keeps its
+    share of fetch_keep_requests_max (here 4 each at N=4), so 1's two stay available to
+    a replica that must fetch them; with one shared cap, 2's flood evicted them."""
+    h = Harness(me=3, fetch_keep_requests_max=4 * 4)
+    seq = 0
+    rows: dict[str, tuple[int, int]] = {}
+    for origin, count in ((1, 2), (ORIGIN, 20)):
+        for q in range(1, count + 1):
+            req = h.po_request(origin, q, [h.update(5 + origin, q)])
+            h.feed(req)
+            for acker in (1, 2, 4):
+                if acker != 3:
+                    h.feed(h.ack(acker, origin, q, request_digest(req)))
+            seq += 1
+            rows[f"s{origin}"] = (1, q)
+            _order(h, seq, h.vector(**rows))
+    _order(h, seq + 1, h.vector(**rows))
+    kept = sorted(h.replica.fetch.kept)
+    assert [(1, (1, 1)), (1, (1, 2))] == [k for k in kept if k[0] == 1], kept
+    assert [k for k in kept if k[0] == ORIGIN] == [(ORIGIN, (1, q)) for q in range(17, 21)], kept
 
 
 def test_one_fetch_asks_for_the_decided_ordinals_ahead_too() -> None:
