@@ -42,7 +42,8 @@ def test_updates_given_to_a_recovering_replica_are_delivered(f: int, k: int, cra
     at = 0.8
     faults = {"crash": {n: 0.5}, "restart": {n: at}} if crash else {"restart": {n: at}}
     for seed in (1, 2):
-        cfg = SimConfig(f=f, k=k, seed=seed, duration=2.0, clients=3, inflight=8, loss=0.01, **faults)
+        cfg = SimConfig(f=f, k=k, seed=seed, duration=2.0, clients=3, inflight=8, loss=0.01,
+                        **faults)
         summary, cluster = run_ok(cfg)
         assert [c.home for c in cluster.clients] == [n, 1, 2], "the default homes: restarting first"
         stamps = recovering_stamps(cluster, n, at)
@@ -70,7 +71,8 @@ def test_random_scenarios_attach_a_client_to_the_restarting_replica() -> None:
     assert seen >= 40
 
 
-OLD_TAIL = dict(f=1, k=1, duration=2.0, byz={1: "old-tail"}, clients=3, inflight=4, client_homes=[6, 2])
+OLD_TAIL = dict(f=1, k=1, duration=2.0, byz={1: "old-tail"}, clients=3, inflight=4,
+                client_homes=[6, 2])
 
 
 @pytest.mark.parametrize("old", [False, True], ids=["fixed", "legacy"])
