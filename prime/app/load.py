@@ -8,7 +8,9 @@ counted), its own updates' latencies, and state-transfer notices. At the end
 it writes one JSON object (``--out`` or stdout).
 
 After a state-transfer notice it stops waiting for the updates it had
-outstanding and goes on submitting (those never delivered are ``lost_at_notice``).
+outstanding and goes on submitting (those never seen in its stream are
+``lost_at_notice``: ordered at or below the jump point, or lost with a previous
+incarnation of the daemon).
 
 It stops after ``--count`` own updates were delivered (or ``--duration``
 seconds), then keeps reading for ``--linger`` seconds so the streams of all
@@ -86,8 +88,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             break  # give up: the JSON says what is missing
         for item in app.poll(0.05):
             if isinstance(item, StateTransferNeeded):
-                # Updates a daemon took before it jumped may never be ordered (a restarted
-                # replica's core drops them with its pre-jump state): stop waiting for them.
+                # Updates a daemon took before it jumped are ordered, but those ordered at or
+                # below the jump point never appear in this stream (an application learns
+                # of them from the client table in the state it takes; this generator keeps
+                # none), and a daemon that restarted lost what its previous life held: stop
+                # waiting for them (those seen later still count, from ``at_risk``).
                 if item.at_attach:
                     attached_at = item.ordinal
                     continue

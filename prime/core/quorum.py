@@ -67,8 +67,9 @@ def matrix_pop(
     Q2, with the incarnation rule of docs/protocol.md section 2.3.4: in each column
     the ``eligibility_rank``-th smallest entry ``v``, unless ``v`` is in an incarnation
     (not ``(0, 0)``) and at least f+1 entries are in a later one; then ``(i, 0)``, ``i``
-    being the (f+1)-th largest incarnation in the column. Why: a replica that learns of an originator's new
-    incarnation restarts its ``cum_aru`` there (2.2.1 step 4), and ``(2, 0)`` sorts
+    being the (f+1)-th largest incarnation in the column. Why: a replica that learns
+    of an originator's new incarnation restarts its ``cum_aru`` there (2.2.1 step 4),
+    and ``(2, 0)`` sorts
     above every ``(1, j)`` although that replica certified nothing of incarnation 1
     beyond what it had. Plain Q2 then lets f Byzantine rows claiming ``(1, J)`` make
     the old incarnation's uncertified (or never sent) tail eligible: no correct

@@ -947,7 +947,8 @@ class OldTail(Node):
         cfg = cluster.cfg
         victims = sorted(r for r in cfg.restart if r != rid and r not in cfg.byz)
         self.victim = victims[0] if victims else 0
-        frozen = [r for r in range(cluster.n, 0, -1) if r not in (rid, self.victim) and r not in cfg.byz]
+        others = range(cluster.n, 0, -1)
+        frozen = [r for r in others if r not in (rid, self.victim) and r not in cfg.byz]
         self.frozen_rid = frozen[0] if self.victim and frozen else 0
         self.frozen_row: Envelope | None = None
         self.claim: tuple[int, int] | None = None

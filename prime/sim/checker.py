@@ -55,6 +55,7 @@ class ReplicaRecord:
     delivered_stamps: set[ClientStamp] = field(default_factory=set)  # the app's client table
     executed_requests: set[tuple[int, int, int]] = field(default_factory=set)
     jumped_to: list[int] = field(default_factory=list)
+    jumped_at_us: list[int] = field(default_factory=list)  # when, in virtual time
     transfer_pending: bool = False
     updates_delivered: int = 0
     duplicates_suppressed: int = 0
@@ -108,6 +109,7 @@ class Checker:
         if ordinal < rec.next_ordinal:
             self._violate(f"S2 r{replica} jumped backwards to {ordinal} at {now_us}us")
         rec.jumped_to.append(ordinal)
+        rec.jumped_at_us.append(now_us)
         rec.next_ordinal = ordinal + 1
         rec.transfer_pending = True
 

@@ -97,7 +97,7 @@ class SimConfig:
             if not 1 <= rid <= n:
                 raise ValueError(f"client home {rid} out of range 1..{n}")
             if rid in self.crash and rid not in self.restart:
-                raise ValueError(f"client home {rid} crashes for good: its clients could never be answered")
+                raise ValueError(f"client home {rid} crashes for good: its clients get no answer")
         for rid, t in self.restart.items():
             if rid in self.byz:
                 raise ValueError(f"replica {rid}: only correct replicas restart")
@@ -726,13 +726,16 @@ class SimCluster:
         replica's own clients, such as a recon attacker's, have no guarantee)."""
         correct_clients = {c.cid for c in self.clients if c.home in self.correct}
         lost = self.checker.lost_with_home
-        return sorted(s for s in self.checker.submitted if s[0] in correct_clients and s not in lost)
+        return sorted(
+            s for s in self.checker.submitted if s[0] in correct_clients and s not in lost
+        )
 
     def apps_in_transfer(self) -> list[int]:
         """Correct, running replicas whose application was told to transfer state and has
         not got it yet (its replica's CLIENT_STATE_TRANSFER marker not yet delivered, or
         no peer serving the state as of it)."""
-        return sorted(r for r in self.must_deliver() if self.apps[r].transferring or r in self.app_waiting)
+        apps, waiting = self.apps, self.app_waiting
+        return sorted(r for r in self.must_deliver() if apps[r].transferring or r in waiting)
 
     def _all_delivered(self) -> bool:
         if self.apps_in_transfer():

@@ -2,7 +2,9 @@
 
 A scenario mixes network faults (loss, duplication, jitter-driven reordering,
 a partition), up to ``k`` crashed replicas and up to ``f`` Byzantine replicas
-of every behaviour, twins (one identity run as two instances) included. The same seed always yields the same scenario, and the
+of every behaviour (but the ``TARGETED`` ones of ``prime.sim.byzantine``), twins
+(one identity run as two instances) included; a restarting replica gets the first
+client. The same seed always yields the same scenario, and the
 scenario's own replay command reproduces the run.
 """
 

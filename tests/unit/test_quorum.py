@@ -1,5 +1,7 @@
 """Quorum sizes, proof_aru (Q2), leader rotation and the recon designated senders (Q20)."""
 
+import random
+
 import pytest
 
 from prime.core.quorum import Quorums, compare_vectors, leader_of, matrix_pop, proof_aru
@@ -61,7 +63,8 @@ def test_matrix_pop_new_incarnation_rows_do_not_vouch_for_the_old_tail(plain: bo
     # N=6, the column of ordinal 12 in the simulator run that lost updates (restarted
     # replica 6, replica 3 faulty): rows 1, 2, 5 moved to incarnation 2.
     column = [(2, 3), (2, 1), (1, 26), (1, 15), (2, 1), (1, 15)]
-    assert matrix_pop([(v,) for v in column], 1, N6, plain=plain) == (((1, 26),) if plain else ((2, 0),))
+    want = (1, 26) if plain else (2, 0)
+    assert matrix_pop([(v,) for v in column], 1, N6, plain=plain) == (want,)
     # One row in the new incarnation (possibly a faulty one) abandons nothing.
     column = [(3, 9), (1, 20), (1, 20), (1, 20), (1, 20), (1, 18)]
     assert matrix_pop([(v,) for v in column], 1, N6) == ((1, 20),)
@@ -69,9 +72,10 @@ def test_matrix_pop_new_incarnation_rows_do_not_vouch_for_the_old_tail(plain: bo
 
 def test_matrix_pop_is_monotone_and_never_vouches_past_what_one_incarnation_certified() -> None:
     """Random columns growing step by step (entries move up within their incarnation or
-    to a newer one, as rows do; (0, 0) is the only entry of incarnation 0): the proof ARU never goes down (S5), and a proof ARU
-    (i, j) with j >= 1 always has f+k+1 entries in incarnation i at or above it."""
-    import random
+    to a newer one, as rows do; (0, 0) is the only entry of incarnation 0): the proof
+    ARU never goes down (S5), and a proof ARU (i, j) with j >= 1 always has f+k+1
+    entries in incarnation i at or above it. (Plain Q2 breaks the second on 4,524 of
+    these 10,800 steps.)"""
 
     for q in (N4, N6, Quorums(2, 1)):
         rng = random.Random(f"pop/{q.f}/{q.k}")

@@ -54,14 +54,16 @@ def test_faulty_row_cannot_make_a_restarted_originators_old_tail_eligible(old: b
     assert h.delivered_payloads() == [[b"before"]]
     # 6 restarts (incarnation 2): its NEW_INCARNATION marker, then an update its client
     # gave it right after the restart, both certified.
-    marker = h.sign(RESTARTED, msgs.Update(RESTARTED, 2, 1, int(msgs.UpdateKind.NEW_INCARNATION), b""))
-    certify(h, h.po_request(RESTARTED, 1, [marker], inc=2), inc=2)
-    certify(h, h.po_request(RESTARTED, 2, [h.update(client, 1, b"after restart", inc=2)], inc=2), inc=2)
+    marker = msgs.Update(RESTARTED, 2, 1, int(msgs.UpdateKind.NEW_INCARNATION), b"")
+    certify(h, h.po_request(RESTARTED, 1, [h.sign(RESTARTED, marker)], inc=2), inc=2)
+    after = h.update(client, 1, b"after restart", inc=2)
+    certify(h, h.po_request(RESTARTED, 2, [after], inc=2), inc=2)
     # Ordinal 2: rows 1, 4 and 5 have moved to incarnation 2; faulty row 3 claims (1, 9);
     # 6's row is still its previous life's; ours is null.
     order(h, 2, {1: (2, 2), 3: (1, 9), 4: (2, 2), 5: (2, 2), RESTARTED: (1, 1)})
     pop = h.replica.ord.pop_of(2)
-    assert pop is not None and pop[RESTARTED - 1] == ((1, 9) if old else (2, 0))  # (2, 0): tail abandoned
+    # Plain: (1, 9), the faulty claim. Fixed: (2, 0), the old tail abandoned.
+    assert pop is not None and pop[RESTARTED - 1] == ((1, 9) if old else (2, 0))
     order(h, 3, {1: (2, 2), 3: (2, 2), 4: (2, 2), 5: (2, 2), RESTARTED: (1, 1)})
     h.advance(3_000_000)  # fetch asks peers every 100 ms: nobody has (6, 1, 2..9)
     delivered = [p for payloads in h.delivered_payloads() for p in payloads]
