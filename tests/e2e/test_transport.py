@@ -152,21 +152,31 @@ SITES_MS = {(1, 2): 10.0, (1, 3): 20.0, (1, 4): 30.0, (2, 3): 40.0, (2, 4): 50.0
 
 
 def test_four_emulated_sites_suspect_no_correct_leader(cluster: Any) -> None:
-    """Four emulated sites 10 to 50 ms apart, 1 ms jitter, no client load: after a
-    warm-up the view stays put for 15 s (the leader's turnaround, which includes
-    the emulated delays, stays under the bound the RTTs set) while the suspect-leader
-    protocol keeps measuring. (Under client load this machine's CPU contention alone
-    makes the daemon change views, emulated delays or not: see the report.)"""
+    """Four emulated sites 10 to 50 ms apart, 1 ms jitter, clients submitting on every
+    replica (2 in flight each) for 60 s: the view never changes (the leader's
+    turnaround, which includes the emulated delays, stays under the bound the RTTs
+    set), updates keep being ordered, exactly once, while the suspect-leader protocol
+    keeps measuring. (At 8 in flight per client this 2-core machine's CPU contention
+    stretches the turnaround's tail past the bound about once in 15 s: see
+    docs/design.md, section 9.)"""
     c = cluster(workers=1)
     _links(c, {pair: {"delay_ms": d, "jitter_ms": 1.0} for pair, d in SITES_MS.items()})
     c.start_all()
-    time.sleep(5)
+    loads = [c.load(i, inflight=2, duration=60, linger=2.0, grace=30) for i in range(1, 5)]
+    time.sleep(3)
     view0 = {i: c.stats(i, "engine")["view"] for i in range(1, 5)}
-    time.sleep(15)
+    ordinal0 = c.ordinal(1)
+    results = [c.result(e, 150) for e in loads]
     view1 = {i: c.stats(i, "engine")["view"] for i in range(1, 5)}
-    assert view0 == view1, (view0, view1)
+    assert view0 == view1 == {i: 1 for i in range(1, 5)}, (view0, view1)
+    assert all(c.stats(i, "engine")["suspicions"] == 0 for i in range(1, 5))
+    assert c.ordinal(1) > ordinal0 + 500, (ordinal0, c.ordinal(1))
+    assert all(r["duplicates"] == 0 for r in results)
+    assert sum(r["own_delivered"] for r in results) > 60 * 4 * 2 * 1000 / 400  # >= 1 per 400 ms per slot
     rtts = c.stats(1, "engine")["rtt_min_us"]
     assert rtts["4"] / 1000 >= 60.0 - 2.0, rtts  # 2 x 30 ms, minus the jitter
+    tat, bound = c.stats(2, "engine")["tat_leader_us"], c.stats(2, "engine")["tat_bound_us"]
+    assert 0 < tat < bound, (tat, bound)
 
 
 def test_four_emulated_sites_with_loss_keep_ordering(cluster: Any) -> None:
