@@ -73,4 +73,16 @@ class StateTransferNeeded:
     ordinal: int
 
 
-Action = Send | Broadcast | Deliver | SignJob | ThresholdJob | StateTransferNeeded
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Write to stable storage, before performing any later action: for each
+    originator (index ``s``; index 0 unused) the highest incarnation of its that this
+    replica has ever acknowledged, in this life or an earlier one. The acks that
+    follow rely on it: after a restart the driver hands it back
+    (``Replica(acked_incarnations=...)``), and the amnesia rule (docs/hardening.md
+    I11-3) then covers exactly the incarnations an earlier life may have acked."""
+
+    acked_incarnations: tuple[int, ...]
+
+
+Action = Send | Broadcast | Deliver | SignJob | ThresholdJob | StateTransferNeeded | Persist

@@ -36,8 +36,11 @@ version), and correct replicas would execute different requests at one PO id.
 The rule: a *recovering* replica (one the driver restarted, ``Replica(...,
 recovering=True)``) acks a PO id its previous life might have acked only for a
 digest ``2f+k+1`` *other* replicas already certify. "Might have acked": the
-originator's incarnation is not newer than our own (incarnations are start
-times in seconds, ties count as older) and the sequence number is within the PO
+originator's incarnation is one an earlier life acked at most, as kept on stable
+storage (``A.Persist``, written before any ack of a newer incarnation is sent;
+``Replica(acked_incarnations=...)``), or, if that record is lost, not newer than
+our own incarnation (incarnations are start times in seconds, ties count as
+older); and the sequence number is within the PO
 window of what had been executed when our new incarnation's marker executed
 (our previous life never acked beyond its window, and its white line was at
 most that). Safety: the first certificate of any digest is made of acks each
@@ -45,7 +48,11 @@ given at most once per life; two first certificates intersect in a correct
 replica's single life, so only one digest is ever certified. Liveness: a
 restarted replica counts as one of the k benign faults until then, and the
 other ``2f+k+1`` correct replicas certify without it; it acks the certified
-digest afterwards, and acks everything else as before.
+digest afterwards, and acks everything else as before. The record is what lets a
+whole cluster restart: every replica comes back recovering, nobody is there to
+certify for the others, and only incarnations no earlier life acked, the new ones,
+can be acked at once. Without it (own incarnation as the bound) replicas that
+restart within a second or two of each other all wait for each other, for good.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prime import msgs
+from prime.core import actions as A
 from prime.core.quorum import compare_vectors, matrix_pop
 from prime.msgs import PoAck, PoAru, PoRequest, ProofMatrix, Update, UpdateKind
 from prime.types import PO_ZERO, PoSeq
@@ -193,6 +201,11 @@ class PreOrder:
         self.recovering = replica.recovering and "AMNESIA" not in replica.p.legacy
         self.amnesia_inc: list[int] | None = None
         self.amnesia_seq: list[int] = [0] * (n + 1)
+        # Per originator, the highest incarnation we acked in any life (kept by the driver:
+        # A.Persist), and the bound of what an earlier life acked (None: unknown).
+        earlier = replica.acked_incarnations
+        self.acked_inc: list[int] = list(earlier) if earlier is not None else [0] * (n + 1)
+        self.earlier_acked_inc: tuple[int, ...] | None = earlier
         # Own incarnation starts at (inc, 0) for our own originator slot.
         self.aru[replica.me] = self.max_acked[replica.me] = self.cum_aru[replica.me] = (inc, 0)
         self.white_line[replica.me] = (inc, 0)
@@ -471,7 +484,8 @@ class PreOrder:
 
     def _may_have_acked_before(self, s: int, po: PoSeq) -> bool:
         """Restart amnesia: could our previous life have acked ``(s, po)``? (docstring)"""
-        if not self.recovering or s == self.r.me or po[0] > self.r.incarnation:
+        horizon = self.earlier_acked_inc[s] if self.earlier_acked_inc is not None else self.r.incarnation
+        if not self.recovering or s == self.r.me or po[0] > horizon:
             return False
         if self.amnesia_inc is None:
             return True
@@ -528,6 +542,14 @@ class PreOrder:
                 parts.append(msgs.AckPart(s, (inc, j), digest))
                 if (inc, j) > self.max_acked[s]:
                     self.max_acked[s] = (inc, j)
+        newer = False
+        acked_inc = self.acked_inc
+        for part in parts:
+            if part.po[0] > acked_inc[part.originator]:
+                acked_inc[part.originator] = part.po[0]
+                newer = True
+        if newer:  # on stable storage before any of these acks leaves (I11-3)
+            self.r.emit(A.Persist(tuple(acked_inc)))
         for i in range(0, len(parts), msgs.ACK_PARTS_MAX):
             self.r.sign_and_send(PoAck(tuple(parts[i : i + msgs.ACK_PARTS_MAX])))
 

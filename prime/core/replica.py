@@ -129,6 +129,7 @@ class Replica:
         *,
         incarnation: int = 1,
         recovering: bool = False,
+        acked_incarnations: tuple[int, ...] | None = None,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         assert 1 <= me <= params.n, (me, params.n)
@@ -141,6 +142,10 @@ class Replica:
         # True when this incarnation replaces an earlier one whose state (the acks it
         # sent) is lost: a restart. The driver knows; the core cannot (preorder: amnesia).
         self.recovering = recovering
+        # What the driver kept of our earlier lives (``A.Persist``): per originator, the
+        # highest incarnation we ever acked; None if unknown (no earlier life, or lost).
+        assert acked_incarnations is None or len(acked_incarnations) == params.n + 1
+        self.acked_incarnations = acked_incarnations
         self.log = log or _ReplicaLog(_log, self)
         self.now_us = 0
         self.view = 1

@@ -21,13 +21,16 @@ with the monotonic clock (it never runs backwards).
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
 import queue
 import select
 import signal
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -114,7 +117,10 @@ class Engine:
         self.ctx = ctx
         self.me = ctx.me
         self.params = Params.from_config(cfg)
-        self.replica = Replica(self.params, ctx.me, incarnation=ctx.incarnation)
+        # A restart forgets the acks this replica sent: the core must know (I11-3).
+        self.replica = Replica(self.params, ctx.me, incarnation=ctx.incarnation, recovering=ctx.recovering,
+                               acked_incarnations=ctx.acked_incarnations)
+        self.acked_path = Path(cfg.networking.client_ipc_dir) / f"prime-{ctx.me}.acked"
         scheme = Ed25519Scheme({ctx.me: ctx.keys.signing_key}, {})
         self.signer = Signer(scheme, ctx.me)
         self.clock = Clock()
@@ -280,10 +286,24 @@ class Engine:
             elif isinstance(action, A.ThresholdJob):
                 self.threshold.submit(action)
                 counts["threshold_jobs"] += 1
+            elif isinstance(action, A.Persist):
+                self.persist(action)
+                counts["persists"] += 1
             elif isinstance(action, A.StateTransferNeeded):
                 out.append(F.B_NOTICE + msgpack.packb(action.ordinal))
                 counts["state_transfer_notices"] += 1
         self.flush()
+
+    def persist(self, action: A.Persist) -> None:
+        """On disk (written, synced, renamed) before any later action is performed: the
+        acks that follow rely on it after a restart (docs/hardening.md I11-3). Rare: once
+        per originator incarnation."""
+        tmp = self.acked_path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(list(action.acked_incarnations)))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.acked_path)
 
     def deliver(self, action: A.Deliver) -> None:
         counts = self.stats.counts
@@ -334,6 +354,7 @@ class Engine:
                 "view": r.view,
                 "ordinal": self.ordinal,
                 "incarnation": r.incarnation,
+                "recovering": r.recovering,
                 "core_dropped": dict(sorted(r.stats.dropped.items())),
                 "jumps": r.stats.jumps,
                 # suspect-leader view of the links: RTT each peer measured to us, suspicions

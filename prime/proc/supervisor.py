@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import select
 import signal
@@ -73,7 +74,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def pick_incarnation(ipc_dir: Path, me: int) -> int:
+def pick_incarnation(ipc_dir: Path, me: int) -> tuple[int, bool]:
+    """A new incarnation (hardening H8), and whether this replica ran before here: its
+    last incarnation is on file. Then it restarts with empty state, and the core must
+    know (``Replica(recovering=True)``, hardening I11-3: it has forgotten the acks it
+    sent). The file must outlive the daemon for this: keep ``client_ipc_dir`` on
+    storage a reboot does not wipe when replicas can restart after one."""
     path = ipc_dir / f"prime-{me}.incarnation"
     previous = 0
     try:
@@ -84,7 +90,25 @@ def pick_incarnation(ipc_dir: Path, me: int) -> int:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(f"{incarnation}\n")
     os.replace(tmp, path)
-    return incarnation
+    return incarnation, previous > 0
+
+
+def acked_path(ipc_dir: Path, me: int) -> Path:
+    """Where the engine keeps ``A.Persist``: the incarnations this replica ever acked."""
+    return ipc_dir / f"prime-{me}.acked"
+
+
+def read_acked(ipc_dir: Path, me: int, n: int) -> tuple[int, ...] | None:
+    """What an earlier life persisted, or None (none, or unreadable: the core then
+    falls back to its own incarnation as the bound, which is safe but lets a whole
+    cluster that restarts at once wait on itself)."""
+    try:
+        values = json.loads(acked_path(ipc_dir, me).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(values, list) or len(values) != n + 1 or not all(type(v) is int and v >= 0 for v in values):
+        return None
+    return tuple(values)
 
 
 def _describe(status: int) -> str:
@@ -122,7 +146,8 @@ class Supervisor:
     def build(self) -> ReplicaContext:
         ipc_dir = Path(self.cfg.networking.client_ipc_dir)
         ipc_dir.mkdir(parents=True, exist_ok=True)
-        incarnation = pick_incarnation(ipc_dir, self.me)
+        incarnation, recovering = pick_incarnation(ipc_dir, self.me)
+        acked = read_acked(ipc_dir, self.me, self.cfg.n) if recovering else None
         workers = self.cfg.networking.workers
         if workers == 0:
             to_workers: list[Ring] = []
@@ -137,6 +162,8 @@ class Supervisor:
             keys=self.keys,
             keys_dir=self.keys_dir,
             incarnation=incarnation,
+            recovering=recovering,
+            acked_incarnations=acked,
             ipc_path=self.ipc_path,
             to_engine=to_engine,
             to_workers=to_workers,
@@ -202,7 +229,9 @@ class Supervisor:
                 self._fork(f"worker{i}", lambda i=i: worker_main(ctx, i))  # type: ignore[misc]
             self._fork("net", lambda: net_main(ctx))
             self.say(
-                f"started: incarnation {ctx.incarnation}, {ctx.workers} verify worker(s), "
+                f"started: incarnation {ctx.incarnation}"
+                f"{' (a restart: previous incarnation on file)' if ctx.recovering else ''}, "
+                f"{ctx.workers} verify worker(s), "
                 f"pids {', '.join(f'{n}={p}' for p, n in self.children.items())}"
             )
             return self._watch(read_fd, pending)

@@ -68,6 +68,9 @@ class SimConfig:
     client_homes: list[int] = field(default_factory=list)
     partitions: list[str] = field(default_factory=list)
     liveness_bound: float = 10.0
+    # A restarted replica gets back what its earlier life persisted (A.Persist: the
+    # incarnations it acked); False: its disk is lost too (the conservative amnesia bound).
+    keep_disk: bool = True
     # L3: seconds a correct replica's client may wait for its reply, faults active or not.
     # Six retransmission periods (1 s each, as the original's): with f+k replicas faulty
     # every quorum is all the correct ones, and each message lost on the way costs a
@@ -257,6 +260,7 @@ class SimCluster:
         self.dropped_unverified = 0
         self.malformed_dropped = 0
         self.restarted: dict[int, int] = {}
+        self.disk: dict[int, tuple[int, ...]] = {}  # per replica: what it persisted (A.Persist)
         # The example application (prime.app.kv) at every replica, with state transfer.
         self.apps: dict[int, KvStore] = {r: KvStore(r) for r in range(1, cfg.n + 1)}
         self.app_waiting: dict[int, tuple[int, int]] = {}  # replica -> (replica, X) to fetch
@@ -409,6 +413,8 @@ class SimCluster:
                 result = self._threshold(node.rid, action)
                 replica.step(ThresholdDone(action.job_id, result))
                 work.extendleft(reversed(replica.take_actions()))
+            elif isinstance(action, A.Persist):
+                self.disk[rid] = action.acked_incarnations  # survives a restart
             elif isinstance(action, A.StateTransferNeeded):
                 if rid in self.correct:
                     self.checker.record_jump(rid, action.ordinal, self.now_us)
@@ -433,7 +439,8 @@ class SimCluster:
         time in seconds, like the original's wall-clock incarnations)."""
         old = self.nodes[rid].replica
         incarnation = max(old.incarnation + 1, self.now_us // US + 1)
-        replica = Replica(self.params, rid, incarnation=incarnation, recovering=True)
+        replica = Replica(self.params, rid, incarnation=incarnation, recovering=True,
+                          acked_incarnations=self.disk.get(rid) if self.cfg.keep_disk else None)
         self.nodes[rid] = Node(self, rid, replica, Signer(self.scheme, rid))
         self.alive[rid] = True
         self._tick_at[rid] = None

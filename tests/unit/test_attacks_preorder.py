@@ -46,9 +46,11 @@ def order(h: Harness, seq: int, vec, ackers=(1, 2, 3)) -> Envelope:
 # ---------------------------------------------------------------- item 3: restart amnesia
 
 
-def restarted(h: Harness, incarnation: int = 2, at_us: int = 1_500_000) -> None:
-    """Replace the harness's replica with a restarted one: empty state, a new incarnation."""
-    h.replica = Replica(h.p, h.me, incarnation=incarnation, recovering=True)
+def restarted(h: Harness, incarnation: int = 2, at_us: int = 1_500_000,
+              acked: tuple[int, ...] | None = None) -> None:
+    """Replace the harness's replica with a restarted one: empty state, a new incarnation
+    (and, if given, what its earlier life persisted: A.Persist)."""
+    h.replica = Replica(h.p, h.me, incarnation=incarnation, recovering=True, acked_incarnations=acked)
     h.sent.clear()
     h.tick(at_us)
     h.flush()
@@ -78,6 +80,42 @@ def test_restarted_replica_never_helps_certify_the_other_version(old: bool) -> N
     h.feed(h.ack(1, 2, 1, request_digest(version_b)))
     h.advance(1_100_000)
     assert (2, (1, 1)) in ids_acked(h, request_digest(version_b))
+
+
+def test_acks_of_a_new_incarnation_are_persisted_before_they_leave() -> None:
+    """The first ack of an originator's incarnation is preceded by A.Persist carrying it,
+    so a restarted replica knows which incarnations an earlier life may have acked."""
+    h = Harness(me=4)
+    req = h.po_request(2, 1, [h.update(h.n + 1, 1)])
+    h.feed(req)
+    h.advance(50_000)
+    first_ack = next(i for i, (_, env) in enumerate(h.sent) if isinstance(env.msg, msgs.PoAck))
+    assert h.persisted, "no Persist before the ack"
+    sent_before, record = h.persisted[0]
+    assert sent_before <= first_ack and record[2] == 1, (h.persisted, first_ack)
+    h.feed(h.po_request(2, 2, [h.update(h.n + 1, 2)]))
+    h.advance(50_000)
+    assert len(h.persisted) == 1, "the same incarnation again: nothing new to persist"
+
+
+def test_with_its_record_a_restarted_replica_withholds_only_what_an_earlier_life_acked() -> None:
+    """Whole-cluster restart: originator 3 came back as incarnation 5, this replica as 6.
+    Without its record, any incarnation up to its own counts as possibly acked before, and
+    it waits for others to certify 3's request; every replica restarting at once does the
+    same, and none is ever certified. With the record (its earlier life acked 3's
+    incarnation 1 at most) it acks incarnation 5 at once, and still withholds
+    incarnation 1 (the amnesia rule, I11-3)."""
+    client = 5
+    for record, expect_new_acked in ((None, False), ((0, 1, 1, 1, 1), True)):
+        h = Harness(me=4)
+        restarted(h, incarnation=6, acked=record)
+        new = h.po_request(3, 1, [h.update(client, 1)], inc=5)
+        old = h.po_request(2, 1, [h.update(client, 2)], inc=1)
+        h.feed(new)
+        h.feed(old)
+        h.advance(50_000)
+        assert ((3, (5, 1)) in ids_acked(h, request_digest(new))) is expect_new_acked, record
+        assert (2, (1, 1)) not in ids_acked(h, request_digest(old)), record
 
 
 def test_replica_that_never_restarted_acks_at_once() -> None:
