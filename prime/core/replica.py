@@ -425,6 +425,7 @@ class Replica:
         self._arm(name, at_us)
 
     def _arm(self, name: str, at_us: int) -> None:
+        """Put ``name`` in the timer table at ``at_us`` (a periodic job keeps its grid)."""
         if self._timers.get(name) == at_us:
             return  # armed already, and its heap entry is live
         self._timers[name] = at_us

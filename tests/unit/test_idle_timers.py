@@ -55,7 +55,9 @@ def wakeup_bound(p: Params, seconds: int) -> int:
 def settled_cluster(legacy: frozenset[str] = frozenset()) -> SimCluster:
     """A 4-replica cluster that ordered 0.5 s of load and then had 2 s to settle
     (last Commits, certificates, retransmissions)."""
-    cfg = SimConfig(f=1, k=0, seed=7, duration=0.5, clients=4, inflight=4, params={"legacy": legacy})
+    cfg = SimConfig(f=1, k=0, seed=7, duration=0.5, clients=4, inflight=4)
+    if legacy:
+        cfg.params = {"legacy": legacy}
     cluster = SimCluster(cfg)
     summary = cluster.run()
     assert summary["ok"], summary["violations"]
