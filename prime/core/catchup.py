@@ -83,6 +83,7 @@ class Catchup:
         self.last_ord_cert: OrdCert | None = None  # our own newest (unsigned body)
         # Our newest certificates and replayed ordinals, to answer requests.
         self.recent: dict[int, OrdCert | Replayed] = {}
+        self.recent_at: dict[int, int] = {}  # when each kept ordinal was executed
         self.fills: dict[int, OrdCert] = {}  # valid certificates just above our ARU
         # Replayed records just above our ARU: ordinal -> sender -> (content key, record).
         self.vouches: dict[int, dict[int, tuple[bytes, Replayed]]] = {}
@@ -116,8 +117,11 @@ class Catchup:
         history = self.r.p.catchup_history_ordinals
         if history:
             self.recent[record.seq] = record
+            self.recent_at[record.seq] = self.r.now_us
             while len(self.recent) > history:
-                del self.recent[min(self.recent)]
+                oldest = min(self.recent)
+                del self.recent[oldest]
+                self.recent_at.pop(oldest, None)
 
     def _remember(self, cert: OrdCert) -> None:
         self.last_ord_cert = cert
@@ -130,9 +134,25 @@ class Catchup:
             self.r.sign_and_send(self.last_ord_cert)
             self.r.set_timer("ord_cert", self.r.now_us + self.r.p.ord_cert_period_us)
 
+    def on_stale_vote(self, peer: int, seq: int) -> None:
+        """``peer`` still votes (a retransmitted Prepare or Commit) for ordinal ``seq``, which
+        we executed at least half a retransmission period ago: it lacks the decision (a
+        vote lost on the way, and nobody retransmits for an ordinal they executed).
+        Answer as if it had asked for catch-up from ``seq``, within its answer budget,
+        instead of leaving it to the next ORD_CERT broadcast. A vote arriving just after
+        we executed (the last of 2f+k+2) is no such sign: it gets nothing."""
+        at = self.recent_at.get(seq)
+        if at is None or self.r.now_us - at < self.r.p.retrans_period_us // 2:
+            return
+        self.answer(peer, seq - 1)
+
     def on_catchup_request(self, via: int, env: Envelope) -> None:
         """Answer a peer's CATCHUP_REQUEST with the certificates we keep above its ARU."""
-        peer = env.sender
+        self.answer(env.sender, env.msg.aru)
+
+    def answer(self, peer: int, aru: int) -> None:
+        """The certificates we keep above ``aru``, to ``peer``: at most every
+        ``catchup_epsilon_us`` and within its byte budget (shared by every way of asking)."""
         if peer == self.r.me or not 1 <= peer <= self.r.n:
             return
         last = self.replied_at_us.get(peer)
@@ -148,7 +168,7 @@ class Catchup:
             self.r.drop("catchup_request:budget")  # this peer drew its share: it waits
             return
         self.replied_at_us[peer] = now
-        start = env.msg.aru + 1
+        start = aru + 1
         sent = 0
         for seq in range(start, start + p.catchup_reply_count_max):
             record = self.recent.get(seq)

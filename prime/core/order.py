@@ -318,6 +318,9 @@ class Order:
         if msg.view != self.r.view or env.sender == self.r.leader:
             self.r.drop("prepare:view_or_leader")
             return
+        if msg.seq <= self.aru:
+            self.r.catchup.on_stale_vote(env.sender, msg.seq)
+            return
         slot = self._slot(msg.seq, "prepare")
         if slot is None or env.sender in slot.prepares:
             return
@@ -351,6 +354,9 @@ class Order:
             return
         if msg.view != self.r.view:
             self.r.drop("commit:view")
+            return
+        if msg.seq <= self.aru:
+            self.r.catchup.on_stale_vote(env.sender, msg.seq)
             return
         slot = self._slot(msg.seq, "commit")
         if slot is None or env.sender in slot.commits:
