@@ -39,8 +39,10 @@ digest ``2f+k+1`` *other* replicas already certify. "Might have acked": the
 originator's incarnation is one an earlier life acked at most, as kept on stable
 storage (``A.Persist``, written before any ack of a newer incarnation is sent;
 ``Replica(acked_incarnations=...)``), or, if that record is lost, not newer than
-our own incarnation (incarnations are start times in seconds, ties count as
-older); and the sequence number is within the PO
+our own incarnation plus H8's ``incarnation_slack_s`` (incarnations are start times
+in seconds; an earlier life's clock was at most our start, and it accepted
+incarnations up to its clock plus the slack; the next record we write carries that
+bound on); and the sequence number is within the PO
 window of what had been executed when our new incarnation's marker executed
 (our previous life never acked beyond its window, and its white line was at
 most that). Safety: the first certificate of any digest is made of acks each
@@ -204,6 +206,12 @@ class PreOrder:
         # Per originator, the highest incarnation we acked in any life (kept by the driver:
         # A.Persist), and the bound of what an earlier life acked (None: unknown).
         earlier = replica.acked_incarnations
+        if earlier is None and self.recovering:
+            # The record is lost. An earlier life's clock was at most our start time (our
+            # incarnation), and it acked incarnations up to its clock plus H8's slack.
+            # The bound goes into the record we write next too: a later life must still
+            # cover what the earlier ones acked, not only what this one does.
+            earlier = (replica.incarnation + replica.p.incarnation_slack_s,) * (n + 1)
         self.acked_inc: list[int] = list(earlier) if earlier is not None else [0] * (n + 1)
         self.earlier_acked_inc: tuple[int, ...] | None = earlier
         # Own incarnation starts at (inc, 0) for our own originator slot.
@@ -484,8 +492,8 @@ class PreOrder:
 
     def _may_have_acked_before(self, s: int, po: PoSeq) -> bool:
         """Restart amnesia: could our previous life have acked ``(s, po)``? (docstring)"""
-        horizon = self.earlier_acked_inc[s] if self.earlier_acked_inc is not None else self.r.incarnation
-        if not self.recovering or s == self.r.me or po[0] > horizon:
+        earlier = self.earlier_acked_inc
+        if not self.recovering or earlier is None or s == self.r.me or po[0] > earlier[s]:
             return False
         if self.amnesia_inc is None:
             return True
