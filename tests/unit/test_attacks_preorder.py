@@ -173,6 +173,25 @@ def test_a_life_without_the_record_persists_a_bound_that_covers_the_earlier_live
     assert not _shown_b(h, version_b), f"life 3 helped certify B (its record: {record})"
 
 
+@pytest.mark.xfail(strict=True, reason="review: one Persist (a synchronous fsync in the "
+                   "engine, 7 ms on this machine's disk) per ack round in which a faulty "
+                   "originator shows a new incarnation; it chooses how often")
+def test_a_faulty_originator_cannot_make_a_replica_write_its_record_at_will() -> None:
+    """A.Persist is synced to disk in the engine's own thread before the next action
+    ("rare: once per originator incarnation"). But the originator picks its incarnations:
+    any value above its last one and within H8's slack of the clock is taken as a restart,
+    and the first request of each is acked. Faulty originator 2 shows a new incarnation
+    every 5 ms for a second; a replica must not write its record more than a few times
+    for it (here: at most 20), or every correct engine spends its rounds in fsync."""
+    h = Harness(me=4)
+    h.tick(100_000_000)  # incarnations up to 160 are plausible
+    for i in range(200):
+        h.feed(h.po_request(2, 1, [h.update(h.n + 1, i + 1)], inc=2 + i))
+        h.advance(5_000)
+    assert (2, (3, 1)) in ids_acked(h)  # it acks them: a restart of a correct one looks the same
+    assert len(h.persisted) <= 20, f"{len(h.persisted)} writes of the record in one second"
+
+
 def test_replica_that_never_restarted_acks_at_once() -> None:
     """Control: the rule concerns only a restarted replica."""
     h = Harness(me=4)
