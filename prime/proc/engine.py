@@ -297,7 +297,8 @@ class Engine:
     def persist(self, action: A.Persist) -> None:
         """On disk (written, synced, renamed) before any later action is performed: the
         acks that follow rely on it after a restart (docs/hardening.md I11-3). Rare: once
-        per originator incarnation."""
+        per originator incarnation, and at most once per ``PERSIST_INTERVAL_US`` however
+        often a faulty originator shows a new one (prime/core/preorder.py)."""
         tmp = self.acked_path.with_suffix(".tmp")
         with open(tmp, "w") as fh:
             fh.write(json.dumps(list(action.acked_incarnations)))

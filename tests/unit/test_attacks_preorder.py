@@ -173,9 +173,6 @@ def test_a_life_without_the_record_persists_a_bound_that_covers_the_earlier_live
     assert not _shown_b(h, version_b), f"life 3 helped certify B (its record: {record})"
 
 
-@pytest.mark.xfail(strict=True, reason="review: one Persist (a synchronous fsync in the "
-                   "engine, 7 ms on this machine's disk) per ack round in which a faulty "
-                   "originator shows a new incarnation; it chooses how often")
 def test_a_faulty_originator_cannot_make_a_replica_write_its_record_at_will() -> None:
     """A.Persist is synced to disk in the engine's own thread before the next action
     ("rare: once per originator incarnation"). But the originator picks its incarnations:
