@@ -54,8 +54,6 @@ def _durable(events: list[tuple[str, Any]]) -> bool:
     return ("fsync", ino) in events[:i] and ("fsync", "dir") in events[i + 1:]
 
 
-@pytest.mark.xfail(strict=True, reason="review: the directory is not synced after the "
-                   "rename (the ack record), and the incarnation file is not synced at all")
 def test_both_restart_records_are_synced_file_then_directory(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     events = _trace(monkeypatch)
