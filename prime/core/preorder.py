@@ -39,8 +39,10 @@ digest ``2f+k+1`` *other* replicas already certify. "Might have acked": the
 originator's incarnation is one an earlier life acked at most, as kept on stable
 storage (``A.Persist``, written before any ack of a newer incarnation is sent;
 ``Replica(acked_incarnations=...)``), or, if that record is lost, not newer than
-our own incarnation (incarnations are start times in seconds, ties count as
-older); and the sequence number is within the PO
+our own incarnation plus H8's ``incarnation_slack_s`` (incarnations are start times
+in seconds; an earlier life's clock was at most our start, and it accepted
+incarnations up to its clock plus the slack; the next record we write carries that
+bound on); and the sequence number is within the PO
 window of what had been executed when our new incarnation's marker executed
 (our previous life never acked beyond its window, and its white line was at
 most that). Safety: the first certificate of any digest is made of acks each
@@ -73,6 +75,12 @@ if TYPE_CHECKING:
     from prime.core.replica import Replica
 
 PoId = tuple[int, int, int]  # (originator, incarnation, seq)
+# A.Persist is synced to disk before the next action (the engine: an fsync in its own
+# thread). An originator chooses its incarnations, so a faulty one could show a new one
+# every round and make a replica sync every round; the ack of a newer incarnation than
+# the record holds waits until this long after the last write instead (a correct
+# originator's restart: at most this once; one write covers every originator).
+PERSIST_INTERVAL_US = 100_000
 ACK_DIGESTS_PER_ACKER = 2  # digests one acker is counted for in one slot (equivocators sign two)
 
 
@@ -204,8 +212,15 @@ class PreOrder:
         # Per originator, the highest incarnation we acked in any life (kept by the driver:
         # A.Persist), and the bound of what an earlier life acked (None: unknown).
         earlier = replica.acked_incarnations
+        if earlier is None and self.recovering:
+            # The record is lost. An earlier life's clock was at most our start time (our
+            # incarnation), and it acked incarnations up to its clock plus H8's slack.
+            # The bound goes into the record we write next too: a later life must still
+            # cover what the earlier ones acked, not only what this one does.
+            earlier = (replica.incarnation + replica.p.incarnation_slack_s,) * (n + 1)
         self.acked_inc: list[int] = list(earlier) if earlier is not None else [0] * (n + 1)
         self.earlier_acked_inc: tuple[int, ...] | None = earlier
+        self.persist_next_us = 0  # no A.Persist before then (PERSIST_INTERVAL_US)
         # Own incarnation starts at (inc, 0) for our own originator slot.
         self.aru[replica.me] = self.max_acked[replica.me] = self.cum_aru[replica.me] = (inc, 0)
         self.white_line[replica.me] = (inc, 0)
@@ -461,8 +476,10 @@ class PreOrder:
         something (replica.Periodic): a held request not acked yet, or the restart
         amnesia bounds to fix. It mirrors that loop without its effects."""
         hold = self._own_incarnation_held()
+        now = self.r.now_us
         if self.recovering and not hold and self.amnesia_inc is None:
-            return self.r.now_us
+            return now
+        due: int | None = None
         for s in range(1, self.r.n + 1):
             aru = self.aru[s]
             start = self.max_acked[s]
@@ -472,11 +489,16 @@ class PreOrder:
             if start[1] >= last:
                 continue
             hist, inc = self.history[s], aru[0]
+            # A newer incarnation than the record holds is acked once a write is allowed.
+            at = self.persist_next_us if inc > self.acked_inc[s] and now < self.persist_next_us else now
             for j in range(start[1] + 1, last + 1):
                 slot = hist.get((inc, j))
                 if slot is not None and slot.request is not None:
-                    return self.r.now_us
-        return None
+                    if at == now:
+                        return now
+                    due = at if due is None else min(due, at)
+                    break
+        return due
 
     def _own_incarnation_held(self) -> bool:
         """Incarnation hold: until our newest incarnation executed, ack only seq-1 requests."""
@@ -484,8 +506,8 @@ class PreOrder:
 
     def _may_have_acked_before(self, s: int, po: PoSeq) -> bool:
         """Restart amnesia: could our previous life have acked ``(s, po)``? (docstring)"""
-        horizon = self.earlier_acked_inc[s] if self.earlier_acked_inc is not None else self.r.incarnation
-        if not self.recovering or s == self.r.me or po[0] > horizon:
+        earlier = self.earlier_acked_inc
+        if not self.recovering or earlier is None or s == self.r.me or po[0] > earlier[s]:
             return False
         if self.amnesia_inc is None:
             return True
@@ -518,8 +540,12 @@ class PreOrder:
         hold = self._own_incarnation_held()
         if self.recovering and not hold and self.amnesia_inc is None:
             self._fix_amnesia_bounds()
+        may_persist = self.r.now_us >= self.persist_next_us
+        acked_inc = self.acked_inc
         for s in range(1, self.r.n + 1):
             aru = self.aru[s]
+            if aru[0] > acked_inc[s] and not may_persist:
+                continue  # a newer incarnation: once the record may be written (ack_due)
             if retransmit:
                 start = self.last_executed[s]
                 if start[0] < aru[0]:
@@ -543,13 +569,13 @@ class PreOrder:
                 if (inc, j) > self.max_acked[s]:
                     self.max_acked[s] = (inc, j)
         newer = False
-        acked_inc = self.acked_inc
         for part in parts:
             if part.po[0] > acked_inc[part.originator]:
                 acked_inc[part.originator] = part.po[0]
                 newer = True
         if newer:  # on stable storage before any of these acks leaves (I11-3)
             self.r.emit(A.Persist(tuple(acked_inc)))
+            self.persist_next_us = self.r.now_us + PERSIST_INTERVAL_US
         for i in range(0, len(parts), msgs.ACK_PARTS_MAX):
             self.r.sign_and_send(PoAck(tuple(parts[i : i + msgs.ACK_PARTS_MAX])))
 

@@ -17,8 +17,11 @@ makes ZeroMQ cut a connection that sends a frame far beyond ``message_bytes_max`
 (frames between one and two times the bound are read and counted as oversized).
 
 With ``link_security = "none"`` the port is the only thing that names the peer,
-and anyone who can reach it can claim to be that peer (the envelopes are still
-verified: a false ``via`` costs the liar nothing but its own budget).
+and anyone who can reach it can claim to be that peer. The envelopes are still
+verified, but what arrives on peer ``j``'s port is read within ``j``'s inbound
+budget: whoever connects there (as often as it likes: the ROUTER reads its
+connections in turn) spends ``j``'s budget and can starve ``j``'s own frames, a
+correct leader's included. Hence "none" only on a network nobody else reaches.
 
 With ``link_security = "curve"`` every peer link is CurveZMQ (authenticated,
 encrypted): each DEALER knows its peer's public key, each ROUTER is a CURVE server

@@ -17,6 +17,24 @@ from prime.crypto.keys import ServerKeys
 from prime.proc.ring import Ring
 
 
+def write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a power loss leaves either the old or the
+    new content, and once this returns, the new: the data synced before the rename,
+    the directory (which holds the rename) synced after it. The restart records rely
+    on it (docs/hardening.md I11-3): acks leave only once their record is on disk."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class ReplicaContext:
     cfg: Config

@@ -23,7 +23,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import queue
 import select
 import signal
@@ -44,7 +43,7 @@ from prime.core.replica import Replica
 from prime.net import traffic as TR
 from prime.msgs import UPDATES_PER_REQUEST_MAX, UpdateKind
 from prime.proc import frames as F
-from prime.proc.context import ProcStats, ReplicaContext
+from prime.proc.context import ProcStats, ReplicaContext, write_durably
 from prime.proc.ring import Doorbell
 
 DELIVER_CHUNK_BYTES = 16_384  # payload bytes per DELIVER record (an ordinal may be larger)
@@ -297,13 +296,9 @@ class Engine:
     def persist(self, action: A.Persist) -> None:
         """On disk (written, synced, renamed) before any later action is performed: the
         acks that follow rely on it after a restart (docs/hardening.md I11-3). Rare: once
-        per originator incarnation."""
-        tmp = self.acked_path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(list(action.acked_incarnations)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.acked_path)
+        per originator incarnation, and at most once per ``PERSIST_INTERVAL_US`` however
+        often a faulty originator shows a new one (prime/core/preorder.py)."""
+        write_durably(self.acked_path, json.dumps(list(action.acked_incarnations)))
 
     def deliver(self, action: A.Deliver) -> None:
         counts = self.stats.counts

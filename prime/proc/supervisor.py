@@ -36,7 +36,7 @@ from typing import Callable
 from prime.app.protocol import socket_path
 from prime.config import Config
 from prime.crypto.keys import ServerKeys
-from prime.proc.context import ReplicaContext
+from prime.proc.context import ReplicaContext, write_durably
 from prime.proc.ring import Ring
 
 STOP_GRACE_S = 0.5
@@ -87,9 +87,7 @@ def pick_incarnation(ipc_dir: Path, me: int) -> tuple[int, bool]:
     except (OSError, ValueError):
         pass
     incarnation = max(int(time.time()), previous + 1)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{incarnation}\n")
-    os.replace(tmp, path)
+    write_durably(path, f"{incarnation}\n")  # lost on a power loss, a restart would not know it is one
     return incarnation, previous > 0
 
 

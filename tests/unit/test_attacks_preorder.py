@@ -118,6 +118,77 @@ def test_with_its_record_a_restarted_replica_withholds_only_what_an_earlier_life
         assert (2, (1, 1)) not in ids_acked(h, request_digest(old)), record
 
 
+def _life_one_acks_a_future_incarnation(h: Harness) -> tuple[Envelope, Envelope]:
+    """At 10 s, faulty originator 2 shows this replica version A of (40, 1): 30 s ahead of
+    the clock, within H8's 60 s slack, so it is acked (and, with 1 and 2, certified). It
+    returns (A, B): B is the other version it keeps for this replica's next life."""
+    client = h.n + 1
+    version_a = h.po_request(2, 1, [h.update(client, 1, b"A")], inc=40)
+    version_b = h.po_request(2, 1, [h.update(client, 1, b"B")], inc=40)
+    h.tick(10_000_000)
+    h.feed(version_a)
+    h.advance(50_000)
+    assert (2, (40, 1)) in ids_acked(h, request_digest(version_a)), "life 1 acks A"
+    return version_a, version_b
+
+
+def _shown_b(h: Harness, version_b: Envelope) -> bool:
+    """Version B, acked by 2 (faulty) and 3 (shown B): does this life ack B too?"""
+    h.feed(version_b)
+    for acker in (2, 3):
+        h.feed(h.ack(acker, 2, 1, request_digest(version_b), inc=40))
+    h.advance(50_000)
+    return (2, (40, 1)) in ids_acked(h, request_digest(version_b))
+
+
+def test_without_its_record_a_restarted_replica_still_covers_the_incarnation_slack() -> None:
+    """The record lost (corrupted or deleted: ``read_acked`` gives None), the fallback
+    bound is the replica's own incarnation. But an earlier life accepted, and acked,
+    incarnations up to its clock plus ``incarnation_slack_s`` (H8): restarted 2 s later
+    (incarnation 12) it must not take originator 2's incarnation 40 for one no earlier
+    life acked, or it helps certify B after its earlier life certified A."""
+    h = Harness(me=4)
+    _, version_b = _life_one_acks_a_future_incarnation(h)
+    restarted(h, incarnation=12, at_us=12_000_000, acked=None)
+    assert not _shown_b(h, version_b), "a second version certified: A by 1, 2, 4; B by 2, 3, 4"
+
+
+def test_a_life_without_the_record_persists_a_bound_that_covers_the_earlier_lives() -> None:
+    """Life 2 restarts without its record (lost) and acks originator 3's request, which
+    persists a record again. Life 3 reads that record: it must still cover what life 1
+    acked (originator 2's incarnation 40), though life 2 never acked anything of 2.
+    Before the fix, life 2 wrote only its own acks (2's entry 0), and life 3 acked B."""
+    h = Harness(me=4)
+    _, version_b = _life_one_acks_a_future_incarnation(h)
+    restarted(h, incarnation=12, at_us=12_000_000, acked=None)
+    h.persisted.clear()
+    other = h.po_request(3, 1, [h.update(h.n + 2, 1)], inc=13)  # 3 restarted too
+    h.feed(other)
+    for acker in (1, 2, 3):  # certified by others: acked whatever the bound
+        h.feed(h.ack(acker, 3, 1, request_digest(other), inc=13))
+    h.advance(50_000)
+    assert (3, (13, 1)) in ids_acked(h), "life 2 acks a correct originator's new incarnation"
+    record = h.persisted[-1][1] if h.persisted else None  # on disk now (None: still unreadable)
+    restarted(h, incarnation=13, at_us=13_000_000, acked=record)
+    assert not _shown_b(h, version_b), f"life 3 helped certify B (its record: {record})"
+
+
+def test_a_faulty_originator_cannot_make_a_replica_write_its_record_at_will() -> None:
+    """A.Persist is synced to disk in the engine's own thread before the next action
+    ("rare: once per originator incarnation"). But the originator picks its incarnations:
+    any value above its last one and within H8's slack of the clock is taken as a restart,
+    and the first request of each is acked. Faulty originator 2 shows a new incarnation
+    every 5 ms for a second; a replica must not write its record more than a few times
+    for it (here: at most 20), or every correct engine spends its rounds in fsync."""
+    h = Harness(me=4)
+    h.tick(100_000_000)  # incarnations up to 160 are plausible
+    for i in range(200):
+        h.feed(h.po_request(2, 1, [h.update(h.n + 1, i + 1)], inc=2 + i))
+        h.advance(5_000)
+    assert (2, (3, 1)) in ids_acked(h)  # it acks them: a restart of a correct one looks the same
+    assert len(h.persisted) <= 20, f"{len(h.persisted)} writes of the record in one second"
+
+
 def test_replica_that_never_restarted_acks_at_once() -> None:
     """Control: the rule concerns only a restarted replica."""
     h = Harness(me=4)
@@ -130,9 +201,12 @@ def test_replica_that_never_restarted_acks_at_once() -> None:
 def test_restarted_replica_acks_freely_beyond_what_its_previous_life_could_hold() -> None:
     """Once its new incarnation's marker executed, a restarted replica acks at once every PO id
     beyond the PO window of what was executed then (its previous life held nothing beyond
-    it), and any incarnation newer than its own; within it, only certified versions."""
+    it), and any incarnation newer than its earlier lives acked (its record: incarnation 1
+    of every originator); within it, only certified versions. (Without the record, an
+    incarnation newer than its own but within H8's slack is withheld too: see
+    test_without_its_record_a_restarted_replica_still_covers_the_incarnation_slack.)"""
     h = Harness(me=4, po_window_max=8)
-    restarted(h, incarnation=2)
+    restarted(h, incarnation=2, acked=(0, 1, 1, 1, 1))
     mine = [env for _, env in h.sent if env.sender == 4 and isinstance(env.msg, msgs.PoRequest)]
     assert [env.msg.po for env in mine] == [(2, 1)], "its NEW_INCARNATION marker"
     client = h.n + 1
@@ -163,7 +237,7 @@ def test_restarted_replica_acks_freely_beyond_what_its_previous_life_could_hold(
     h.advance(20_000)
     acked = ids_acked(h)
     assert {(2, (1, 12)), (2, (1, 13)), (2, (1, 14))} <= acked, "beyond 3+8: acked at once"
-    assert (3, (3, 1)) in acked, "an incarnation newer than ours: acked at once"
+    assert (3, (3, 1)) in acked, "an incarnation no earlier life acked: acked at once"
 
 
 # ------------------------------------------------- item 4: acks naming unknown incarnations
