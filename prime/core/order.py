@@ -147,9 +147,10 @@ class Order:
 
     def pre_prepare_due(self) -> int | None:
         """The leader's pre-prepare job runs while it has something new to propose
-        (``should_send_pp``: a newer summary row arrived, or a view began) and may
-        propose it. An idle leader owes no pre-prepare: every TAT challenge a replica
-        sent came with a proof matrix, and a matrix with a newer row sets the flag."""
+        (``should_send_pp``: a newer summary row was accepted, or a view began) and may
+        propose it: exactly when its handler would send. A TAT challenge needs no
+        firing of its own: the proof matrix carrying it sets the flag if it holds a
+        newer row, as it always did."""
         r = self.r
         if not (r.is_leader and self.should_send_pp and r.view_change_done):
             return None

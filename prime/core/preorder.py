@@ -193,6 +193,9 @@ class PreOrder:
         # The matrix may have news for the leader (matrix_due): set when a row or a
         # mark of what we sent changes, cleared once the matrix is seen to hold none.
         self.matrix_changed = True
+        # The PO_ACK job may have work (ack_due): set when ARU advances or the incarnation
+        # hold may end, cleared once ack_due finds none.
+        self.acks_maybe_due = True
         self.last_executed: list[PoSeq] = [PO_ZERO] * (n + 1)
         self.white_line: list[PoSeq] = [PO_ZERO] * (n + 1)
         self.intro_client_seq: dict[int, PoSeq] = {}
@@ -450,7 +453,9 @@ class PreOrder:
             if slot is None or slot.request is None:
                 break
             seq += 1
-        self.aru[s] = (inc, seq)
+        if seq != self.aru[s][1]:
+            self.aru[s] = (inc, seq)
+            self.acks_maybe_due = True
 
     def _advance_cum_aru(self, s: int) -> None:
         inc, seq = self.cum_aru[s]
@@ -474,7 +479,11 @@ class PreOrder:
     def ack_due(self) -> int | None:
         """The PO_ACK job runs while ``send_po_acks(retransmit=False)`` would do
         something (replica.Periodic): a held request not acked yet, or the restart
-        amnesia bounds to fix. It mirrors that loop without its effects."""
+        amnesia bounds to fix. It mirrors that loop without its effects, and only after
+        something that can give it work (``acks_maybe_due``: ARU advanced, or our own
+        execution or a jump moved, which may end the incarnation hold)."""
+        if not self.acks_maybe_due:
+            return None
         hold = self._own_incarnation_held()
         now = self.r.now_us
         if self.recovering and not hold and self.amnesia_inc is None:
@@ -498,6 +507,8 @@ class PreOrder:
                         return now
                     due = at if due is None else min(due, at)
                     break
+        if due is None:
+            self.acks_maybe_due = False  # nothing to ack until something gives us work
         return due
 
     def _own_incarnation_held(self) -> bool:
@@ -698,7 +709,7 @@ class PreOrder:
         it sent the leader. Only a newer row (``apply_po_aru``) or lowered marks
         (``challenge_new_leader``) can create such news, so the matrix is looked at only
         after one of them (``matrix_changed``), not on every wake-up."""
-        if self.r.is_leader or not self.r.view_change_done or not self.matrix_changed:
+        if not self.matrix_changed or self.r.is_leader or not self.r.view_change_done:
             return None
         pop = self.matrix_pop()
         sent = self.max_num_sent_in_proof
@@ -747,6 +758,8 @@ class PreOrder:
     def mark_executed(self, s: int, po: PoSeq) -> None:
         if po > self.last_executed[s]:
             self.last_executed[s] = po
+            if s == self.r.me:
+                self.acks_maybe_due = True  # the incarnation hold may end
         if s == self.r.me and po > self.po_seq_executed:
             self.po_seq_executed = po
             self.send_po_requests()  # flow control may reopen (L8)
@@ -777,6 +790,7 @@ class PreOrder:
 
     def jump_originator(self, s: int, p: PoSeq) -> None:
         """2.7 jump step 4: everything of ``s`` up to ``p`` counts as executed."""
+        self.acks_maybe_due = True
         if p > self.max_num_sent_in_proof[s]:
             self.max_num_sent_in_proof[s] = p
         for po in [q for q in self.history[s] if q <= p]:

@@ -204,6 +204,10 @@ class Replica:
             "tat_measure": Periodic(params.tat_measure_period_us, self.suspect.tat_measure_due),
         }
         self._eager = "EAGER" in params.legacy
+        # Running jobs not armed at the earliest point of their grid (asleep, or armed for
+        # a later point): the only ones _wake_periodic asks, so a busy replica asks few.
+        self._sleeping: dict[str, Periodic] = {}
+        self._wake_stale = False  # a step since the last _wake_periodic may have given work
         # The literal dispatch table: message tag -> handler(via, env).
         self._handlers: dict[int, Callable[[int, wire.Envelope], None]] = {
             msgs.T_UPDATE: self.po.on_own_stamped_update,
@@ -248,11 +252,13 @@ class Replica:
                 assert now_us >= self.now_us, "time never runs backwards"
                 # Jobs given work since the last tick are armed on their grid as of
                 # then, before the clock moves (the driver may not have asked us).
-                self._wake_periodic((self.now_us, _AFTER_ALL))
+                if self._wake_stale:
+                    self._wake_periodic((self.now_us, _AFTER_ALL))
                 self.now_us = now_us
                 if not self.started:
                     self._start()
-                self._fire_due_timers()
+                self._fire_due_timers()  # wakes sleeping jobs after each handler
+                return
             case Inbound(via, env):
                 if self.started:
                     self.on_inbound(via, env)
@@ -269,6 +275,7 @@ class Replica:
                 self._on_threshold_done(job_id, result)
             case _:
                 raise AssertionError(f"unknown event {event!r}")
+        self._wake_stale = True  # sleeping jobs are asked before the clock moves
 
     def take_actions(self) -> list[A.Action]:
         out, self._actions = self._actions, []
@@ -278,7 +285,8 @@ class Replica:
         """When the driver must next ``Tick`` this replica (None: no timer).
 
         Idle, that is only the genuinely periodic timers (every 500 ms or slower)."""
-        self._wake_periodic((self.now_us, _AFTER_ALL))
+        if self._wake_stale:
+            self._wake_periodic((self.now_us, _AFTER_ALL))
         self._drop_stale_timer_entries()
         heap = self._timer_heap
         return heap[0][0] if heap else None
@@ -422,6 +430,7 @@ class Replica:
         if per is not None:
             per.running = True
             per.grid_us = at_us
+            self._sleeping.pop(name, None)
         self._arm(name, at_us)
 
     def _arm(self, name: str, at_us: int) -> None:
@@ -441,6 +450,7 @@ class Replica:
         per = self._periodic.get(name)
         if per is not None:
             per.running = False
+            self._sleeping.pop(name, None)
 
     def timer_armed(self, name: str) -> bool:
         return name in self._timers
@@ -469,6 +479,7 @@ class Replica:
             self._timer_handlers[name]()
             per = periodic.get(name)
             if per is not None and per.running and name not in timers:
+                self._sleeping.pop(name, None)
                 self._rearm_periodic(name, per)
             # A handler may have given a sleeping job work: one still due at this
             # instant fires in this loop if it sorts after this timer, as it would have.
@@ -485,6 +496,8 @@ class Replica:
         """After a firing: the next one a period later, if the job has work by then."""
         per.grid_us = self.now_us + per.period_us
         due = self.now_us if self._eager else per.work_due()
+        if due is None or due > per.grid_us:
+            self._sleeping[name] = per
         if due is not None:
             self._arm(name, self._grid_at_or_after(per.grid_us, per.period_us, due))
 
@@ -492,26 +505,25 @@ class Replica:
         """Arm every sleeping job that has work, at the grid point it would have done it.
 
         ``after`` is the last (deadline, name) fired at this instant: grid points up to
-        it have passed (firings without work, skipped). Jobs armed at their earliest
-        possible point are not asked, so a busy replica pays a few comparisons."""
-        if self._eager:
+        it have passed (firings without work, skipped). Only jobs in ``_sleeping`` are
+        asked: one armed at its earliest possible point cannot be armed earlier."""
+        self._wake_stale = False
+        if not self._sleeping:
             return
         now, timers = self.now_us, self._timers
-        for name, per in self._periodic.items():
-            if not per.running:
+        for name, per in list(self._sleeping.items()):
+            due = per.work_due()
+            if due is None:
                 continue
             earliest = self._grid_at_or_after(per.grid_us, per.period_us, now)
             if earliest == now and (now, name) <= after:
                 earliest += per.period_us
-            armed = timers.get(name)
-            if armed is not None and armed <= earliest:
-                continue
-            due = per.work_due()
-            if due is None:
-                continue
             at = self._grid_at_or_after(earliest, per.period_us, due)
+            armed = timers.get(name)
             if armed is None or at < armed:
                 self._arm(name, at)
+            if at == earliest:
+                del self._sleeping[name]  # armed as early as it can be
 
     # ------------------------------------------------------------ dispatch
 
