@@ -77,9 +77,10 @@ if TYPE_CHECKING:
 PoId = tuple[int, int, int]  # (originator, incarnation, seq)
 # A.Persist is synced to disk before the next action (the engine: an fsync in its own
 # thread). An originator chooses its incarnations, so a faulty one could show a new one
-# every round and make a replica sync every round; the ack of a newer incarnation than
-# the record holds waits until this long after the last write instead (a correct
-# originator's restart: at most this once; one write covers every originator).
+# every round and make a replica sync every round. Writes are paced instead: a burst of
+# N (every originator's first incarnation at start-up goes at once), then one per
+# PERSIST_INTERVAL_US; the ack of a newer incarnation than the record holds waits for
+# the next allowed write (one write covers every originator).
 PERSIST_INTERVAL_US = 100_000
 ACK_DIGESTS_PER_ACKER = 2  # digests one acker is counted for in one slot (equivocators sign two)
 
@@ -223,7 +224,10 @@ class PreOrder:
             earlier = (replica.incarnation + replica.p.incarnation_slack_s,) * (n + 1)
         self.acked_inc: list[int] = list(earlier) if earlier is not None else [0] * (n + 1)
         self.earlier_acked_inc: tuple[int, ...] | None = earlier
-        self.persist_next_us = 0  # no A.Persist before then (PERSIST_INTERVAL_US)
+        # Pacing of A.Persist (PERSIST_INTERVAL_US, a burst of n): no write before
+        # persist_next_us; persist_tat_us is when the pace would have caught up.
+        self.persist_next_us = 0
+        self.persist_tat_us = 0
         # Own incarnation starts at (inc, 0) for our own originator slot.
         self.aru[replica.me] = self.max_acked[replica.me] = self.cum_aru[replica.me] = (inc, 0)
         self.white_line[replica.me] = (inc, 0)
@@ -586,7 +590,8 @@ class PreOrder:
                 newer = True
         if newer:  # on stable storage before any of these acks leaves (I11-3)
             self.r.emit(A.Persist(tuple(acked_inc)))
-            self.persist_next_us = self.r.now_us + PERSIST_INTERVAL_US
+            self.persist_tat_us = max(self.persist_tat_us, self.r.now_us) + PERSIST_INTERVAL_US
+            self.persist_next_us = self.persist_tat_us - (self.r.n - 1) * PERSIST_INTERVAL_US
         for i in range(0, len(parts), msgs.ACK_PARTS_MAX):
             self.r.sign_and_send(PoAck(tuple(parts[i : i + msgs.ACK_PARTS_MAX])))
 

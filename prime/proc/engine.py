@@ -296,8 +296,8 @@ class Engine:
     def persist(self, action: A.Persist) -> None:
         """On disk (written, synced, renamed) before any later action is performed: the
         acks that follow rely on it after a restart (docs/hardening.md I11-3). Rare: once
-        per originator incarnation, and at most once per ``PERSIST_INTERVAL_US`` however
-        often a faulty originator shows a new one (prime/core/preorder.py)."""
+        per originator incarnation, and paced (``PERSIST_INTERVAL_US``) however often a
+        faulty originator shows a new one (prime/core/preorder.py)."""
         write_durably(self.acked_path, json.dumps(list(action.acked_incarnations)))
 
     def deliver(self, action: A.Deliver) -> None:
