@@ -40,8 +40,8 @@ from prime.core import actions as A
 from prime.core.events import ClientUpdate, CryptoDone, Inbound, ThresholdDone, Tick
 from prime.core.params import Params
 from prime.core.replica import Replica
-from prime.net import traffic as TR
 from prime.msgs import UPDATES_PER_REQUEST_MAX, UpdateKind
+from prime.net import traffic as TR
 from prime.proc import frames as F
 from prime.proc.context import ProcStats, ReplicaContext, write_durably
 from prime.proc.ring import Doorbell
@@ -127,7 +127,6 @@ class Engine:
         self.inputs = ctx.to_engine
         self.out = ctx.to_net
         self.batch_max = cfg.networking.engine_batch_count_max
-        self.size_max = cfg.system.message_bytes_max
         self.stats = ProcStats(ctx.me, "engine", cfg.logging.stats_interval_ms / 1000)
         self.clients: deque[wire.Envelope] = deque()
         # Feed the core client updates only while its own queue is short: it packs
