@@ -93,8 +93,9 @@ class Inbound:
     def push(self, via: int, raw: bytes) -> bool:
         return self.sched.push(TR.class_of(raw), via, raw)
 
-    def drain(self, room: Callable[[], int], forward: Callable[[int, bytes], None]) -> bool:
-        """Forward queued frames while ``room()`` says the rings take more."""
+    def drain(self, room: Callable[[], int], forward: Callable[[int, TR.TrafficClass, bytes], None]) -> bool:
+        """Forward queued frames (with the class ``push`` read) while ``room()`` says the
+        rings take more."""
         moved = False
         sched = self.sched
         budget = room() if len(sched) else 0
@@ -102,8 +103,8 @@ class Inbound:
             budget -= 1
             got = sched.pop()
             assert got is not None
-            _, via, raw = got
-            forward(via, raw)
+            cls, via, raw = got
+            forward(via, cls, raw)
             moved = True
         return moved
 

@@ -195,9 +195,8 @@ class Engine:
         timely: list[bytes] = []
         rest: list[bytes] = []
         TIMELY = TR.TrafficClass.TIMELY
-        class_of = TR.class_of
         for rec in records:
-            if rec[0] == F.PEER and class_of(rec, 2) is TIMELY:
+            if rec[0] == F.PEER and rec[2] == TIMELY:  # the class the net process read
                 timely.append(rec)
             else:
                 rest.append(rec)
@@ -224,7 +223,7 @@ class Engine:
                 # Only a verify worker (or, with workers = 0, the net process's
                 # RecordVerifier.check) puts PEER and CLIENT records here, after wire.decode
                 # accepted these very bytes: rebuild them, do not check them again.
-                env = wire.decode_verified(rec[2:])
+                env = wire.decode_verified(rec[F.PEER_HEADER:])
                 if isinstance(env, str):  # verified by a worker: cannot happen
                     counts["decode_after_verify:" + env] += 1
                     continue

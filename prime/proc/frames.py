@@ -2,7 +2,7 @@
 
 The first byte names the kind; peer ids fit one byte (N <= 31).
 
-    net -> verifier -> engine   PEER    b"P" via raw_envelope
+    net -> verifier -> engine   PEER    b"P" via class raw_envelope  (class: prime.net.traffic, read once by the net)
                                 CLIENT  b"C" raw_envelope        (an UPDATE from the app)
                                 OVERRUN b"O" u64 ordinal         (the app was told it fell behind: net -> engine,
                                                                   which introduces our state-transfer marker)
@@ -38,3 +38,4 @@ B_SEND = b"S"
 B_BCAST = b"B"
 B_DELIVER = b"D"
 B_NOTICE = b"T"
+PEER_HEADER = 3  # b"P", via, traffic class: the envelope starts here

@@ -274,8 +274,8 @@ class Net:
         rings = self.ctx.to_workers or self.ctx.to_engine
         return min(r.free_records() - max(APP_RING_ROOM_MIN, r.records_max - PEER_RING_DEPTH) for r in rings)
 
-    def _forward_peer(self, via: int, raw: bytes) -> None:
-        self._forward(F.B_PEER + bytes((via,)) + raw, raw)
+    def _forward_peer(self, via: int, cls: int, raw: bytes) -> None:
+        self._forward(F.B_PEER + bytes((via, cls)) + raw, raw)
 
     def _stats_extra(self) -> dict[str, object]:
         return {

@@ -20,7 +20,7 @@ from typing import Any
 from prime import msgs, wire
 from prime.auth import Ed25519Scheme, Verifier
 from prime.msgs import Update
-from prime.net.traffic import TrafficClass, class_of
+from prime.net.traffic import TrafficClass
 from prime.proc import frames as F
 from prime.proc.context import ProcStats, ReplicaContext
 from prime.wire import Envelope
@@ -56,7 +56,7 @@ class RecordVerifier:
         """True if ``rec`` (a PEER or CLIENT record) may go to the engine."""
         counts = self.counts
         kind = rec[0]
-        raw = rec[2:] if kind == F.PEER else rec[1:]
+        raw = rec[F.PEER_HEADER:] if kind == F.PEER else rec[1:]
         env = wire.decode(raw, size_max=self.size_max)
         if isinstance(env, str):
             counts["drop:decode:" + env] += 1
@@ -111,7 +111,7 @@ def _work(src: Any, dst: Any, checker: RecordVerifier, stats: ProcStats, batch_m
             stats.emit(now, {"verifications": checker.verifier.verifications})
         if records:
             # timely records first (their verification is what the leader's turnaround waits on)
-            timely = [rec for rec in records if rec[0] == F.PEER and class_of(rec, 2) is TIMELY]
+            timely = [rec for rec in records if rec[0] == F.PEER and rec[2] == TIMELY]
             if timely and len(timely) < len(records):
                 chosen = set(map(id, timely))
                 records = timely + [rec for rec in records if id(rec) not in chosen]

@@ -280,7 +280,7 @@ def test_engine_steps_the_rebuilt_envelopes() -> None:
     )
     pp = sample_envelopes()[msgs.T_PRE_PREPARE]
     update = wrap(Update(client=9, incarnation=1, seq=4, kind=UpdateKind.APP, payload=b"x" * 300), sender=9)
-    Engine.on_records(fake, [F.B_PEER + bytes((3,)) + pp.raw, F.B_CLIENT + update.raw, F.B_PEER + b"\x03\xc1"])  # type: ignore[arg-type]
+    Engine.on_records(fake, [F.B_PEER + bytes((3, 0)) + pp.raw, F.B_CLIENT + update.raw, F.B_PEER + b"\x03\x00\xc1"])  # type: ignore[arg-type]
     assert len(steps) == 1 and steps[0].via == 3
     same(wire.decode(pp.raw), steps[0].env)
     assert len(fake.clients) == 1
