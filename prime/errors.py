@@ -18,6 +18,11 @@ class KeyFileError(PrimeError):
     """A key file is missing, unreadable or corrupt."""
 
 
+class StartupError(PrimeError):
+    """The daemon cannot take what it needs to run (a port in use, say); the message
+    says which and what to check."""
+
+
 class CryptoError(PrimeError):
     """A cryptographic operation failed."""
 

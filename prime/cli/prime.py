@@ -147,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     problem = unsupported(cfg)
     if problem:
         return _fail(problem)
+    from prime.net.sockets import PORTS_HINT, ports_in_use
+
+    busy = ports_in_use(cfg, args.server_id)
+    if busy:
+        return _fail(f"replica {args.server_id}: port{'s' if len(busy) > 1 else ''} in use: "
+                     f"{', '.join(busy)}; {PORTS_HINT}")
     if args.log_dir:
         try:
             log_dir = Path(args.log_dir)

@@ -41,6 +41,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from prime.config import Config
+from prime.errors import StartupError
 from prime.crypto.keys import CurveKeys
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by the ZAP specification (RFC 27)
@@ -83,9 +84,41 @@ def peer_routers(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None
             sock.setsockopt(zmq.ZAP_DOMAIN, zap_domain(peer))
             sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler: refuse, never admit
         sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * cfg.system.message_bytes_max)
-        sock.bind(peer_endpoint(cfg, me, peer, bind=True))
+        endpoint = peer_endpoint(cfg, me, peer, bind=True)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as error:
+            sock.close(0)
+            for other in out.values():
+                other.close(0)
+            raise StartupError(f"replica {me} cannot listen on {endpoint} (its port for peer {peer}): "
+                               f"{error.strerror}; {PORTS_HINT}") from None
         out[peer] = sock
     return out
+
+
+PORTS_HINT = ("is another bin/prime with this id running? A replica's ports come from its line in "
+              "address.config or from [networking] base_port")
+
+
+def ports_in_use(cfg: Config, me: int) -> list[str]:
+    """The endpoints among replica ``me``'s peer ports that cannot be bound now (checked
+    before the daemon forks, so an operator gets one line, not a dying child)."""
+    import socket
+
+    busy = []
+    for peer in range(1, cfg.n + 1):
+        if peer == me:
+            continue
+        ip, port = cfg.addresses[me]
+        port += peer - 1
+        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
+            try:
+                s.bind((ip, port))
+            except OSError as error:
+                busy.append(f"{ip}:{port} ({error.strerror})")
+    return busy
 
 
 def peer_dealers(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None = None) -> dict[int, zmq.Socket]:  # type: ignore[type-arg]

@@ -25,28 +25,60 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prime.app.kvservice import default_port_base
+from prime.config import ports_per_replica
+
 ROOT = Path(__file__).resolve().parents[2]  # the checkout
 PRIME = ROOT / "bin" / "prime"
 PY = sys.executable
 _KEYS_CACHE = Path(tempfile.gettempdir()) / f"prime-e2e-keys-curve-{os.getuid()}"  # keys with CURVE link keys
 
 
+def _cluster_ports(base: int, n: int) -> list[int]:
+    """Every TCP port a local cluster of n replicas on ``base`` listens on: each replica's
+    per-sender ports (``prime.net.sockets``) and each KV service's port."""
+    span = ports_per_replica(n)
+    ports = [base + span * i + j for i in range(1, n + 1) for j in range(span)]
+    return ports + [default_port_base(base) + i for i in range(1, n + 1)]
+
+
 def _free_base_port(n: int) -> int:
-    """A base port whose ranges base+10*i .. +9 (i = 1..n) are all free now."""
+    """A base port all of whose cluster ports (``_cluster_ports``) are free now.
+
+    Bases lie below the kernel's ephemeral range, so no outgoing connection of this or
+    another test takes one of them as its source port between this check and the
+    daemons' bind; each pytest-xdist worker draws from its own slice, so two tests
+    running at once never pick overlapping ranges."""
+    span = _cluster_ports(0, n)[-1] + 1
+    low, high = 10_000, _ephemeral_low() - span
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    if count > 1 and index < count:
+        width = (high - low) // count
+        low, high = low + index * width, low + (index + 1) * width
     for _ in range(200):
-        base = random.randrange(20_000, 55_000, 10)
-        ok = True
-        for i in range(1, n + 1):
-            port = base + 10 * i
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
+        base = random.randrange(low, max(low + 10, high), 10)
+        if all(_port_free(port) for port in _cluster_ports(base, n)):
             return base
-    raise RuntimeError("no free port range")
+    raise RuntimeError(f"no free port range for {n} replicas in {low}..{high}")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral (outgoing) range; 32768 if unknown."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def make_test_keys(f: int, k: int, clients: int) -> Path:

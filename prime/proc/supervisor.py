@@ -36,6 +36,7 @@ from typing import Callable
 from prime.app.protocol import socket_path
 from prime.config import Config
 from prime.crypto.keys import ServerKeys
+from prime.errors import PrimeError
 from prime.proc.context import ReplicaContext, write_durably
 from prime.proc.ring import Ring
 
@@ -199,6 +200,9 @@ class Supervisor:
                         prof.dump_stats(f"{profile_dir}/prime-{self.me}-{name}.prof")
                 else:
                     code = target()
+            except PrimeError as error:  # an operator's problem: one line, no traceback
+                sys.stderr.write(f"prime[{self.me}] {name}: {error}\n")
+                code = 70
             except BaseException as error:  # report, then die: the supervisor names us
                 import traceback
 

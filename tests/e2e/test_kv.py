@@ -362,8 +362,9 @@ def test_kv_service_restarted_alone_orders_a_sync_and_takes_the_state(kv_cluster
 @pytest.mark.timeout(180)
 def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The README's "The key-value service, by hand" commands, as written, on a private
-    configuration (its own ports and socket folder) and key folder; the one addition is
-    a wait for the first write until the services are up, which a person typing does."""
+    configuration (its own ports and socket folder) and key folder; the additions are
+    waits a person typing does: for the services to be up before the first write, and for
+    replica 1 to show an applied ordinal before its status is read."""
     from tests.e2e.conftest import private_conf, readme_block
 
     block = readme_block("### The key-value service, by hand")
@@ -374,11 +375,17 @@ def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-de
         ("bin/kv serve -i $i ", f"bin/kv serve -i $i --conf {conf} --keys {keys} "),
         ("bin/prime -i $i ", f"bin/prime -i $i --conf {conf} --keys {keys} "),
         ("bin/kv put colour blue -r 2 ",
-         f"until bin/kv status -r 2 --conf {conf} >/dev/null 2>&1; do sleep 0.5; done\n"
+         f"for try in $(seq 120); do bin/kv status -r 2 --conf {conf} >/dev/null 2>&1 && break; "
+         f"sleep 0.5; done\n"
          f"bin/kv put colour blue -r 2 --conf {conf} "),
         ("bin/kv get colour -r 4 ", f"bin/kv get colour -r 4 --conf {conf} "),
         ("bin/kv del colour -r 3", f"bin/kv del colour -r 3 --conf {conf}"),
-        ("bin/kv status -r 1 ", f"bin/kv status -r 1 --conf {conf} "),
+        # replica 1 may still be applying (or taking its state by transfer, if its service
+        # attached late): wait until it shows an ordinal, as a person would look again
+        ("bin/kv status -r 1 ",
+         f"for try in $(seq 40); do bin/kv status -r 1 --conf {conf} | grep -q '\"ordinal\": [1-9]' && break; "
+         f"sleep 0.5; done\n"
+         f"bin/kv status -r 1 --conf {conf} "),
         # the same kill, then each background job's exit status is collected
         ("kill $(jobs -p)", "pids=$(jobs -p); kill $pids; for p in $pids; do wait $p || true; done"),
     ]
@@ -391,7 +398,13 @@ def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-de
     proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=150)
+        try:
+            out, err = proc.communicate(timeout=150)
+        except subprocess.TimeoutExpired as timeout:
+            tail = timeout.stderr or b""
+            tail = (tail.decode(errors="replace") if isinstance(tail, bytes) else tail)[-4000:]
+            pytest.fail(f"README kv section still running after 150 s; stdout {timeout.output!r}; "
+                        f"stderr ends:\n{tail}")
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # the background services and daemons
@@ -409,7 +422,7 @@ def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-de
     status, _ = json.JSONDecoder().raw_decode(out[start:])
     assert isinstance(status, dict) and any(
         isinstance(v, int) and v > 0 for k, v in status.items() if "ordinal" in k
-    ), status
+    ), (json.dumps(status), out, err[-4000:])
 
 
 def _owner_gone(segment: str) -> bool:

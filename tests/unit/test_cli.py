@@ -187,3 +187,39 @@ def test_curve_links_need_the_link_keys(tmp_path: Path) -> None:
     conf.write_text('[networking]\nlink_security = "none"\n')
     ran = _run(PRIME, "-i", "1", "--conf", str(conf), "--keys", str(keys), "--check-config")
     assert ran.returncode == 0, ran.stderr
+
+
+def test_a_port_in_use_stops_start_up_with_one_line_naming_it(tmp_path: Path) -> None:
+    """Another program on one of replica 1's peer ports: bin/prime exits 2 at once with
+    one line naming that address, before any process is forked; the sockets layer, should
+    the port be taken between that check and the bind, says the same (no traceback)."""
+    import socket
+
+    from prime.config import load_config
+    from prime.errors import StartupError
+    from prime.net import sockets
+    from prime.proc.localcluster import _free_base_port
+
+    keys = tmp_path / "keys"
+    made = _run(GEN_KEYS, "--out", str(keys), "--bits", "512", "--seed", "03", "--clients", "0")
+    assert made.returncode == 0
+    base = _free_base_port(4)
+    conf = tmp_path / "def.toml"
+    conf.write_text(f'[networking]\nbase_port = {base}\nlink_security = "none"\n')
+    (tmp_path / "address.config").write_text("1 127.0.0.1\n2 127.0.0.1\n3 127.0.0.1\n4 127.0.0.1\n")
+    taken = base + 10 + 2  # replica 1's port for peer 3
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", taken))
+        other.listen()
+        ran = _run(PRIME, "-i", "1", "--conf", str(conf), "--keys", str(keys))
+        assert ran.returncode == 2
+        line = _one_line(ran.stderr)
+        assert f"127.0.0.1:{taken}" in line and "in use" in line and "base_port" in line
+        import zmq
+
+        ctx = zmq.Context()
+        try:
+            with pytest.raises(StartupError, match=f"127.0.0.1:{taken} .*port for peer 3"):
+                sockets.peer_routers(ctx, load_config(conf), 1)
+        finally:
+            ctx.term()
