@@ -170,6 +170,15 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "a peer's frame rate is at most this times the (f+1)-th busiest peer's; 0 = off (port)"),
     Key("throttling", "inbound_peer_floor_msgs_per_s", int, 500, 1, 10**9,
         "the relative bound never goes below this many frames per second (port)"),
+    Key("throttling", "inbound_class_vs_others_ratio", float, 2.0, 0.0, 1000.0,
+        "a peer's PO-Requests, other bounded frames and recon frames are each at most this "
+        "times the (f+1)-th busiest peer's of that kind; 0 = off (port)"),
+    Key("throttling", "inbound_po_request_floor_msgs_per_s", int, 100, 1, 10**9,
+        "the PO-Request relative bound never goes below this many per second (port)"),
+    Key("throttling", "inbound_bounded_floor_msgs_per_s", int, 200, 1, 10**9,
+        "the bounded-class relative bound never goes below this many frames per second (port)"),
+    Key("throttling", "inbound_recon_floor_msgs_per_s", int, 100, 1, 10**9,
+        "the recon-class relative bound never goes below this many frames per second (port)"),
 
     Key("periodic", "pre_prepare_period_us", int, 20_000, 100, 10 * _SECOND_US,
         "leader pre-prepare period, the +delta of TAT_acceptable (def.h PRE_PREPARE_SEC/USEC)"),
@@ -315,6 +324,10 @@ class ThrottlingConfig:
     inbound_peer_burst_ms: int
     inbound_peer_vs_others_ratio: float
     inbound_peer_floor_msgs_per_s: int
+    inbound_class_vs_others_ratio: float
+    inbound_po_request_floor_msgs_per_s: int
+    inbound_bounded_floor_msgs_per_s: int
+    inbound_recon_floor_msgs_per_s: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     payload_pad = os.urandom(max(0, args.payload_bytes - 16))
     outstanding: dict[int, float] = {}
     latencies_ms: list[float] = []
+    delivered_at: list[float] = []  # time.monotonic() of each own delivery (--timeline)
     digests: dict[int, str] = {}
     stamps_seen: dict[tuple[int, int, int], int] = {}
     notices: list[int] = []  # the daemon jumped, or we fell behind
@@ -113,7 +114,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         own_delivered += 1
                         if first_delivery is None:
                             first_delivery = time.monotonic()
-                        latencies_ms.append((time.monotonic() - sent) * 1000)
+                        got_at = time.monotonic()
+                        latencies_ms.append((got_at - sent) * 1000)
+                        if args.timeline:
+                            delivered_at.append(got_at)
     elapsed = (finished_at or time.monotonic()) - t0
     app.close()
     lat = sorted(latencies_ms)
@@ -138,6 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "attached_after_ordinal": attached_at,
         "reattached": app.reattached,
         **({"latencies_ms": [round(x, 3) for x in latencies_ms]} if args.latencies else {}),
+        **({"delivered_at": [round(x, 4) for x in delivered_at]} if args.timeline else {}),
     }
 
 
@@ -156,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connect-timeout", type=float, default=10.0)
     parser.add_argument("--out", default=None)
     parser.add_argument("--latencies", action="store_true", help="include every latency in the JSON")
+    parser.add_argument("--timeline", action="store_true",
+                        help="include when each own update was delivered (the machine's monotonic clock, "
+                             "seconds), so rates before and during an event can be compared in one run")
     args = parser.parse_args(argv)
     try:
         result = run(args)

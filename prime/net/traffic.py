@@ -38,7 +38,7 @@ import math
 import random
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 from prime import msgs as M
 
@@ -169,6 +169,25 @@ def class_of(raw: bytes, start: int = 0) -> TrafficClass:
     return CLASS_OF_TAG.get(tag, TrafficClass.RECON) if tag is not None else TrafficClass.RECON
 
 
+class Lane(enum.IntEnum):
+    """What an inbound frame is charged to in its sender's per-kind budget
+    (``InboundBudgets``); timely traffic is in none."""
+
+    PO_REQUEST = 0  # a correct replica sends one per pre-order period at most
+    BOUNDED = 1  # the rest of pre-ordering: acks, ARUs, updates
+    RECON = 2  # reconciliation and catch-up: a correct replica sends it only to a lagging one
+
+
+LANE_OF_CLASS: dict[TrafficClass, Lane] = {TrafficClass.BOUNDED: Lane.BOUNDED, TrafficClass.RECON: Lane.RECON}
+
+
+def lane_of(tag: int | None, cls: TrafficClass) -> Lane | None:
+    """The budget lane of a frame with ``tag`` in class ``cls`` (None: timely)."""
+    if tag == M.T_PO_REQUEST:
+        return Lane.PO_REQUEST
+    return LANE_OF_CLASS.get(cls)
+
+
 # ---------------------------------------------------------------------------
 # Inbound: class first, then round-robin across peers within a class.
 
@@ -213,20 +232,41 @@ class FairScheduler(Generic[T]):
         self.queued[cls] += 1
         return True
 
-    def pop(self) -> tuple[TrafficClass, int, T] | None:
+    def pop(self, gate: Callable[[int, T], bool] | None = None) -> tuple[TrafficClass, int, T] | None:
+        """The next item; a peer whose next item ``gate(peer, item)`` refuses is passed
+        over (its items wait, in order) and the next peer or class is served."""
         for cls in CLASSES:
             turn = self._turn[cls]
-            if not turn:
-                continue
-            peer = turn.popleft()
-            q = self._queues[cls][peer]
-            item = q.popleft()
-            if q:
-                turn.append(peer)  # back of the line: the other peers go first
-            self._size -= 1
-            self.served[cls] += 1
-            return cls, peer, item
+            queues = self._queues[cls]
+            for _ in range(len(turn)):
+                peer = turn[0]
+                q = queues[peer]
+                if gate is not None and not gate(peer, q[0]):
+                    turn.rotate(-1)
+                    continue
+                turn.popleft()
+                item = q.popleft()
+                if q:
+                    turn.append(peer)  # back of the line: the other peers go first
+                self._size -= 1
+                self.served[cls] += 1
+                return cls, peer, item
         return None
+
+    def full(self, peer: int) -> bool:
+        """Whether one of ``peer``'s queues is at its bound (the next push may be refused)."""
+        return any(len(queues.get(peer, ())) >= self.per_peer_max for queues in self._queues)
+
+    def waiting(self, cls: TrafficClass, peer: int) -> int:
+        return len(self._queues[cls].get(peer, ()))
+
+    def head(self, cls: TrafficClass, peer: int) -> T:
+        """The item ``pop`` would serve next for (``cls``, ``peer``), which must wait."""
+        return self._queues[cls][peer][0]
+
+    def waiting_peers(self, cls: TrafficClass) -> tuple[int, ...]:
+        """The peers with items of ``cls`` waiting, in service order."""
+        return tuple(self._turn[cls])
 
     def peek_class(self) -> TrafficClass | None:
         for cls in CLASSES:
@@ -344,6 +384,94 @@ class PeerBudgets:
                 bucket.tokens = min(bucket.tokens, bucket.depth_bits)
                 self.rate_now[p] = rate
         self.window.clear()
+        self.window_start = now
+
+
+class InboundBudgets:
+    """Inbound, per (sender, lane): how many PO-Requests, other pre-ordering frames
+    and reconciliation frames the net process passes on from each peer
+    (``[throttling] inbound_class_*``).
+
+    ``PeerBudgets`` bounds what is read from a peer, all kinds together, at a few
+    times a correct peer's frame rate. That still lets a faulty replica fill its
+    whole share with its cheapest-to-make, costliest-to-handle traffic: validly
+    signed PO-Requests, each new one acked by every replica and ordered, where a
+    correct replica sends one per pre-order period and only for its clients; and
+    reconciliation, which a correct replica sends only to a lagging peer. Here each
+    lane has its own relative bound: per peer at most ``ratio`` times the
+    ``(f+1)``-th busiest peer's rate in that lane over the last window (a correct
+    peer's, or above one, since at most ``f`` lie), never below the lane's floor,
+    never above the absolute cap. A frame over its budget is not dropped: it waits
+    in its sender's own queue (``FairScheduler``), other peers and classes are
+    served past it, and once that queue is full the net process stops reading the
+    sender's socket, so the back-pressure reaches the sender's TCP connection.
+    Timely traffic is in no lane (``PeerBudgets`` bounds its rate).
+    """
+
+    WINDOW_S = 1.0
+
+    def __init__(self, peers: list[int], limits: dict[Lane, tuple[float, float]], *, f: int,
+                 cap: float, burst_s: float, now: float) -> None:
+        self.limits = {lane: (ratio, min(floor, cap)) for lane, (ratio, floor) in limits.items() if ratio > 0}
+        self.f = f
+        self.cap = float(cap)
+        self.burst_s = burst_s
+        self.buckets: dict[Lane, dict[int, TokenBucket]] = {
+            lane: {p: TokenBucket(self.cap, max(1.0, self.cap * burst_s), now) for p in peers} for lane in self.limits
+        }
+        self.window: dict[Lane, Counter[int]] = {lane: Counter() for lane in self.limits}
+        self.window_start = now
+        self.rate_now: dict[Lane, float] = {lane: self.cap for lane in self.limits}
+        self.deferred: Counter[int] = Counter()  # times a peer's next frame waited for its lane budget
+        self.now = now
+
+    def arrived(self, peer: int, lane: Lane | None) -> None:
+        if lane is not None:
+            window = self.window.get(lane)
+            if window is not None:
+                window[peer] += 1
+
+    def tick(self, now: float) -> None:
+        self.now = now
+        if now - self.window_start >= self.WINDOW_S:
+            self._rerate(now)
+
+    def take(self, lane: Lane | None, peer: int) -> bool:
+        """Whether one frame of ``lane`` from ``peer`` may go on now (charged if so)."""
+        buckets = self.buckets.get(lane) if lane is not None else None
+        if buckets is None:
+            return True
+        bucket = buckets[peer]
+        bucket.refill(self.now)
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return True
+        self.deferred[peer] += 1
+        return False
+
+    def ready_in(self, lane: Lane | None, peer: int) -> float:
+        """Seconds until ``peer`` may pass on one frame of ``lane`` again."""
+        buckets = self.buckets.get(lane) if lane is not None else None
+        if buckets is None:
+            return 0.0
+        bucket = buckets[peer]
+        return max(0.0, (1 - bucket.tokens) / bucket.rate_bps)
+
+    def _rerate(self, now: float) -> None:
+        elapsed = now - self.window_start
+        for lane, (ratio, floor) in self.limits.items():
+            window = self.window[lane]
+            buckets = self.buckets[lane]
+            rates = sorted((window[p] / elapsed for p in buckets), reverse=True)
+            reference = rates[min(self.f, len(rates) - 1)]
+            rate = min(self.cap, max(floor, ratio * reference))
+            for bucket in buckets.values():
+                bucket.refill(now)
+                bucket.rate_bps = rate
+                bucket.depth_bits = max(1.0, rate * self.burst_s)
+                bucket.tokens = min(bucket.tokens, bucket.depth_bits)
+            self.rate_now[lane] = rate
+            window.clear()
         self.window_start = now
 
 

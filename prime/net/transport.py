@@ -85,28 +85,68 @@ class Outbound:
 
 
 class Inbound:
-    """Peer frames waiting for ring room, served class first, peers in turn."""
+    """Peer frames waiting for ring room, served class first, peers in turn, each
+    sender within its per-lane budgets (``traffic.InboundBudgets``)."""
 
-    def __init__(self) -> None:
-        self.sched: TR.FairScheduler[bytes] = TR.FairScheduler(INBOUND_PER_PEER_MAX)
+    def __init__(self, budgets: TR.InboundBudgets | None = None) -> None:
+        self.sched: TR.FairScheduler[tuple[TR.Lane | None, bytes]] = TR.FairScheduler(INBOUND_PER_PEER_MAX)
+        self.budgets = budgets
+        self.by_peer: dict[int, list[int]] = {}  # frames read per peer, per class
 
     def push(self, via: int, raw: bytes) -> bool:
-        return self.sched.push(TR.class_of(raw), via, raw)
+        tag = TR.tag_of(raw)
+        cls = TR.CLASS_OF_TAG.get(tag, TR.TrafficClass.RECON) if tag is not None else TR.TrafficClass.RECON
+        counts = self.by_peer.get(via)
+        if counts is None:
+            counts = self.by_peer[via] = [0] * len(TR.CLASSES)
+        counts[cls] += 1
+        lane = TR.lane_of(tag, cls)
+        if self.budgets is not None:
+            self.budgets.arrived(via, lane)
+        return self.sched.push(cls, via, (lane, raw))
 
-    def drain(self, room: Callable[[], int], forward: Callable[[int, TR.TrafficClass, bytes], None]) -> bool:
+    def drain(self, room: Callable[[], int], forward: Callable[[int, TR.TrafficClass, bytes], None],
+              now: float = 0.0) -> bool:
         """Forward queued frames (with the class ``push`` read) while ``room()`` says the
-        rings take more."""
+        rings take more and each sender's lane budget allows; frames over their budget
+        keep waiting in their sender's queue."""
         moved = False
         sched = self.sched
         budget = room() if len(sched) else 0
+        gate = None
+        if self.budgets is not None:
+            self.budgets.tick(now)
+            take = self.budgets.take
+
+            def gate(peer: int, item: tuple[TR.Lane | None, bytes]) -> bool:
+                return take(item[0], peer)
+
         while budget > 0 and len(sched):
+            got = sched.pop(gate)
+            if got is None:
+                break  # what waits is over its senders' lane budgets
             budget -= 1
-            got = sched.pop()
-            assert got is not None
-            cls, via, raw = got
+            cls, via, (_, raw) = got
             forward(via, cls, raw)
             moved = True
         return moved
+
+    def wait_s(self) -> float | None:
+        """Seconds until ``drain`` may move something (None: nothing waits)."""
+        sched = self.sched
+        if not len(sched):
+            return None
+        budgets = self.budgets
+        if budgets is None:
+            return 0.0
+        wait = None
+        for cls in TR.CLASSES:
+            for peer in sched.waiting_peers(cls):
+                w = budgets.ready_in(sched.head(cls, peer)[0], peer)
+                wait = w if wait is None else min(wait, w)
+                if wait == 0.0:
+                    return 0.0
+        return wait
 
 
 def stats(out: Outbound, inbound: Inbound) -> dict[str, int]:

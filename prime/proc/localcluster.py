@@ -245,7 +245,10 @@ class LocalCluster:
     # ----------------------------------------------------------------- load
 
     def load(self, i: int, *, inflight: int, count: int = 0, duration: float = 30.0, linger: float = 1.0,
-             grace: float = 20.0, payload: int = 300, extra: list[str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+             grace: float = 20.0, payload: int = 300, extra: list[str] | None = None,
+             nice: int = 0) -> tuple[subprocess.Popen[bytes], Path]:
+        """A load generator on daemon ``i``; ``nice`` > 0 runs it at that lower CPU
+        priority (it stands for a client on another machine, not for work of ours)."""
         out = self.dir / f"load-{i}-{len(self.loads)}.json"
         extra = list(extra or [])
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -255,6 +258,7 @@ class LocalCluster:
              "--grace", str(grace), "--payload-bytes", str(payload), "--connect-timeout", "30",
              "--out", str(out), *extra],
             start_new_session=True, env=env, stdin=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
         self.pgids.add(proc.pid)
         self.loads.append((proc, out))
@@ -371,41 +375,53 @@ class Flooder(threading.Thread):
     """Replica ``flooder`` gone Byzantine: its CURVE link key on its own socket at each
     target, sending ``pool`` round and round, as fast as the sockets take them
     (``rate`` 0) or at ``rate`` frames per second to each target. When every target's
-    queue is full it waits for room (no busy spin: its own CPU is not the attack)."""
+    queue is full it waits for room (no busy spin: its own CPU is not the attack).
+    ``nice`` > 0 runs it, with its ZeroMQ I/O thread, at that lower CPU priority: it
+    stands for another machine, whose CPU the targets would not share."""
 
     def __init__(self, c: LocalCluster, flooder: int, targets: tuple[int, ...], pool: list[bytes],
-                 rate: float = 0.0) -> None:
-        import zmq
-        from zmq.utils import z85
-
+                 rate: float = 0.0, nice: int = 0) -> None:
         from prime.crypto import keys as keyfiles
 
         super().__init__(daemon=True)
         self.rate = rate
+        self.nice = nice
         self.stop = threading.Event()
         self.sent = 0
         self.full = 0  # sends refused for a full queue: the targets' back-pressure
-        self.ctx = zmq.Context()
-        mine = keyfiles.load_curve_keys(c.keys, flooder, c.n)
-        self.socks = []
-        for target in targets:
+        self.ctx: Any = None
+        self.keys = keyfiles.load_curve_keys(c.keys, flooder, c.n)
+        self.endpoints = {t: f"tcp://127.0.0.1:{c.base_port + ports_per_replica(c.n) * t + flooder - 1}"
+                          for t in targets}  # its socket at each target
+        self.pool = pool
+
+    def _connect(self) -> list[Any]:
+        import zmq
+        from zmq.utils import z85
+
+        self.ctx = zmq.Context()  # made here, so its I/O thread inherits this thread's priority
+        socks = []
+        for target, endpoint in self.endpoints.items():
             s = self.ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(mine.secret))
-            s.setsockopt(zmq.CURVE_PUBLICKEY, z85.encode(mine.public))
-            s.setsockopt(zmq.CURVE_SERVERKEY, z85.encode(mine.peers[target]))
-            s.connect(f"tcp://127.0.0.1:{c.base_port + 10 * target + flooder - 1}")  # its socket at the target
-            self.socks.append(s)
-        self.pool = pool
+            s.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(self.keys.secret))
+            s.setsockopt(zmq.CURVE_PUBLICKEY, z85.encode(self.keys.public))
+            s.setsockopt(zmq.CURVE_SERVERKEY, z85.encode(self.keys.peers[target]))
+            s.connect(endpoint)
+            socks.append(s)
+        return socks
 
     def run(self) -> None:
         import zmq
 
+        if self.nice:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        socks = self._connect()
         i = 0
         pool, n = self.pool, len(self.pool)
         t0 = time.monotonic()
         poller = zmq.Poller()
-        for s in self.socks:
+        for s in socks:
             poller.register(s, zmq.POLLOUT)
         while not self.stop.is_set():
             if self.rate and i % 16 == 0:
@@ -415,17 +431,18 @@ class Flooder(threading.Thread):
             raw = pool[i % n]
             i += 1
             blocked = 0
-            for s in self.socks:
+            for s in socks:
                 try:
                     s.send(raw, zmq.NOBLOCK)
                     self.sent += 1
                 except zmq.Again:
                     self.full += 1
                     blocked += 1
-            if blocked == len(self.socks):
+            if blocked == len(socks):
                 poller.poll(50)
+        self.ctx.destroy(linger=0)
 
     def close(self) -> None:
         self.stop.set()
-        self.join(5)
-        self.ctx.destroy(linger=0)
+        if self.is_alive():
+            self.join(5)

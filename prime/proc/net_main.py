@@ -46,6 +46,7 @@ from prime.proc.verifier import RecordVerifier
 
 PEER_BATCH = 512  # frames read per socket per round before other work (application)
 PEER_BATCH_EACH = 256  # frames read per peer socket per round (each peer has its own)
+EVENTS, POLLIN = zmq.EVENTS, zmq.POLLIN
 APP_RING_ROOM_MIN = 64  # ring room peers never take: the application's reserve
 # Peer frames a ring may hold; the rest wait in the class/peer queues. A short ring
 # would let the scheduler decide more of the order, but serving classes out of
@@ -112,7 +113,15 @@ class Net:
         # traffic classes, throttling, link emulation, inbound fairness (prime.net.transport)
         self.out = transport.Outbound(cfg, ctx.me, self.dealers, self.counts, time.monotonic(),
                                       seed=secrets.randbits(64))
-        self.inbound = transport.Inbound()
+        self.lane_budgets = traffic.InboundBudgets(
+            self.peer_order,
+            {traffic.Lane.PO_REQUEST: (th.inbound_class_vs_others_ratio, th.inbound_po_request_floor_msgs_per_s),
+             traffic.Lane.BOUNDED: (th.inbound_class_vs_others_ratio, th.inbound_bounded_floor_msgs_per_s),
+             traffic.Lane.RECON: (th.inbound_class_vs_others_ratio, th.inbound_recon_floor_msgs_per_s)},
+            f=cfg.system.f, cap=th.inbound_peer_msgs_per_s, burst_s=th.inbound_peer_burst_ms / 1000,
+            now=time.monotonic(),
+        )
+        self.inbound = transport.Inbound(self.lane_budgets)
 
     # --------------------------------------------------------------- loop
 
@@ -125,9 +134,9 @@ class Net:
             poller.register(sock, zmq.POLLIN)
         app_registered = False
         auth_sockets = set(self.auth.sockets()) if self.auth is not None else set()
-        # What the last poll said is readable; None after a busy round: look at everything.
-        # (An idle replica then pays for the one socket that woke it, not for a failed
-        # non-blocking read on every socket it has.)
+        # What the last poll said is readable (None: look at everything). An idle replica
+        # pays for the one socket that woke it, a busy one for one poll per round, never
+        # for a failed non-blocking read on every socket it has.
         ready: set[Any] | None = None
         while True:
             busy = self.read_peers(ready)
@@ -148,9 +157,6 @@ class Net:
             now = time.monotonic()
             if self.stats.due(now):  # also when busy: a flood must not hide the counters
                 self.stats.emit(now, self._stats_extra())
-            if busy:
-                ready = None
-                continue
             want_app = not self.app_pending
             if want_app != app_registered:
                 if want_app:
@@ -158,13 +164,19 @@ class Net:
                 else:
                     poller.unregister(self.app)
                 app_registered = want_app
+            if busy:
+                # Look again at once, at what is readable now (one poll without waiting
+                # is cheaper than a failed read on every socket).
+                ready = {sock for sock, _ in poller.poll(0)}
+                continue
             if self.from_engine.sleep_ready():
                 timeout = 100 if not want_app else 1000
                 wait = self.out.wait_s(now)
                 if wait is not None:  # throttled or emulated frames fall due
                     timeout = min(timeout, int(wait * 1000) + 1)
-                if len(self.inbound.sched):  # peer frames wait for ring room: look again soon
-                    timeout = 1
+                inbound_wait = self.inbound.wait_s()
+                if inbound_wait is not None:  # peer frames wait for ring room or their class budget
+                    timeout = min(timeout, int(inbound_wait * 1000) + 1)
                 if self.paused:  # a peer over its budget is read again when it has tokens
                     timeout = min(timeout, int(max(0.0, min(self.paused.values()) - now) * 1000) + 1)
                 ready = {sock for sock, _ in poller.poll(timeout)}
@@ -210,6 +222,7 @@ class Net:
         counts = self.counts
         size_max = self.size_max
         push = self.inbound.push
+        full = self.inbound.sched.full
         budgets = self.budgets
         now = time.monotonic()
         if self.paused:
@@ -225,10 +238,16 @@ class Net:
             if allowed <= 0:
                 self._pause(via, now)
                 continue
+            if full(via):  # its frames wait for their class budget: read no more of it
+                counts["in:class_queue_full"] += 1
+                self._pause(via, now, self._class_wait(via))
+                continue
             sock = routers[via]
             frames = nbytes = 0
             for _ in range(min(PEER_BATCH_EACH, allowed)):
-                if nbytes >= byte_room:
+                # Ask before reading: a failed non-blocking read raises, and a raised
+                # zmq.Again costs ten times this question.
+                if nbytes >= byte_room or not sock.getsockopt(EVENTS) & POLLIN:
                     break
                 try:
                     parts = sock.recv_multipart(zmq.NOBLOCK)
@@ -251,14 +270,28 @@ class Net:
                 counts["peer_in"] += frames
                 budgets.charge(via, frames, nbytes)
                 got += frames
-        forwarded = self.inbound.drain(self.peer_ring_room, self._forward_peer)
+        forwarded = self.inbound.drain(self.peer_ring_room, self._forward_peer, now)
         return got > 0 or forwarded
 
-    def _pause(self, via: int, now: float) -> None:
-        self.paused[via] = now + self.budgets.ready_in(via)
+    def _pause(self, via: int, now: float, wait: float | None = None) -> None:
+        """Leave ``via``'s socket unread (out of the poller) for ``wait`` seconds (default:
+        until its read budget has tokens again)."""
+        self.paused[via] = now + (self.budgets.ready_in(via) if wait is None else wait)
         self.poller.unregister(self.routers[via])
         self.counts["in:throttled_peer"] += 1
         self.budgets.paused[via] += 1
+
+    def _class_wait(self, via: int) -> float:
+        """Seconds until ``via``'s full queue has drained a quarter at its lane's rate
+        (at most a second): reading it sooner would only refuse its frames."""
+        sched, lanes = self.inbound.sched, self.lane_budgets
+        waits = []
+        for cls in traffic.CLASSES:
+            if sched.waiting(cls, via) >= sched.per_peer_max:
+                lane = sched.head(cls, via)[0]
+                rate = lanes.rate_now.get(lane, lanes.cap) if lane is not None else lanes.cap
+                waits.append(lanes.ready_in(lane, via) + sched.per_peer_max / 4 / rate)
+        return min(1.0, max(0.001, min(waits, default=0.001)))
 
     def _resume(self, now: float) -> None:
         for via, at in list(self.paused.items()):
@@ -284,6 +317,9 @@ class Net:
             "in_throttled_by_peer": {str(p): n for p, n in sorted(self.budgets.paused.items())},
             "in_rate_allowed": round(max(self.budgets.rate_now.values(), default=0)),
             "in_frames_by_peer": {str(p): n for p, n in sorted(self.budgets.read.items())},
+            "in_class_by_peer": {str(p): n for p, n in sorted(self.inbound.by_peer.items())},
+            "in_deferred_by_peer": {str(p): n for p, n in sorted(self.lane_budgets.deferred.items())},
+            "in_lane_rate_allowed": {lane.name.lower(): round(r) for lane, r in self.lane_budgets.rate_now.items()},
         }
 
     # -------------------------------------------------------- application

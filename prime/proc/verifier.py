@@ -15,6 +15,7 @@ from __future__ import annotations
 import select
 import signal
 import time
+from collections import deque
 from typing import Any
 
 from prime import msgs, wire
@@ -102,26 +103,45 @@ def worker_main(ctx: ReplicaContext, index: int) -> int:
     return 0
 
 
+BULK_SLICE = 8  # bulk records verified between two looks for new timely ones
+
+
 def _work(src: Any, dst: Any, checker: RecordVerifier, stats: ProcStats, batch_max: int, poller: Any) -> None:
+    """Verify records from ``src`` into ``dst``, timely first: the timely records of a
+    batch go before its bulk ones, and every ``BULK_SLICE`` bulk records the ring is
+    looked at again, so a timely record that arrives behind a long batch of bulk
+    (a flood) waits for a few verifications, not for the whole batch."""
     counts = stats.counts
+    timely: deque[bytes] = deque()
+    bulk: deque[bytes] = deque()
+
+    def take(records: list[bytes]) -> None:
+        for rec in records:
+            (timely if rec[0] == F.PEER and rec[2] == TIMELY else bulk).append(rec)
+
+    def forward(rec: bytes) -> None:
+        if rec[0] == F.OVERRUN or checker.check(rec):  # OVERRUN: the net's note, passed on
+            while not dst.put(rec):
+                # Engine behind: back-pressure (the net process then drops and counts).
+                dst.flush()
+                counts["engine_ring_full_waits"] += 1
+                time.sleep(0.0005)
+
     while True:
-        records = src.get_batch(batch_max)
+        take(src.get_batch(batch_max))
         now = time.monotonic()
         if stats.due(now):
             stats.emit(now, {"verifications": checker.verifier.verifications})
-        if records:
-            # timely records first (their verification is what the leader's turnaround waits on)
-            timely = [rec for rec in records if rec[0] == F.PEER and rec[2] == TIMELY]
-            if timely and len(timely) < len(records):
-                chosen = set(map(id, timely))
-                records = timely + [rec for rec in records if id(rec) not in chosen]
-            for rec in records:
-                if rec[0] == F.OVERRUN or checker.check(rec):  # OVERRUN: the net's note, passed on
-                    while not dst.put(rec):
-                        # Engine behind: back-pressure (the net process then drops and counts).
-                        dst.flush()
-                        counts["engine_ring_full_waits"] += 1
-                        time.sleep(0.0005)
+        if timely or bulk:
+            while timely or bulk:
+                if timely:
+                    while timely:
+                        forward(timely.popleft())
+                    dst.flush()  # the engine sees timely records at once
+                for _ in range(min(BULK_SLICE, len(bulk))):
+                    forward(bulk.popleft())
+                if len(bulk) < batch_max:
+                    take(src.get_batch(batch_max - len(bulk)))
             dst.flush()
             continue
         if src.sleep_ready():

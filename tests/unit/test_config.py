@@ -143,6 +143,7 @@ def test_schema_names_carry_units_or_are_flags() -> None:
         "threshold_public_exponent",
         "ping_history",
         "inbound_peer_vs_others_ratio",
+        "inbound_class_vs_others_ratio",
     }
     for key in SCHEMA:
         if key.kind in (int, float) and key.name not in dimensionless:

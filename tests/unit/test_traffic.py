@@ -427,3 +427,93 @@ def test_relative_bound_never_below_its_floor_nor_above_the_cap() -> None:
             _read(b, p, ms / 1000, 1)
         _read(b, 4, ms / 1000, 10_000)
     assert b.rate_now[4] == 800
+
+
+# --- per-(sender, lane) inbound budgets --------------------------------------------------
+
+
+def _po_request(sender: int, seq: int) -> bytes:
+    return _envelope(M.PoRequest((1, seq), ()), sig=b"%d" % sender + b"s" * 63)
+
+
+def _recon(sender: int, i: int) -> bytes:
+    part = M.ReconPart(originator=1, po=(1, i), part_index=0, request_bytes=10, data=b"r")
+    return _envelope(M.Recon((part,)), sig=b"%d" % sender + b"s" * 63)
+
+
+def _prepare(sender: int, seq: int) -> bytes:
+    return _envelope(M.Prepare(1, seq, b"d" * 32), sig=b"%d" % sender + b"s" * 63)
+
+
+def test_lane_of_frames() -> None:
+    from prime.net.traffic import Lane, lane_of
+
+    assert lane_of(tag_of(_po_request(2, 1)), BOUNDED) == Lane.PO_REQUEST
+    assert lane_of(M.T_PO_ACK, BOUNDED) == Lane.BOUNDED
+    assert lane_of(tag_of(_recon(2, 1)), RECON) == Lane.RECON
+    assert lane_of(tag_of(_prepare(2, 1)), TIMELY) is None
+
+
+def test_a_po_request_flood_is_held_to_twice_a_correct_peers_rate_and_timely_passes() -> None:
+    """N=4, f=1, at replica 1: peers 2 and 3 each send 100 PO-Requests and 300 prepares
+    a second; peer 4 offers 2,000 PO-Requests and 2,000 reconciliation frames a second
+    plus the same prepares. After the first window peer 4 gets at most 2 x 100
+    PO-Requests/s and the recon floor; every frame of peers 2 and 3, and every prepare
+    of peer 4, goes through at once."""
+    from prime.net import transport
+    from prime.net.traffic import InboundBudgets, Lane
+
+    budgets = InboundBudgets([2, 3, 4], {Lane.PO_REQUEST: (2.0, 50), Lane.BOUNDED: (2.0, 200),
+                                         Lane.RECON: (2.0, 100)}, f=1, cap=5000, burst_s=0.2, now=0.0)
+    inbound = transport.Inbound(budgets)
+    honest = {p: [_po_request(p, 1)] + [_prepare(p, i) for i in range(3)] for p in (2, 3)}
+    flood = [x for i in range(1000) for x in (_po_request(4, i), _recon(4, i))] + [_prepare(4, 1)]
+    from collections import Counter
+
+    total: Counter[tuple[int, int]] = Counter()
+    offered: Counter[int] = Counter()
+    cursor = {2: 0, 3: 0, 4: 0}
+    for ms in range(0, 6000):
+        now = ms / 1000
+        for p in (2, 3):
+            if ms % 10 < 4:  # 400 frames/s: 100 PO-Requests, 300 prepares
+                inbound.push(p, honest[p][cursor[p] % 4])
+                cursor[p] += 1
+                offered[p] += ms >= 1000
+        for _ in range(4):
+            if not inbound.sched.full(4):
+                inbound.push(4, flood[cursor[4] % len(flood)])
+                cursor[4] += 1
+        got = Counter()
+        inbound.drain(lambda: 10**6, lambda via, cls, raw: got.update([(via, tag_of(raw))]), now)
+        if ms >= 1000:  # after the first window
+            total.update(got)
+        for p in (2, 3):  # nothing of a correct peer waits
+            assert sum(inbound.sched.waiting(c, p) for c in TrafficClass) == 0
+    for p in (2, 3):
+        assert total[(p, M.T_PO_REQUEST)] + total[(p, M.T_PREPARE)] == offered[p]
+        assert budgets.deferred[p] == 0
+    po_rate = total[(4, M.T_PO_REQUEST)] / 5.0
+    recon_rate = total[(4, M.T_RECON)] / 5.0
+    assert 2 * 100 * 0.9 <= po_rate <= 2 * 100 * 1.1, po_rate
+    assert 100 * 0.9 <= recon_rate <= 100 * 1.1, recon_rate
+    assert total[(4, M.T_PREPARE)] > 0  # its timely traffic is not in a lane
+    assert budgets.rate_now[Lane.PO_REQUEST] == pytest.approx(200, rel=0.05)
+    assert budgets.rate_now[Lane.RECON] == 100
+    assert budgets.deferred[4] > 0
+    assert inbound.sched.full(4)  # its queue is at its bound: the net stops reading it
+
+
+def test_a_gated_peer_does_not_block_others_of_its_class() -> None:
+    """A peer whose next frame is over its lane budget is passed over: the next peer of
+    the same class, and the lower classes, are served."""
+    sched: FairScheduler[str] = FairScheduler(per_peer_max=10)
+    sched.push(BOUNDED, 4, "flood")
+    sched.push(BOUNDED, 2, "honest")
+    sched.push(RECON, 3, "recon")
+    gate = lambda peer, item: peer != 4  # noqa: E731
+    assert sched.pop(gate) == (BOUNDED, 2, "honest")
+    assert sched.pop(gate) == (RECON, 3, "recon")
+    assert sched.pop(gate) is None
+    assert len(sched) == 1 and sched.head(BOUNDED, 4) == "flood"
+    assert sched.pop() == (BOUNDED, 4, "flood")
