@@ -196,16 +196,20 @@ class FairScheduler(Generic[T]):
     """Queues per (class, peer); ``pop`` serves the most urgent non-empty class and,
     within it, the peers in turn, one item each.
 
-    Every peer has its own bounded queue per class (``per_peer_max`` items), so a
-    peer flooding well-formed messages fills only its own queue: its excess is
-    refused (``push`` returns False, counted in ``dropped``) while every other peer
-    keeps its share. Nothing is dropped silently.
+    Every peer has its own bounded queue per class (``per_peer_max`` items and, when
+    ``push`` is told sizes, ``per_peer_bytes_max`` bytes), so a peer flooding
+    well-formed messages fills only its own queue: its excess is refused (``push``
+    returns False, counted in ``dropped``) while every other peer keeps its share.
+    Nothing is dropped silently.
     """
 
-    def __init__(self, per_peer_max: int) -> None:
+    def __init__(self, per_peer_max: int, per_peer_bytes_max: int = 0) -> None:
         if per_peer_max < 1:
             raise ValueError("per_peer_max must be >= 1")
         self.per_peer_max = per_peer_max
+        self.per_peer_bytes_max = per_peer_bytes_max  # 0: no byte bound
+        self._bytes: list[dict[int, int]] = [{} for _ in CLASSES]  # held per (class, peer)
+        self._sizes: list[dict[int, deque[int]]] = [{} for _ in CLASSES]  # beside each queue
         self._queues: list[dict[int, deque[T]]] = [{} for _ in CLASSES]
         # peers with a non-empty queue, in service order, per class
         self._turn: list[deque[int]] = [deque() for _ in CLASSES]
@@ -217,14 +221,22 @@ class FairScheduler(Generic[T]):
     def __len__(self) -> int:
         return self._size
 
-    def push(self, cls: TrafficClass, peer: int, item: T) -> bool:
+    def push(self, cls: TrafficClass, peer: int, item: T, size: int = 0) -> bool:
+        """Queue ``item`` (of ``size`` bytes, if the byte bound is to count it)."""
         queues = self._queues[cls]
         q = queues.get(peer)
         if q is None:
             q = queues[peer] = deque()
-        if len(q) >= self.per_peer_max:
+        held = self._bytes[cls].get(peer, 0)
+        if len(q) >= self.per_peer_max or (self.per_peer_bytes_max and size and held + size > self.per_peer_bytes_max):
             self.dropped[cls] += 1
             return False
+        if self.per_peer_bytes_max:
+            self._bytes[cls][peer] = held + size
+            sizes = self._sizes[cls].get(peer)
+            if sizes is None:
+                sizes = self._sizes[cls][peer] = deque()
+            sizes.append(size)
         if not q:
             self._turn[cls].append(peer)
         q.append(item)
@@ -246,6 +258,8 @@ class FairScheduler(Generic[T]):
                     continue
                 turn.popleft()
                 item = q.popleft()
+                if self.per_peer_bytes_max:
+                    self._bytes[cls][peer] -= self._sizes[cls][peer].popleft()
                 if q:
                     turn.append(peer)  # back of the line: the other peers go first
                 self._size -= 1
@@ -254,8 +268,14 @@ class FairScheduler(Generic[T]):
         return None
 
     def full(self, peer: int) -> bool:
-        """Whether one of ``peer``'s queues is at its bound (the next push may be refused)."""
-        return any(len(queues.get(peer, ())) >= self.per_peer_max for queues in self._queues)
+        """Whether one of ``peer``'s queues is at a bound (the next push may be refused)."""
+        return any(self.class_full(cls, peer) for cls in CLASSES)
+
+    def class_full(self, cls: TrafficClass, peer: int) -> bool:
+        if len(self._queues[cls].get(peer, ())) >= self.per_peer_max:
+            return True
+        bound = self.per_peer_bytes_max
+        return bool(bound) and self._bytes[cls].get(peer, 0) >= bound // 2
 
     def waiting(self, cls: TrafficClass, peer: int) -> int:
         return len(self._queues[cls].get(peer, ()))

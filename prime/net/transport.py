@@ -23,7 +23,8 @@ from prime.net import traffic as TR
 
 THROTTLE_QUEUE_MAX = 10_000  # frames waiting per class for tokens
 LINK_QUEUE_MAX = 100_000  # frames waiting per emulated link for their release time
-INBOUND_PER_PEER_MAX = 1024  # frames waiting per (class, peer) for ring room
+INBOUND_PER_PEER_MAX = 1024  # frames waiting per (class, peer) for ring room or their lane budget
+INBOUND_PER_PEER_BYTES_MAX = 4 << 20  # ... and bytes: a sender's queues hold at most 12 MiB
 
 
 class Outbound:
@@ -89,7 +90,8 @@ class Inbound:
     sender within its per-lane budgets (``traffic.InboundBudgets``)."""
 
     def __init__(self, budgets: TR.InboundBudgets | None = None) -> None:
-        self.sched: TR.FairScheduler[tuple[TR.Lane | None, bytes]] = TR.FairScheduler(INBOUND_PER_PEER_MAX)
+        self.sched: TR.FairScheduler[tuple[TR.Lane | None, bytes]] = TR.FairScheduler(
+            INBOUND_PER_PEER_MAX, INBOUND_PER_PEER_BYTES_MAX)
         self.budgets = budgets
         self.by_peer: dict[int, list[int]] = {}  # frames read per peer, per class
 
@@ -103,7 +105,7 @@ class Inbound:
         lane = TR.lane_of(tag, cls)
         if self.budgets is not None:
             self.budgets.arrived(via, lane)
-        return self.sched.push(cls, via, (lane, raw))
+        return self.sched.push(cls, via, (lane, raw), len(raw))
 
     def drain(self, room: Callable[[], int], forward: Callable[[int, TR.TrafficClass, bytes], None],
               now: float = 0.0) -> bool:

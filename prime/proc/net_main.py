@@ -287,10 +287,10 @@ class Net:
         sched, lanes = self.inbound.sched, self.lane_budgets
         waits = []
         for cls in traffic.CLASSES:
-            if sched.waiting(cls, via) >= sched.per_peer_max:
+            if sched.class_full(cls, via):
                 lane = sched.head(cls, via)[0]
                 rate = lanes.rate_now.get(lane, lanes.cap) if lane is not None else lanes.cap
-                waits.append(lanes.ready_in(lane, via) + sched.per_peer_max / 4 / rate)
+                waits.append(lanes.ready_in(lane, via) + sched.waiting(cls, via) / 4 / rate)
         return min(1.0, max(0.001, min(waits, default=0.001)))
 
     def _resume(self, now: float) -> None:

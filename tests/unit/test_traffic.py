@@ -517,3 +517,17 @@ def test_a_gated_peer_does_not_block_others_of_its_class() -> None:
     assert sched.pop(gate) is None
     assert len(sched) == 1 and sched.head(BOUNDED, 4) == "flood"
     assert sched.pop() == (BOUNDED, 4, "flood")
+
+
+def test_a_peers_queue_is_bounded_in_bytes_too() -> None:
+    """Big frames: a peer's queue of a class holds at most per_peer_bytes_max bytes
+    (refused beyond, counted); it reports full from half of that, so the net process
+    stops reading it before it refuses anything; other peers are untouched."""
+    sched: FairScheduler[str] = FairScheduler(per_peer_max=1000, per_peer_bytes_max=100_000)
+    accepted = sum(sched.push(BOUNDED, 4, f"big{i}", 30_000) for i in range(10))
+    assert accepted == 3 and sched.dropped[BOUNDED] == 7
+    assert sched.full(4) and not sched.full(2)
+    assert sched.push(BOUNDED, 2, "small", 100)
+    assert sched.pop() == (BOUNDED, 4, "big0")
+    assert sched.pop() == (BOUNDED, 2, "small")
+    assert sched.push(BOUNDED, 4, "big10", 30_000)  # room again after a pop
