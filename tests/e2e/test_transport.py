@@ -236,16 +236,19 @@ def test_a_flooding_replica_is_held_to_its_share_and_the_others_keep_ordering(cl
     Each target reads replica 4's socket only within its inbound budget
     (``[throttling] inbound_peer_*``): at most twice what the busier correct peer sent,
     or the floor, so the flooder meets back-pressure (its queues fill) instead of our
-    CPU; the correct peers are never held back; every update is delivered exactly once."""
+    CPU; it passes on replica 4's PO-Requests and reconciliation only within their lane
+    budgets (``inbound_class_*``), holding the rest in replica 4's own queue; the
+    correct peers are never held back; every update is delivered exactly once. (The
+    clients and the flooder run at a lower CPU priority: they stand for other machines.)"""
     from prime.proc.localcluster import Flooder, flood_pool
 
     c = cluster(workers=1)
     pool = flood_pool(c.keys, 4, 1000)
     c.start_all([1, 2, 3])
     c.wait_ordinal(1, 0, 20)
-    flood = Flooder(c, 4, (1, 2, 3), pool)
+    flood = Flooder(c, 4, (1, 2, 3), pool, nice=10)
     try:
-        loads = [c.load(i, inflight=4, count=400, duration=90, linger=1.0, grace=30) for i in (1, 2, 3)]
+        loads = [c.load(i, inflight=4, count=400, duration=90, linger=1.0, grace=30, nice=10) for i in (1, 2, 3)]
         time.sleep(2)  # the budgets have re-rated from the cap to the relative bound
         before = {i: c.stats(i, "net") for i in (1, 2, 3)}
         flood.start()
@@ -265,10 +268,15 @@ def test_a_flooding_replica_is_held_to_its_share_and_the_others_keep_ordering(cl
         honest = max(v for p, v in read.items() if p != "4" and p != str(i))
         budget = max(floor * span, 2 * honest) * 1.1 + 0.2 * 5000  # + one burst at the cap
         assert read["4"] <= budget, (i, read, span)
-        assert read["4"] > 0.5 * floor * span, (i, read)  # it was flooding, and read at its share
+        assert read["4"] > 0.2 * floor * span, (i, read)  # it was flooding, and read
         throttled = after[i].get("in_throttled_by_peer", {})
         assert throttled.get("4", 0) > 0, (i, throttled)
         assert all(throttled.get(p, 0) == 0 for p in ("1", "2", "3")), (i, throttled)
+        deferred = after[i].get("in_deferred_by_peer", {})
+        assert deferred.get("4", 0) > 0, (i, deferred)  # its PO-Requests and recon waited
+        assert all(deferred.get(p, 0) == 0 for p in ("1", "2", "3")), (i, deferred)
+        lanes = after[i]["in_lane_rate_allowed"]
+        assert lanes["recon"] == 100, lanes  # no correct peer sends reconciliation: the floor
 
 
 def _rss_mb(pid: int) -> float:
