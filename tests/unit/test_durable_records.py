@@ -22,7 +22,7 @@ import pytest
 
 from prime.core import actions as A
 from prime.proc.engine import Engine
-from prime.proc.supervisor import pick_incarnation
+from prime.proc.supervisor import pick_incarnation, read_acked
 
 
 def _trace(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
@@ -57,10 +57,11 @@ def _durable(events: list[tuple[str, Any]]) -> bool:
 def test_both_restart_records_are_synced_file_then_directory(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     events = _trace(monkeypatch)
-    Engine.persist(SimpleNamespace(acked_path=tmp_path / "prime-1.acked"), A.Persist((0, 5, 7, 0, 5)))  # type: ignore[arg-type]
+    record = ((0, 0, 0, 0), (5, 40, 0, 0), (7, 3, 0, 0), (0, 0, 0, 0), (5, 1, 0, 0))
+    Engine.persist(SimpleNamespace(acked_path=tmp_path / "prime-1.acked"), A.Persist(record))  # type: ignore[arg-type]
     acked_ok, acked_events = _durable(events), list(events)
     events.clear()
     pick_incarnation(tmp_path, 1)
     incarnation_ok, incarnation_events = _durable(events), list(events)
-    assert (tmp_path / "prime-1.acked").read_text() == "[0, 5, 7, 0, 5]"
+    assert read_acked(tmp_path, 1, 4) == record
     assert acked_ok and incarnation_ok, {"acked": acked_events, "incarnation": incarnation_events}
