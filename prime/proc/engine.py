@@ -357,6 +357,9 @@ class Engine:
                 "ordinal": self.ordinal,
                 "incarnation": r.incarnation,
                 "recovering": r.recovering,
+                # restart amnesia (I11-3): acks held back, originators whose ids are still gated
+                "amnesia_acks_withheld": r.stats.amnesia_acks_withheld,
+                "amnesia_gates_open": [s for s in range(1, r.n + 1) if r.po.amnesia_gate_open(s)],
                 "core_dropped": dict(sorted(r.stats.dropped.items())),
                 "jumps": r.stats.jumps,
                 # suspect-leader view of the links: RTT each peer measured to us, suspicions
