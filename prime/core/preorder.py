@@ -693,8 +693,19 @@ class PreOrder:
             self.reserved[s] = (upto[0], upto[1] + self.reserve_chunk(s, upto))
             self.reserve_base[s] = (now, upto)
         for s in range(1, self.r.n + 1):
-            if s not in grown and now - self.last_ack_us[s] >= RESERVE_AHEAD_US:
-                self.reserved[s] = self.acked_hi[s]
+            if s in grown or self.acked_hi[s] == PO_ZERO:
+                continue
+            if now - self.last_ack_us[s] >= RESERVE_AHEAD_US:
+                self.reserved[s] = self.acked_hi[s]  # idle: cut back
+                continue
+            # Active: topped up too, since this write happens anyway. The originators'
+            # reservations then run out together, and one write serves them all (each on
+            # its own, N originators made about N times the writes).
+            upto = self.acked_hi[s]
+            topped = (upto[0], upto[1] + self.reserve_chunk(s, upto))
+            if topped > self.reserved[s]:
+                self.reserved[s] = topped
+                self.reserve_base[s] = (now, upto)
         self.r.emit(A.Persist(self.record()))
         self.persist_tat_us = max(self.persist_tat_us, now) + PERSIST_INTERVAL_US
         self.persist_next_us = self.persist_tat_us - (self.r.n - 1) * PERSIST_INTERVAL_US
