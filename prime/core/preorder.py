@@ -43,7 +43,8 @@ lies under, written *before* the acks it covers leave. It is a write-ahead
 reservation: the bound runs ``reserve_chunk`` sequence numbers ahead of the highest
 id acked (about ``RESERVE_AHEAD_US`` of acks at the originator's recent rate, at
 least ``RESERVE_MIN``, at most ``po_window_max``), so acks within it leave without a
-write; the ack of an id beyond it waits for the next paced write. An originator idle
+write; the ack of an id beyond it waits for the next paced write, which tops up every
+active originator's reservation as well (one write serves them all). An originator idle
 for ``RESERVE_AHEAD_US`` gets its bound cut back to what was acked at the next write
 (and the retransmission tick makes that write), and a clean stop writes the exact
 record (``Replica.clean_stop_record``): an operator's rolling restart leaves an empty
