@@ -42,7 +42,7 @@ class Harness:
         self.sent: list[tuple[int, Envelope]] = []  # (dest or 0 for broadcast, env)
         self.delivered: list[A.Deliver] = []
         self.transfers: list[int] = []
-        self.persisted: list[tuple[int, tuple[int, ...]]] = []
+        self.persisted: list[tuple[int, tuple[tuple[int, int, int, int], ...]]] = []
         self.tick(0)
 
     # ------------------------------------------------------------ driving
@@ -65,7 +65,7 @@ class Harness:
             elif isinstance(action, A.StateTransferNeeded):
                 self.transfers.append(action.ordinal)
             elif isinstance(action, A.Persist):  # (how many messages had left by then, what)
-                self.persisted.append((len(self.sent), action.acked_incarnations))
+                self.persisted.append((len(self.sent), action.record))
             elif isinstance(action, A.ThresholdJob):
                 self.threshold_jobs.append(action)
                 if self.threshold_key is not None:

@@ -75,14 +75,16 @@ class StateTransferNeeded:
 
 @dataclass(frozen=True, slots=True)
 class Persist:
-    """Write to stable storage, before performing any later action: for each
-    originator (index ``s``; index 0 unused) the highest incarnation of its that this
-    replica has ever acknowledged, in this life or an earlier one. The acks that
-    follow rely on it: after a restart the driver hands it back
-    (``Replica(acked_incarnations=...)``), and the amnesia rule (docs/hardening.md
-    I11-3) then covers exactly the incarnations an earlier life may have acked."""
+    """Write to stable storage, before performing any later action: per originator
+    (index ``s``; index 0 unused) a bound on every PO id this replica has acknowledged,
+    in this life or an earlier one, ``(lo_inc, lo_seq, band_inc, band_seq)``: the ids
+    at most ``(lo_inc, lo_seq)``, and those of incarnations up to ``band_inc`` with
+    sequence numbers up to ``band_seq`` (prime/core/preorder.py). The acks that follow
+    rely on it: after a restart the driver hands it back (``Replica(acked_record=...)``),
+    and the amnesia rule (docs/hardening.md I11-3) then withholds only what it covers.
+    A clean stop writes ``Replica.clean_stop_record()`` the same way."""
 
-    acked_incarnations: tuple[int, ...]
+    record: tuple[tuple[int, int, int, int], ...]
 
 
 Action = Send | Broadcast | Deliver | SignJob | ThresholdJob | StateTransferNeeded | Persist

@@ -34,27 +34,49 @@ equivocating originator's request, that version could be certified too (f
 Byzantine acks plus the amnesiac one and correct replicas shown the other
 version), and correct replicas would execute different requests at one PO id.
 The rule: a *recovering* replica (one the driver restarted, ``Replica(...,
-recovering=True)``) acks a PO id its previous life might have acked only for a
-digest ``2f+k+1`` *other* replicas already certify. "Might have acked": the
-originator's incarnation is one an earlier life acked at most, as kept on stable
-storage (``A.Persist``, written before any ack of a newer incarnation is sent;
-``Replica(acked_incarnations=...)``), or, if that record is lost, not newer than
-our own incarnation plus H8's ``incarnation_slack_s`` (incarnations are start times
-in seconds; an earlier life's clock was at most our start, and it accepted
-incarnations up to its clock plus the slack; the next record we write carries that
-bound on); and the sequence number is within the PO
-window of what had been executed when our new incarnation's marker executed
-(our previous life never acked beyond its window, and its white line was at
-most that). Safety: the first certificate of any digest is made of acks each
-given at most once per life; two first certificates intersect in a correct
-replica's single life, so only one digest is ever certified. Liveness: a
-restarted replica counts as one of the k benign faults until then, and the
-other ``2f+k+1`` correct replicas certify without it; it acks the certified
-digest afterwards, and acks everything else as before. The record is what lets a
-whole cluster restart: every replica comes back recovering, nobody is there to
-certify for the others, and only incarnations no earlier life acked, the new ones,
-can be acked at once. Without it (own incarnation as the bound) replicas that
-restart within a second or two of each other all wait for each other, for good.
+recovering=True)``) acks a PO id an earlier life might have acked (its *gate*) only
+for a digest ``2f+k+1`` *other* replicas already certify.
+
+The gate comes from a record on stable storage (``A.Persist``; ``Replica(
+acked_record=...)``): per originator, a bound every PO id any life of ours acked
+lies under, written *before* the acks it covers leave. It is a write-ahead
+reservation: the bound runs ``reserve_chunk`` sequence numbers ahead of the highest
+id acked (about ``RESERVE_AHEAD_US`` of acks at the originator's recent rate, at
+least ``RESERVE_MIN``, at most ``po_window_max``), so acks within it leave without a
+write; the ack of an id beyond it waits for the next paced write, which tops up every
+active originator's reservation as well (one write serves them all). An originator idle
+for ``RESERVE_AHEAD_US`` gets its bound cut back to what was acked at the next write
+(and the retransmission tick makes that write), and a clean stop writes the exact
+record (``Replica.clean_stop_record``): an operator's rolling restart leaves an empty
+gate. A record entry is ``(lo_inc, lo_seq, band_inc, band_seq)``: the ids at most
+``(lo_inc, lo_seq)`` (lexicographically), and those of incarnations up to
+``band_inc`` with sequence numbers up to ``band_seq``. The band exists only when the
+record was lost: the bound is then our own incarnation plus H8's
+``incarnation_slack_s`` (incarnations are start times in seconds; an earlier life's
+clock was at most our start, and it accepted incarnations up to its clock plus the
+slack), any sequence number. The record we write carries the inherited bounds (one
+entry per originator: what we reserve joined with what we inherited), so a life
+that began gated never forgets an earlier life's acks.
+
+Once our new incarnation's marker executed, a second bound applies too: our earlier
+lives never acked beyond the PO window of their white line, which was at most what
+had been executed then, so only sequence numbers within ``po_window_max`` of that (of
+the executed incarnation; of a later one: up to ``po_window_max``) stay gated, and the
+inherited bounds are cut down to that. The gate ends once the originator executed
+past its bound: ids at most the white line are never acked again.
+
+Safety: the first certificate of any digest is made of acks each given at most once
+per life; two first certificates intersect in a correct replica's single life, so
+only one digest is ever certified. Liveness: a restarted replica counts as one of the
+k benign faults while its gate holds ids the originator still has to send; the other
+``2f+k+1`` correct replicas certify without it, it acks the certified digest
+afterwards, and acks everything else as before. The gate holds at most the chunk
+beyond what was acked when it stopped (none after a clean stop), so an originator
+that goes on past it within a few tenths of a second of its own traffic leaves no
+gate behind for the next restart (tests/sim/test_sequential_restarts.py). The record
+is also what lets a whole cluster restart: every replica comes back recovering,
+nobody is there to certify for the others, and only ids no earlier life acked, the
+new incarnations', can be acked at once.
 """
 
 from __future__ import annotations
@@ -76,12 +98,22 @@ if TYPE_CHECKING:
 
 PoId = tuple[int, int, int]  # (originator, incarnation, seq)
 # A.Persist is synced to disk before the next action (the engine: an fsync in its own
-# thread). An originator chooses its incarnations, so a faulty one could show a new one
-# every round and make a replica sync every round. Writes are paced instead: a burst of
-# N (every originator's first incarnation at start-up goes at once), then one per
-# PERSIST_INTERVAL_US; the ack of a newer incarnation than the record holds waits for
-# the next allowed write (one write covers every originator).
+# thread). An originator chooses its incarnations and how fast it sends, so a faulty one
+# could make a replica sync every round. Writes are paced instead: a burst of N (every
+# originator's first acks at start-up go at once), then one per PERSIST_INTERVAL_US; an
+# ack beyond the record's reservation waits for the next allowed write (one write covers
+# every originator).
 PERSIST_INTERVAL_US = 100_000
+# The reservation: a write covers the acks of about RESERVE_AHEAD_US at the originator's
+# recent rate beyond the highest id acked, at least RESERVE_MIN ids (at most the PO
+# window). A busy replica writes about twice a second; a crashed one's gate holds at
+# most that chunk beyond what it had acked. An originator idle that long has its bound
+# cut back to what was acked, at the next write.
+RESERVE_AHEAD_US = 500_000
+RESERVE_MIN = 32
+# "Any sequence number": the bound of an incarnation whose record was lost.
+SEQ_ANY = 1 << 62
+RecordEntry = tuple[int, int, int, int]  # (lo_inc, lo_seq, band_inc, band_seq): module docstring
 ACK_DIGESTS_PER_ACKER = 2  # digests one acker is counted for in one slot (equivocators sign two)
 
 
@@ -207,23 +239,35 @@ class PreOrder:
         self.unbacked_by: list[dict[tuple[int, PoSeq], None]] = [{} for _ in range(n + 1)]
         self.unbacked_in: list[int] = [0] * (n + 1)
         # Restart amnesia (module docstring): None until our new incarnation's marker
-        # executed; then, per originator, the PO ids our previous life might have acked
-        # are those of incarnations up to ours with seq <= amnesia_seq[s] (same incarnation
-        # as amnesia_inc[s]) or <= po_window_max (a later one).
+        # executed; then, per originator, what had been executed at that point (our
+        # earlier lives' PO window ended within po_window_max of it).
         self.recovering = replica.recovering and "AMNESIA" not in replica.p.legacy
         self.amnesia_inc: list[int] | None = None
         self.amnesia_seq: list[int] = [0] * (n + 1)
-        # Per originator, the highest incarnation we acked in any life (kept by the driver:
-        # A.Persist), and the bound of what an earlier life acked (None: unknown).
-        earlier = replica.acked_incarnations
-        if earlier is None and self.recovering:
+        # The gate: per originator, what our earlier lives may have acked (the record
+        # the driver kept, A.Persist), as a lexicographic bound and a band (RecordEntry).
+        record = replica.acked_record
+        if record is None and self.recovering:
             # The record is lost. An earlier life's clock was at most our start time (our
-            # incarnation), and it acked incarnations up to its clock plus H8's slack.
-            # The bound goes into the record we write next too: a later life must still
-            # cover what the earlier ones acked, not only what this one does.
-            earlier = (replica.incarnation + replica.p.incarnation_slack_s,) * (n + 1)
-        self.acked_inc: list[int] = list(earlier) if earlier is not None else [0] * (n + 1)
-        self.earlier_acked_inc: tuple[int, ...] | None = earlier
+            # incarnation), and it acked incarnations up to its clock plus H8's slack, any
+            # sequence number. The bound goes into the records we write too: a later life
+            # must still cover what the earlier ones acked, not only what this one does.
+            band = (replica.incarnation + replica.p.incarnation_slack_s, SEQ_ANY)
+            record = tuple((0, 0) + band for _ in range(n + 1))
+        self.gate_lo: list[PoSeq] = [PO_ZERO] * (n + 1)
+        self.gate_band: list[PoSeq] = [PO_ZERO] * (n + 1)
+        for s, entry in enumerate(record or ()):
+            if s:
+                self.gate_lo[s], self.gate_band[s] = (entry[0], entry[1]), (entry[2], entry[3])
+        # This life's own acks, per originator: the highest id acked; the bound the record
+        # on disk covers (every ack leaves at most that: the write-ahead reservation);
+        # when that reservation was made and the highest id acked then (the recent ack
+        # rate sizes the next one); when an id was last acked (an idle originator's
+        # reservation is cut back to what was acked).
+        self.acked_hi: list[PoSeq] = [PO_ZERO] * (n + 1)
+        self.reserved: list[PoSeq] = [PO_ZERO] * (n + 1)
+        self.reserve_base: list[tuple[int, PoSeq]] = [(0, PO_ZERO)] * (n + 1)
+        self.last_ack_us: list[int] = [0] * (n + 1)
         # Pacing of A.Persist (PERSIST_INTERVAL_US, a burst of n): no write before
         # persist_next_us; persist_tat_us is when the pace would have caught up.
         self.persist_next_us = 0
@@ -493,6 +537,7 @@ class PreOrder:
         if self.recovering and not hold and self.amnesia_inc is None:
             return now
         due: int | None = None
+        waiting = now < self.persist_next_us
         for s in range(1, self.r.n + 1):
             aru = self.aru[s]
             start = self.max_acked[s]
@@ -502,11 +547,13 @@ class PreOrder:
             if start[1] >= last:
                 continue
             hist, inc = self.history[s], aru[0]
-            # A newer incarnation than the record holds is acked once a write is allowed.
-            at = self.persist_next_us if inc > self.acked_inc[s] and now < self.persist_next_us else now
+            # Beyond the record's reservation: acked once a write is allowed.
+            reserved = self.reserved[s]
+            covered = reserved[1] if reserved[0] == inc else SEQ_ANY if reserved[0] > inc else 0
             for j in range(start[1] + 1, last + 1):
                 slot = hist.get((inc, j))
                 if slot is not None and slot.request is not None:
+                    at = self.persist_next_us if waiting and j > covered else now
                     if at == now:
                         return now
                     due = at if due is None else min(due, at)
@@ -520,9 +567,11 @@ class PreOrder:
         return self.po_seq[0] > self.last_executed[self.r.me][0]
 
     def _may_have_acked_before(self, s: int, po: PoSeq) -> bool:
-        """Restart amnesia: could our previous life have acked ``(s, po)``? (docstring)"""
-        earlier = self.earlier_acked_inc
-        if not self.recovering or earlier is None or s == self.r.me or po[0] > earlier[s]:
+        """Restart amnesia: could an earlier life have acked ``(s, po)``? (docstring)"""
+        if not self.recovering or s == self.r.me:
+            return False
+        band = self.gate_band[s]
+        if not (po <= self.gate_lo[s] or (po[0] <= band[0] and po[1] <= band[1])):
             return False
         if self.amnesia_inc is None:
             return True
@@ -532,11 +581,41 @@ class PreOrder:
             return True
         return po[1] <= (self.amnesia_seq[s] if po[0] == known else 0) + window
 
+    def amnesia_gate_open(self, s: int) -> bool:
+        """Does the gate still cover an id of ``s`` above its white line? (Every gated id
+        is at most the larger of the bound and the band's corner; once the originator
+        executed past that, nothing of it is withheld again.)"""
+        if not self.recovering or s == self.r.me:
+            return False
+        return max(self.gate_lo[s], self.gate_band[s]) > self.white_line[s]
+
     def _fix_amnesia_bounds(self) -> None:
         """Our new incarnation's marker executed (or was jumped over): what had been
-        executed then bounds what our previous life's PO window held."""
+        executed then bounds what our earlier lives' PO windows held. The inherited
+        bounds are cut down to that, so the records we write carry no more than it."""
         self.amnesia_inc = [p[0] for p in self.last_executed]
         self.amnesia_seq = [p[1] for p in self.last_executed]
+        window = self.r.p.po_window_max
+        for s in range(1, self.r.n + 1):
+            if s == self.r.me:
+                continue
+            i, cap = self.last_executed[s][0], self.last_executed[s][1] + window
+            lo, (b_inc, b_seq) = self.gate_lo[s], self.gate_band[s]
+            # The bound: of the executed incarnation, at most cap; of a later one (the
+            # originator restarted and its marker has not executed yet), at most the window.
+            if lo[0] == i:
+                lo = (i, min(lo[1], cap))
+            elif lo[0] > i:
+                lo = (lo[0], min(lo[1], window))
+            if b_inc:
+                if b_inc >= i:  # the band's part of the executed incarnation joins the bound
+                    lo = max(lo, (i, min(b_seq, cap)))
+                else:  # the band lies below what executed: the bound covers it
+                    lo = max(lo, (b_inc, b_seq))
+                b_seq = min(b_seq, window)
+                if (b_inc, b_seq) <= lo:
+                    b_inc = b_seq = 0  # every id of it is at most the bound
+            self.gate_lo[s], self.gate_band[s] = lo, (b_inc, b_seq)
 
     def _ackable_digest(self, s: int, po: PoSeq, slot: PoSlot) -> bytes | None:
         """The digest we ack for a held request: the first copy's, except where restart
@@ -556,11 +635,9 @@ class PreOrder:
         if self.recovering and not hold and self.amnesia_inc is None:
             self._fix_amnesia_bounds()
         may_persist = self.r.now_us >= self.persist_next_us
-        acked_inc = self.acked_inc
+        grown: dict[int, PoSeq] = {}  # originator -> highest id acked beyond its reservation
         for s in range(1, self.r.n + 1):
             aru = self.aru[s]
-            if aru[0] > acked_inc[s] and not may_persist:
-                continue  # a newer incarnation: once the record may be written (ack_due)
             if retransmit:
                 start = self.last_executed[s]
                 if start[0] < aru[0]:
@@ -569,8 +646,12 @@ class PreOrder:
                 start = self.max_acked[s]
                 if start[0] < aru[0]:
                     start = (aru[0], 0)
-            inc = aru[0]
-            for j in range(start[1] + 1, aru[1] + 1):
+            inc, last = aru
+            reserved = self.reserved[s]
+            if not may_persist and aru > reserved:
+                # Beyond the reservation: once the record may be written (ack_due).
+                last = reserved[1] if reserved[0] == inc else 0
+            for j in range(start[1] + 1, last + 1):
                 if hold and j != 1:
                     break
                 slot = self.history[s].get((inc, j))
@@ -583,17 +664,87 @@ class PreOrder:
                 parts.append(msgs.AckPart(s, (inc, j), digest))
                 if (inc, j) > self.max_acked[s]:
                     self.max_acked[s] = (inc, j)
-        newer = False
-        for part in parts:
-            if part.po[0] > acked_inc[part.originator]:
-                acked_inc[part.originator] = part.po[0]
-                newer = True
-        if newer:  # on stable storage before any of these acks leaves (I11-3)
-            self.r.emit(A.Persist(tuple(acked_inc)))
-            self.persist_tat_us = max(self.persist_tat_us, self.r.now_us) + PERSIST_INTERVAL_US
-            self.persist_next_us = self.persist_tat_us - (self.r.n - 1) * PERSIST_INTERVAL_US
+                if (inc, j) > self.acked_hi[s]:
+                    self.acked_hi[s] = (inc, j)
+                    self.last_ack_us[s] = self.r.now_us
+                if (inc, j) > reserved:
+                    grown[s] = (inc, j)
+        if grown:  # on stable storage before any of these acks leaves (I11-3)
+            self._write_record(grown)
         for i in range(0, len(parts), msgs.ACK_PARTS_MAX):
             self.r.sign_and_send(PoAck(tuple(parts[i : i + msgs.ACK_PARTS_MAX])))
+
+    # --------------------------------------------------- the record (I11-3)
+
+    def reserve_chunk(self, s: int, upto: PoSeq) -> int:
+        """How far beyond ``upto`` a new reservation for ``s`` reaches: the ids acked per
+        RESERVE_AHEAD_US since the last reservation (at least RESERVE_MIN, at most the
+        PO window: an originator cannot be acked further than that ahead anyway)."""
+        at, base = self.reserve_base[s]
+        done = upto[1] - (base[1] if base[0] == upto[0] else 0)
+        elapsed = max(self.r.now_us - at, PERSIST_INTERVAL_US)
+        chunk = done * RESERVE_AHEAD_US // elapsed
+        return min(max(chunk, RESERVE_MIN), self.r.p.po_window_max)
+
+    def _write_record(self, grown: dict[int, PoSeq]) -> None:
+        """Reserve beyond the ids in ``grown`` (originator -> highest id about to be
+        acked), cut back idle originators' reservations, and emit the record (paced)."""
+        now = self.r.now_us
+        for s, upto in grown.items():
+            self.reserved[s] = (upto[0], upto[1] + self.reserve_chunk(s, upto))
+            self.reserve_base[s] = (now, upto)
+        for s in range(1, self.r.n + 1):
+            if s in grown or self.acked_hi[s] == PO_ZERO:
+                continue
+            if now - self.last_ack_us[s] >= RESERVE_AHEAD_US:
+                self.reserved[s] = self.acked_hi[s]  # idle: cut back
+                continue
+            # Active: topped up too, since this write happens anyway. The originators'
+            # reservations then run out together, and one write serves them all (each on
+            # its own, N originators made about N times the writes).
+            upto = self.acked_hi[s]
+            topped = (upto[0], upto[1] + self.reserve_chunk(s, upto))
+            if topped > self.reserved[s]:
+                self.reserved[s] = topped
+                self.reserve_base[s] = (now, upto)
+        self.r.emit(A.Persist(self.record()))
+        self.persist_tat_us = max(self.persist_tat_us, now) + PERSIST_INTERVAL_US
+        self.persist_next_us = self.persist_tat_us - (self.r.n - 1) * PERSIST_INTERVAL_US
+
+    def tighten_idle_reservations(self) -> None:
+        """Cut back the reservation of every originator idle for RESERVE_AHEAD_US to what
+        was acked (one write, if the pace allows; the retransmission tick calls this).
+        Without it, an originator that went quiet right after a reservation would keep
+        the chunk in a crashed replica's gate until it sends that many requests again."""
+        now = self.r.now_us
+        if now < self.persist_next_us:
+            return
+        idle = any(
+            self.reserved[s] > self.acked_hi[s] and now - self.last_ack_us[s] >= RESERVE_AHEAD_US
+            for s in range(1, self.r.n + 1)
+        )
+        if idle:
+            self._write_record({})
+
+    def record(self) -> tuple[RecordEntry, ...]:
+        """What goes to stable storage: per originator (index 0 unused), a bound on
+        every id any life of ours acked: our reservation joined with the inherited gate."""
+        out: list[RecordEntry] = [(0, 0, 0, 0)]
+        for s in range(1, self.r.n + 1):
+            lo = max(self.gate_lo[s], self.reserved[s])
+            band = self.gate_band[s]
+            if band <= lo:
+                band = PO_ZERO  # every id in the band is at most the bound
+            out.append((lo[0], lo[1], band[0], band[1]))
+        return tuple(out)
+
+    def clean_stop_record(self) -> tuple[RecordEntry, ...]:
+        """The exact record, for a clean stop: our reservations cut back to what we
+        acked. The driver writes it and sends nothing more; should it go on instead,
+        an ack beyond it waits for a new write as usual."""
+        for s in range(1, self.r.n + 1):
+            self.reserved[s] = self.acked_hi[s]
+        return self.record()
 
     def on_po_ack(self, via: int, env: Envelope) -> None:
         a = env.sender
@@ -739,6 +890,7 @@ class PreOrder:
             if po > self.last_executed[me] and slot.request is not None:
                 self.r.forward(slot.request)
         self.send_po_acks(retransmit=True)
+        self.tighten_idle_reservations()
         self.send_po_aru()
         self.r.recon.on_tick()
 
@@ -820,6 +972,7 @@ class PreOrder:
         assert self.po_seq_executed <= self.po_seq
         assert self.last_executed[self.r.me] <= self.po_seq
         assert len(self.unbacked_by[0]) == 0, "a request-backed slot is nobody's charge"
+        assert all(a <= r for a, r in zip(self.acked_hi, self.reserved)), "an ack the record does not cover"
 
     def collection_sizes(self) -> dict[str, int]:
         return {

@@ -129,7 +129,7 @@ class Replica:
         *,
         incarnation: int = 1,
         recovering: bool = False,
-        acked_incarnations: tuple[int, ...] | None = None,
+        acked_record: tuple[tuple[int, int, int, int], ...] | None = None,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         assert 1 <= me <= params.n, (me, params.n)
@@ -142,10 +142,11 @@ class Replica:
         # True when this incarnation replaces an earlier one whose state (the acks it
         # sent) is lost: a restart. The driver knows; the core cannot (preorder: amnesia).
         self.recovering = recovering
-        # What the driver kept of our earlier lives (``A.Persist``): per originator, the
-        # highest incarnation we ever acked; None if unknown (no earlier life, or lost).
-        assert acked_incarnations is None or len(acked_incarnations) == params.n + 1
-        self.acked_incarnations = acked_incarnations
+        # What the driver kept of our earlier lives (``A.Persist``): per originator, a bound
+        # on every PO id we ever acked (preorder.RecordEntry); None if unknown (no earlier
+        # life, or lost).
+        assert acked_record is None or len(acked_record) == params.n + 1
+        self.acked_record = acked_record
         self.log = log or _ReplicaLog(_log, self)
         self.now_us = 0
         self.view = 1
@@ -280,6 +281,13 @@ class Replica:
     def take_actions(self) -> list[A.Action]:
         out, self._actions = self._actions, []
         return out
+
+    def clean_stop_record(self) -> tuple[tuple[int, int, int, int], ...]:
+        """For a clean stop (the daemon's SIGTERM, the simulator's clean restarts): the
+        exact record of what we acked, with the inherited gate bounds still carried. The
+        driver writes it durably, as an ``A.Persist``, and stops; the next life then
+        withholds nothing this one did not ack (docs/hardening.md I11-3)."""
+        return self.po.clean_stop_record()
 
     def next_deadline_us(self) -> int | None:
         """When the driver must next ``Tick`` this replica (None: no timer).

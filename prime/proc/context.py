@@ -43,7 +43,7 @@ class ReplicaContext:
     keys_dir: Path
     incarnation: int
     recovering: bool  # an earlier incarnation of this replica ran here (its state is lost)
-    acked_incarnations: tuple[int, ...] | None  # what it persisted (A.Persist), if readable
+    acked_record: tuple[tuple[int, int, int, int], ...] | None  # what it persisted (A.Persist), if readable
     ipc_path: Path
     to_engine: list[Ring]  # engine inputs: one from the net process (workers = 0) or one per worker
     to_workers: list[Ring]  # net -> worker i (empty when workers = 0)

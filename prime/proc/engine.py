@@ -118,7 +118,7 @@ class Engine:
         self.params = Params.from_config(cfg)
         # A restart forgets the acks this replica sent: the core must know (I11-3).
         self.replica = Replica(self.params, ctx.me, incarnation=ctx.incarnation, recovering=ctx.recovering,
-                               acked_incarnations=ctx.acked_incarnations)
+                               acked_record=ctx.acked_record)
         self.acked_path = Path(cfg.networking.client_ipc_dir) / f"prime-{ctx.me}.acked"
         scheme = Ed25519Scheme({ctx.me: ctx.keys.signing_key}, {})
         self.signer = Signer(scheme, ctx.me)
@@ -293,10 +293,19 @@ class Engine:
 
     def persist(self, action: A.Persist) -> None:
         """On disk (written, synced, renamed) before any later action is performed: the
-        acks that follow rely on it after a restart (docs/hardening.md I11-3). Rare: once
-        per originator incarnation, and paced (``PERSIST_INTERVAL_US``) however often a
-        faulty originator shows a new one (prime/core/preorder.py)."""
-        write_durably(self.acked_path, json.dumps(list(action.acked_incarnations)))
+        acks that follow rely on it after a restart (docs/hardening.md I11-3). Rare: the
+        record reserves ahead of the acks (about half a second of them), and its writes
+        are paced (``PERSIST_INTERVAL_US``) however a faulty originator behaves
+        (prime/core/preorder.py)."""
+        write_durably(self.acked_path, json.dumps([list(entry) for entry in action.record]))
+
+    def clean_stop(self) -> None:
+        """A clean stop (SIGTERM; the supervisor sends it on SIGINT and SIGTERM): write the
+        exact record, so the next life withholds nothing this one did not ack and an
+        operator's rolling restart leaves no gate (I11-3). Nothing is sent after it: the
+        engine exits, and what it handed the net process already is covered."""
+        self.persist(A.Persist(self.replica.clean_stop_record()))
+        self.stats.counts["persists"] += 1
 
     def deliver(self, action: A.Deliver) -> None:
         counts = self.stats.counts
@@ -348,6 +357,9 @@ class Engine:
                 "ordinal": self.ordinal,
                 "incarnation": r.incarnation,
                 "recovering": r.recovering,
+                # restart amnesia (I11-3): acks held back, originators whose ids are still gated
+                "amnesia_acks_withheld": r.stats.amnesia_acks_withheld,
+                "amnesia_gates_open": [s for s in range(1, r.n + 1) if r.po.amnesia_gate_open(s)],
                 "core_dropped": dict(sorted(r.stats.dropped.items())),
                 "jumps": r.stats.jumps,
                 # suspect-leader view of the links: RTT each peer measured to us, suspicions
@@ -392,7 +404,8 @@ def engine_main(ctx: ReplicaContext) -> int:
     try:
         engine.run()
     except SystemExit:
-        pass
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the record is written whole
+        engine.clean_stop()
     finally:
         engine.emit_stats()
     return 0

@@ -35,6 +35,7 @@ from typing import Callable
 
 from prime.app.protocol import socket_path
 from prime.config import Config
+from prime.core.preorder import SEQ_ANY
 from prime.crypto.keys import ServerKeys
 from prime.errors import PrimeError
 from prime.proc.context import ReplicaContext, write_durably
@@ -93,21 +94,32 @@ def pick_incarnation(ipc_dir: Path, me: int) -> tuple[int, bool]:
 
 
 def acked_path(ipc_dir: Path, me: int) -> Path:
-    """Where the engine keeps ``A.Persist``: the incarnations this replica ever acked."""
+    """Where the engine keeps ``A.Persist``: a bound on every PO id this replica acked."""
     return ipc_dir / f"prime-{me}.acked"
 
 
-def read_acked(ipc_dir: Path, me: int, n: int) -> tuple[int, ...] | None:
-    """What an earlier life persisted, or None (none, or unreadable: the core then
-    falls back to its own incarnation as the bound, which is safe but lets a whole
-    cluster that restarts at once wait on itself)."""
+def read_acked(ipc_dir: Path, me: int, n: int) -> tuple[tuple[int, int, int, int], ...] | None:
+    """What an earlier life persisted, or None (none, or unreadable: the core then falls
+    back to its own incarnation plus the slack as the bound, which is safe but lets a
+    whole cluster that restarts at once wait on itself). The record holds, per
+    originator, ``[lo_inc, lo_seq, band_inc, band_seq]`` (prime/core/preorder.py); a
+    record of the earlier format (per originator the highest incarnation acked) is read
+    as covering every sequence number of the incarnations up to that one."""
     try:
         values = json.loads(acked_path(ipc_dir, me).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(values, list) or len(values) != n + 1 or not all(type(v) is int and v >= 0 for v in values):
+    if not isinstance(values, list) or len(values) != n + 1:
         return None
-    return tuple(values)
+    out: list[tuple[int, int, int, int]] = []
+    for v in values:
+        if type(v) is int and v >= 0:
+            out.append((v, SEQ_ANY, 0, 0))
+        elif isinstance(v, list) and len(v) == 4 and all(type(x) is int and 0 <= x <= SEQ_ANY for x in v):
+            out.append((v[0], v[1], v[2], v[3]))
+        else:
+            return None
+    return tuple(out)
 
 
 def _describe(status: int) -> str:
@@ -162,7 +174,7 @@ class Supervisor:
             keys_dir=self.keys_dir,
             incarnation=incarnation,
             recovering=recovering,
-            acked_incarnations=acked,
+            acked_record=acked,
             ipc_path=self.ipc_path,
             to_engine=to_engine,
             to_workers=to_workers,

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", type=_crash, action="append", default=[], metavar="ID@T",
                    help="replica ID loses its state at T and restarts with a new incarnation "
                    "(after --crash ID@T0 if given), repeatable")
+    p.add_argument("--clean-stop", type=int, action="append", default=[], metavar="ID",
+                   help="replica ID stops cleanly before its --restart (or --crash): it writes "
+                   "its exact restart record first, as the daemon does on SIGTERM; repeatable")
     p.add_argument("--twins", type=int, action="append", default=[], metavar="ID",
                    help="run Byzantine identity ID as two instances sharing its key, each "
                    "talking to half of the other replicas (Twins), repeatable")
@@ -147,7 +150,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} {value}: must be an integer from {lo} to {hi}")
     ids = [("--byz", rid) for rid, _ in args.byz] + [("--crash", rid) for rid, _ in args.crash]
     ids += [("--restart", rid) for rid, _ in args.restart] + [("--twins", rid) for rid in args.twins]
-    ids += [("--client-home", rid) for rid in args.client_home]
+    ids += [("--client-home", rid) for rid in args.client_home] + [("--clean-stop", rid) for rid in args.clean_stop]
     for text in args.partition:
         part = Partition.parse(text)
         ids += [("--partition", rid) for rid in sorted(part.a | part.b)]
@@ -196,6 +199,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         crash=dict(args.crash),
         restart=dict(args.restart),
         twins=list(args.twins),
+        clean_stop=list(args.clean_stop),
         client_homes=list(args.client_home),
         partitions=list(args.partition),
         liveness_bound=args.liveness_bound,

@@ -41,6 +41,9 @@ Issue 11's attacks on pre-ordering and reconciliation:
   After R restarted it shows version B, with its ack of B, to R and the rest, and
   once R acked B its PO_ARUs vouch for the id: forgetful R acking B makes B
   certified at R and the rest, and the id eligible.
+* ``amnesia-edge`` (issue 12 item 7): the same at the edge of R's restart record: a
+  fresh equivocated id every 10 ms in the last 150 ms before R stops (cleanly or not),
+  version A acked by R moments before it stops, every version B shown after.
 * ``ack-junk`` (item 4): floods PO_ACK parts naming an originator's later,
   unknown (but plausible) incarnations: 2 x ``po_window_max`` ids of the lowest
   other id at once (its whole slot cap), then a quarter window of the next ones.
@@ -469,6 +472,101 @@ class AmnesiaEquivocator(Node):
             for dst in self.group_b + [self.victim]:
                 self.cluster.transmit(self.rid, dst, b)
                 self.cluster.transmit(self.rid, dst, ack_b)
+
+
+class AmnesiaEdge(Node):
+    """Issue 12 item 7: the amnesia attack aimed at the edge of the victim's record.
+
+    The record a restarted replica gets back is a reservation a little ahead of its acks
+    (after a crash) or exactly its acks (after a clean stop); an ack that left without
+    the record covering it would let a second version be certified. So this originator
+    signs two versions of a fresh PO id every EDGE_EVERY_US during the last
+    ``SIGN_BEFORE_US`` before the victim stops, each version A with its ack going at once
+    to the victim and 2f+k-1 other correct replicas (A certified, not eligible: no
+    PO_ARU of ours), until the victim stops; its last acks are of ids signed moments
+    before. After the restart it shows every version B, with its ack, to the victim and
+    the rest, and then vouches for them in its PO_ARUs (as ``amnesia-equivocate``)."""
+
+    behaviour = "amnesia-edge"
+    core_invariants = False  # its core's own seq counter jumps over the ids it forges
+    RESEND_US = 200_000
+    EDGE_EVERY_US = 10_000
+    SIGN_BEFORE_US = 150_000
+    SHOW_B_AFTER_US = 300_000
+    VOUCH_AFTER_US = 3_000_000
+
+    def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
+        super().__init__(cluster, rid, replica, signer)
+        cfg = cluster.cfg
+        victims = sorted(r for r in cfg.restart if r != rid and r not in cfg.byz)
+        self.victim = victims[0] if victims else 0
+        self.restart_us = int(cfg.restart[self.victim] * 1_000_000) if self.victim else 0
+        self.stop_us = int(cfg.crash.get(self.victim, cfg.restart.get(self.victim, 0)) * 1_000_000)
+        others = [r for r in range(1, cluster.n + 1) if r not in (rid, self.victim) and r not in cfg.byz]
+        need = 2 * cfg.f + cfg.k - 1
+        self.group_a = sorted([self.victim] + others[:need])
+        self.group_b = others[need:]
+        self.pairs: list[tuple[Envelope, Envelope, Envelope, Envelope]] = []  # A, ack A, B, ack B
+        self.next_sign_us = 0
+        self.next_resend_us = 0
+        self.victim_acked_b = False
+
+    def incoming(self, via: int, env: Envelope) -> bool:
+        if self.pairs and env.sender == self.victim and isinstance(env.msg, msgs.PoAck):
+            b_digests = {hashlib.sha256(pair[2].raw).digest() for pair in self.pairs}
+            if any(p.originator == self.rid and p.digest in b_digests for p in env.msg.parts):
+                self.victim_acked_b = True
+        return True
+
+    def _sign_pair(self) -> tuple[Envelope, Envelope, Envelope, Envelope]:
+        po = (self.replica.incarnation, 2 + len(self.pairs))
+        self.replica.po.po_seq = max(self.replica.po.po_seq, po)  # our core must not reuse it
+        out: list[Envelope] = []
+        for tag in (b"A", b"B"):
+            forged = Update(self.rid, po[0], 10**9 + po[1], int(UpdateKind.APP), b"edge" + tag)
+            req = self.signer.sign_one(PoRequest(po, (self.signer.sign_one(forged),)))
+            digest = hashlib.sha256(req.raw).digest()
+            out += [req, self.signer.sign_one(msgs.PoAck((msgs.AckPart(self.rid, po, digest),)))]
+        return out[0], out[1], out[2], out[3]
+
+    def _show_a(self, pairs: list[tuple[Envelope, Envelope, Envelope, Envelope]]) -> None:
+        for a, ack_a, _, _ in pairs:
+            for dst in self.group_a:
+                self.cluster.transmit(self.rid, dst, a)
+                self.cluster.transmit(self.rid, dst, ack_a)
+
+    def outgoing(self, action: A.Send | A.Broadcast) -> None:
+        env, now = action.env, self.cluster.now_us
+        if not self.victim or self.stop_us < self.SIGN_BEFORE_US:
+            super().outgoing(action)
+            return
+        if isinstance(env.msg, msgs.PoAru) and env.sender == self.rid:
+            vouch_at = self.restart_us + self.VOUCH_AFTER_US
+            if self.pairs and (self.victim_acked_b or now >= vouch_at):
+                aru: msgs.PoAru = env.msg
+                vector = list(aru.cum_aru)
+                vector[self.rid - 1] = max(vector[self.rid - 1], self.pairs[-1][0].msg.po)
+                row = self.signer.sign_one(msgs.PoAru(aru.incarnation, aru.num, tuple(vector)))
+                self.cluster.transmit_all(self.rid, row)
+            return
+        super().outgoing(action)
+        restarted = self.cluster.restarted.get(self.victim, 0) > 0
+        if not restarted:
+            if now < self.stop_us - self.SIGN_BEFORE_US or now >= self.stop_us:
+                return
+            if now >= self.next_sign_us and len(self.pairs) < self.SIGN_BEFORE_US // self.EDGE_EVERY_US:
+                self.next_sign_us = now + self.EDGE_EVERY_US
+                self.pairs.append(self._sign_pair())
+                self._show_a(self.pairs[-1:])  # at once: the victim acks it before it stops
+            if now >= self.next_resend_us:
+                self.next_resend_us = now + self.RESEND_US
+                self._show_a(self.pairs)
+        elif self.pairs and now >= self.restart_us + self.SHOW_B_AFTER_US and now >= self.next_resend_us:
+            self.next_resend_us = now + self.RESEND_US
+            for _, _, b, ack_b in self.pairs:
+                for dst in self.group_b + [self.victim]:
+                    self.cluster.transmit(self.rid, dst, b)
+                    self.cluster.transmit(self.rid, dst, ack_b)
 
 
 class AckJunk(Node):
@@ -1012,6 +1110,7 @@ BEHAVIOURS: dict[str, type[Node]] = {
         BadShares,
         MuteAfterReplay,
         AmnesiaEquivocator,
+        AmnesiaEdge,
         AckJunk,
         SplitAck,
         ReconJunk,
@@ -1026,11 +1125,13 @@ BEHAVIOURS: dict[str, type[Node]] = {
         RequestFlooder,
     )
 }
-# Behaviours the random scenarios do not draw: they act only in one combination of roles
-# that random scenarios rarely make (old-tail: the leader, with a correct replica
-# restarting), and drawing them would change every seed's scenario. Their own tests
-# set that combination up.
-TARGETED = frozenset({"old-tail"})
+# Behaviours the random scenarios do not draw among the others: they act only in one
+# combination of roles that random scenarios rarely make (old-tail: the leader, with a
+# correct replica restarting; amnesia-edge: alongside a correct replica's restart), and
+# adding them to the draw would change every seed's scenario. Their own tests set that
+# combination up; amnesia-edge is also drawn, last, where a scenario has a restart and
+# a Byzantine replica (prime.sim.scenarios).
+TARGETED = frozenset({"old-tail", "amnesia-edge"})
 
 def make_node(behaviour: str, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> Node:
     cls = BEHAVIOURS.get(behaviour)

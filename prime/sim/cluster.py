@@ -68,9 +68,13 @@ class SimConfig:
     client_homes: list[int] = field(default_factory=list)
     partitions: list[str] = field(default_factory=list)
     liveness_bound: float = 10.0
-    # A restarted replica gets back what its earlier life persisted (A.Persist: the
-    # incarnations it acked); False: its disk is lost too (the conservative amnesia bound).
+    # A restarted replica gets back what its earlier life persisted (A.Persist: a bound
+    # on what it acked); False: its disk is lost too (the conservative amnesia bound).
     keep_disk: bool = True
+    # Replicas whose stops (a restart, or the crash before it) are clean: the driver
+    # writes the core's exact record first (Replica.clean_stop_record), as the daemon
+    # does on SIGTERM. Others stop as if killed: their disk holds the last reservation.
+    clean_stop: list[int] = field(default_factory=list)
     # L3: seconds a correct replica's client may wait for its reply, faults active or not.
     # Six retransmission periods (1 s each, as the original's): with f+k replicas faulty
     # every quorum is all the correct ones, and each message lost on the way costs a
@@ -93,7 +97,7 @@ class SimConfig:
 
     def validate(self) -> None:
         n = self.n
-        for rid in list(self.byz) + list(self.crash) + list(self.restart) + list(self.twins):
+        for rid in list(self.byz) + list(self.crash) + list(self.restart) + list(self.twins) + list(self.clean_stop):
             if not 1 <= rid <= n:
                 raise ValueError(f"replica id {rid} out of range 1..{n}")
         for rid in self.client_homes:
@@ -128,6 +132,8 @@ class SimConfig:
             parts.append(f"--restart {rid}@{t:g}")
         for rid in sorted(self.twins):
             parts.append(f"--twins {rid}")
+        for rid in sorted(self.clean_stop):
+            parts.append(f"--clean-stop {rid}")
         for rid in self.client_homes:
             parts.append(f"--client-home {rid}")
         for p in self.partitions:
@@ -260,7 +266,7 @@ class SimCluster:
         self.dropped_unverified = 0
         self.malformed_dropped = 0
         self.restarted: dict[int, int] = {}
-        self.disk: dict[int, tuple[int, ...]] = {}  # per replica: what it persisted (A.Persist)
+        self.disk: dict[int, tuple[tuple[int, int, int, int], ...]] = {}  # per replica: its A.Persist
         # The example application (prime.app.kv) at every replica, with state transfer.
         self.apps: dict[int, KvStore] = {r: KvStore(r) for r in range(1, cfg.n + 1)}
         self.app_waiting: dict[int, tuple[int, int]] = {}  # replica -> (replica, X) to fetch
@@ -414,7 +420,7 @@ class SimCluster:
                 replica.step(ThresholdDone(action.job_id, result))
                 work.extendleft(reversed(replica.take_actions()))
             elif isinstance(action, A.Persist):
-                self.disk[rid] = action.acked_incarnations  # survives a restart
+                self.disk[rid] = action.record  # survives a restart
             elif isinstance(action, A.StateTransferNeeded):
                 if rid in self.correct:
                     self.checker.record_jump(rid, action.ordinal, self.now_us)
@@ -438,9 +444,11 @@ class SimCluster:
         """Replica ``rid`` comes back with empty state and a new incarnation (its start
         time in seconds, like the original's wall-clock incarnations)."""
         old = self.nodes[rid].replica
+        if self.alive[rid]:
+            self._stop(rid)  # no crash before: it stops now
         incarnation = max(old.incarnation + 1, self.now_us // US + 1)
         replica = Replica(self.params, rid, incarnation=incarnation, recovering=True,
-                          acked_incarnations=self.disk.get(rid) if self.cfg.keep_disk else None)
+                          acked_record=self.disk.get(rid) if self.cfg.keep_disk else None)
         self.nodes[rid] = Node(self, rid, replica, Signer(self.scheme, rid))
         self.alive[rid] = True
         self._tick_at[rid] = None
@@ -461,6 +469,12 @@ class SimCluster:
             for _ in range(client.lost):
                 self._push(self.now_us, _CLIENT_SUBMIT, client, None)
             client.lost = 0
+
+    def _stop(self, rid: int) -> None:
+        """Replica ``rid`` goes down: killed, or (``clean_stop``) after writing its exact record."""
+        self.alive[rid] = False
+        if rid in self.cfg.clean_stop:
+            self.disk[rid] = self.nodes[rid].replica.clean_stop_record()
 
     def _client_lost(self, client: SimClient, seq: int) -> None:
         """Update ``seq`` of ``client`` went down with its home daemon: no reply is owed."""
@@ -646,7 +660,7 @@ class SimCluster:
                 if at < load_end:
                     self._submit(a)
             elif kind == _CRASH:
-                self.alive[a] = False
+                self._stop(a)
             elif kind == _RESTART:
                 self._restart(a)
             elif kind == _PROBE:
@@ -805,6 +819,7 @@ class SimCluster:
             "crash": {str(k): v for k, v in sorted(self.cfg.crash.items())},
             "restart": {str(k): v for k, v in sorted(self.cfg.restart.items())},
             "twins": sorted(self.cfg.twins),
+            "clean_stop": sorted(self.cfg.clean_stop),
             "incarnations": {
                 str(r): n.replica.incarnation for r, n in sorted(self.nodes.items()) if r <= self.n
             },

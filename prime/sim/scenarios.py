@@ -4,7 +4,9 @@ A scenario mixes network faults (loss, duplication, jitter-driven reordering,
 a partition), up to ``k`` crashed replicas and up to ``f`` Byzantine replicas
 of every behaviour (but the ``TARGETED`` ones of ``prime.sim.byzantine``), twins
 (one identity run as two instances) included; a restarting replica gets the first
-client. The same seed always yields the same scenario, and the
+client, stops cleanly in half the runs, and a Byzantine replica alongside it may
+attack the edge of its restart record (``amnesia-edge``). The same seed always yields
+the same scenario, and the
 scenario's own replay command reproduces the run.
 """
 
@@ -46,6 +48,14 @@ def random_scenario(seed: int, *, f: int, k: int, duration: float = 1.0) -> SimC
     if rng.random() < 0.15 and len(byz) < f and len(byz) + len(crash) + len(restart) < f + k:
         # Drawn last, so the rest of every seed's scenario stays what it was.
         twins.append(rng.choice([r for r in ids if r not in byz and r not in crash and r not in restart]))
+    clean_stop: list[int] = []
+    if restart:
+        # Drawn last too (issue 12 item 7): a restart is clean (the exact record is written
+        # first) in half the runs, and a Byzantine replica alongside it attacks the edge of
+        # the restarted replica's record in a third of them.
+        clean_stop = [r for r in restart if rng.random() < 0.5]
+        if byz and rng.random() < 0.3:
+            byz[rng.choice(sorted(byz))] = "amnesia-edge"
     return SimConfig(
         f=f,
         k=k,
@@ -61,4 +71,5 @@ def random_scenario(seed: int, *, f: int, k: int, duration: float = 1.0) -> SimC
         restart=restart,
         partitions=partitions,
         twins=twins,
+        clean_stop=clean_stop,
     )

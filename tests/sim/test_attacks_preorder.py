@@ -43,6 +43,28 @@ def test_amnesia_equivocator_breaks_agreement_without_the_rule() -> None:
     assert any(v.startswith("S1 ") for v in summary["violations"]), summary["violations"]
 
 
+EDGE = dict(f=1, k=1, duration=1.0, byz={4: "amnesia-edge"}, restart={2: 0.5})
+
+
+@pytest.mark.parametrize("clean", [False, True], ids=["killed", "clean-stop"])
+def test_amnesia_edge_cannot_certify_a_second_version(clean: bool) -> None:
+    """Issue 12 item 7: replica 2's record is a reservation (killed) or exactly its acks
+    (clean stop), and the equivocator's ids are acked moments before 2 stops: every ack
+    that left is covered, 2 withholds every B, and every invariant holds."""
+    for seed in (1, 2):
+        summary, cluster = run_ok(SimConfig(seed=seed, clean_stop=[2] if clean else [], **EDGE))
+        assert summary["liveness_checked"]
+        attacker = cluster.nodes[4]
+        assert len(attacker.pairs) >= 10, "ids signed up to the stop"  # type: ignore[attr-defined]
+        assert cluster.nodes[2].replica.stats.amnesia_acks_withheld > 0, "the attack reached it"
+
+
+def test_amnesia_edge_breaks_agreement_without_the_rule() -> None:
+    """Negative control: with the restarted replica acking freely, a B is certified as well."""
+    summary, _ = run(SimConfig(seed=1, clean_stop=[2], params=legacy("AMNESIA"), **EDGE))
+    assert any(v.startswith("S1 ") for v in summary["violations"]), summary["violations"]
+
+
 # ------------------------------------------------- item 4: acks naming unknown incarnations
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from prime import msgs
-from prime.core.preorder import request_digest
+from prime.core.preorder import SEQ_ANY, request_digest
 from prime.core.replica import Replica
 from prime.crypto import erasure
 from prime.msgs import OrdKind
@@ -47,13 +47,19 @@ def order(h: Harness, seq: int, vec, ackers=(1, 2, 3)) -> Envelope:
 
 
 def restarted(h: Harness, incarnation: int = 2, at_us: int = 1_500_000,
-              acked: tuple[int, ...] | None = None) -> None:
+              acked: tuple[tuple[int, int, int, int], ...] | None = None) -> None:
     """Replace the harness's replica with a restarted one: empty state, a new incarnation
     (and, if given, what its earlier life persisted: A.Persist)."""
-    h.replica = Replica(h.p, h.me, incarnation=incarnation, recovering=True, acked_incarnations=acked)
+    h.replica = Replica(h.p, h.me, incarnation=incarnation, recovering=True, acked_record=acked)
     h.sent.clear()
     h.tick(at_us)
     h.flush()
+
+
+def whole_incarnations(*incs: int) -> tuple[tuple[int, int, int, int], ...]:
+    """A record (index 0 unused) covering every sequence number of each originator's
+    incarnations up to the one given (what the record held before reservations)."""
+    return tuple((inc, SEQ_ANY, 0, 0) for inc in incs)
 
 
 @pytest.mark.parametrize("old", [False, True], ids=["fixed", "legacy"])
@@ -92,10 +98,10 @@ def test_acks_of_a_new_incarnation_are_persisted_before_they_leave() -> None:
     first_ack = next(i for i, (_, env) in enumerate(h.sent) if isinstance(env.msg, msgs.PoAck))
     assert h.persisted, "no Persist before the ack"
     sent_before, record = h.persisted[0]
-    assert sent_before <= first_ack and record[2] == 1, (h.persisted, first_ack)
+    assert sent_before <= first_ack and record[2][0] == 1 and record[2][1] >= 1, (h.persisted, first_ack)
     h.feed(h.po_request(2, 2, [h.update(h.n + 1, 2)]))
     h.advance(50_000)
-    assert len(h.persisted) == 1, "the same incarnation again: nothing new to persist"
+    assert len(h.persisted) == 1, "within the reservation: nothing new to persist"
 
 
 def test_with_its_record_a_restarted_replica_withholds_only_what_an_earlier_life_acked() -> None:
@@ -106,7 +112,7 @@ def test_with_its_record_a_restarted_replica_withholds_only_what_an_earlier_life
     incarnation 1 at most) it acks incarnation 5 at once, and still withholds
     incarnation 1 (the amnesia rule, I11-3)."""
     client = 5
-    for record, expect_new_acked in ((None, False), ((0, 1, 1, 1, 1), True)):
+    for record, expect_new_acked in ((None, False), (whole_incarnations(0, 1, 1, 1, 1), True)):
         h = Harness(me=4)
         restarted(h, incarnation=6, acked=record)
         new = h.po_request(3, 1, [h.update(client, 1)], inc=5)
@@ -206,7 +212,7 @@ def test_restarted_replica_acks_freely_beyond_what_its_previous_life_could_hold(
     incarnation newer than its own but within H8's slack is withheld too: see
     test_without_its_record_a_restarted_replica_still_covers_the_incarnation_slack.)"""
     h = Harness(me=4, po_window_max=8)
-    restarted(h, incarnation=2, acked=(0, 1, 1, 1, 1))
+    restarted(h, incarnation=2, acked=whole_incarnations(0, 1, 1, 1, 1))
     mine = [env for _, env in h.sent if env.sender == 4 and isinstance(env.msg, msgs.PoRequest)]
     assert [env.msg.po for env in mine] == [(2, 1)], "its NEW_INCARNATION marker"
     client = h.n + 1

@@ -22,7 +22,7 @@ import pytest
 
 from prime.core import actions as A
 from prime.proc.engine import Engine
-from prime.proc.supervisor import pick_incarnation
+from prime.proc.supervisor import pick_incarnation, read_acked
 
 
 def _trace(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
@@ -57,10 +57,45 @@ def _durable(events: list[tuple[str, Any]]) -> bool:
 def test_both_restart_records_are_synced_file_then_directory(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     events = _trace(monkeypatch)
-    Engine.persist(SimpleNamespace(acked_path=tmp_path / "prime-1.acked"), A.Persist((0, 5, 7, 0, 5)))  # type: ignore[arg-type]
+    record = ((0, 0, 0, 0), (5, 40, 0, 0), (7, 3, 0, 0), (0, 0, 0, 0), (5, 1, 0, 0))
+    Engine.persist(SimpleNamespace(acked_path=tmp_path / "prime-1.acked"), A.Persist(record))  # type: ignore[arg-type]
     acked_ok, acked_events = _durable(events), list(events)
     events.clear()
     pick_incarnation(tmp_path, 1)
     incarnation_ok, incarnation_events = _durable(events), list(events)
-    assert (tmp_path / "prime-1.acked").read_text() == "[0, 5, 7, 0, 5]"
+    assert read_acked(tmp_path, 1, 4) == record
     assert acked_ok and incarnation_ok, {"acked": acked_events, "incarnation": incarnation_events}
+
+
+def test_a_clean_stop_writes_the_exact_record_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's SIGTERM path (``Engine.clean_stop``) writes the core's exact record
+    (what it acked, no reservation beyond) the same durable way."""
+    from collections import Counter
+
+    from prime.core.params import Params
+    from prime.core.replica import Replica
+
+    replica = Replica(Params(f=1, k=0), 1)
+    replica.po.acked_hi[2], replica.po.reserved[2] = (3, 40), (3, 72)  # acked 40, reserved 72
+    engine = SimpleNamespace(acked_path=tmp_path / "prime-1.acked", replica=replica,
+                             stats=SimpleNamespace(counts=Counter()))
+    engine.persist = lambda action: Engine.persist(engine, action)  # type: ignore[arg-type]
+    events = _trace(monkeypatch)
+    Engine.clean_stop(engine)  # type: ignore[arg-type]
+    assert _durable(events), events
+    record = read_acked(tmp_path, 1, 4)
+    assert record is not None and record[2] == (3, 40, 0, 0), record
+
+
+def test_a_record_of_the_earlier_format_is_read_as_whole_incarnations(tmp_path: Path) -> None:
+    """A file written before the reservations (per originator the highest incarnation
+    acked) still bounds the gate: every sequence number of those incarnations. Anything
+    else malformed is no record at all (the core's conservative fallback)."""
+    from prime.core.preorder import SEQ_ANY
+
+    (tmp_path / "prime-1.acked").write_text("[0, 5, 7, 0, 5]")
+    assert read_acked(tmp_path, 1, 4) == ((0, SEQ_ANY, 0, 0), (5, SEQ_ANY, 0, 0), (7, SEQ_ANY, 0, 0),
+                                          (0, SEQ_ANY, 0, 0), (5, SEQ_ANY, 0, 0))
+    for bad in ("[[1, 2, 3]] ", "[0, 5, 7, 0]", "[[0,0,0,-1],[0,0,0,0],[0,0,0,0],[0,0,0,0],[0,0,0,0]]", "{}"):
+        (tmp_path / "prime-1.acked").write_text(bad)
+        assert read_acked(tmp_path, 1, 4) is None, bad

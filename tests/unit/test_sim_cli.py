@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
         (["--f", "11"], "N = 3f+2k+1 <= 31"),
         (["--partition", "9|1@0.1-0.2"], "--partition: replica 9 does not exist (replicas are 1..4"),
         (["--param", "bogus=3"], "--param: unknown key 'bogus'; known: catchup_epsilon_us"),
-        (["--byz", "2:nope"], "--byz: unknown behaviour 'nope'; known: ack-junk, amnesia-equivocate, bad-parts"),
+        (["--byz", "2:nope"], "--byz: unknown behaviour 'nope'; known: ack-junk, amnesia-edge, amnesia-equivocate, bad-parts"),
         (["--crash", "5@0.1"], "--crash: replica 5 does not exist"),
         (["--loss", "2"], "--loss 2.0: must be between"),
         (["--clients", "0"], "--clients 0: must be an integer from 1"),
@@ -72,3 +72,15 @@ def test_a_replay_command_with_legacy_switches_runs(capsys: pytest.CaptureFixtur
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trace_sha256"] == summary["trace_sha256"]
     assert main(["--param", "legacy=H99", "--duration", "0.2"]) == 2
     assert "unknown item(s) H99" in capsys.readouterr().err
+
+
+def test_clean_stop_flag_reaches_the_run_and_its_replay(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--clean-stop ID``: the restart of ID is clean (its exact record written first),
+    and the replay command carries the flag; an id outside 1..N is refused in one line."""
+    code = main(["--restart", "2@0.2", "--clean-stop", "2", "--duration", "0.4", "--json"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["clean_stop"] == [2] and "--clean-stop 2" in summary["replay"], summary
+    assert code == 0 or summary["outside_model"]
+    assert main(["--clean-stop", "9", "--duration", "0.2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--clean-stop: replica 9 does not exist" in err[0], err
