@@ -460,6 +460,18 @@ RULE_CASES = [
         [("periodic", "retrans_period_us", "5000")],
         ("retrans_period_us = 5000", "po_tick_us = 2000", "po_job_spacing_ticks = 3"),
     ),
+    (
+        [("networking", "peer_queue_bytes", "1048576")],
+        ("peer_queue_bytes = 1048576", "message_bytes_max = 65536"),
+    ),
+    (
+        [("networking", "heartbeat_timeout_ms", "1000")],
+        ("heartbeat_timeout_ms = 1000", "heartbeat_ivl_ms = 1000"),
+    ),
+    (
+        [("networking", "handshake_timeout_ms", "5000")],
+        ("handshake_timeout_ms = 5000", "heartbeat_timeout_ms = 5000"),
+    ),
 ]
 
 
