@@ -137,10 +137,12 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "connections one peer may hold on its socket (live or not yet read empty); more wait at the handshake"),
     Key("networking", "peer_queue_bytes", int, 8 << 20, 1 << 16, 1 << 30,
         "bytes ZeroMQ may hold for one peer connection: its RCVHWM = this / (2 * message_bytes_max)"),
-    Key("networking", "heartbeat_ivl_ms", int, 1000, 10, 600_000,
-        "ZMTP heartbeat interval on peer links (a silent connection is reaped)"),
-    Key("networking", "heartbeat_timeout_ms", int, 5000, 10, 600_000,
-        "a peer link that answers no heartbeat for this long is closed"),
+    Key("networking", "tcp_keepalive_idle_s", int, 4, 1, 7200,
+        "TCP keepalive on peer links: idle time before the first probe (a dead peer's link is reaped)"),
+    Key("networking", "tcp_keepalive_interval_s", int, 1, 1, 600,
+        "TCP keepalive: time between probes"),
+    Key("networking", "tcp_keepalive_probe_count", int, 4, 1, 100,
+        "TCP keepalive: unanswered probes before the link is closed"),
     Key("networking", "handshake_timeout_ms", int, 10_000, 100, 600_000,
         "a peer connection not through its (CURVE) handshake after this long is closed"),
 
@@ -302,8 +304,9 @@ class NetworkingConfig:
     link_security: str
     peer_connection_count_max: int
     peer_queue_bytes: int
-    heartbeat_ivl_ms: int
-    heartbeat_timeout_ms: int
+    tcp_keepalive_idle_s: int
+    tcp_keepalive_interval_s: int
+    tcp_keepalive_probe_count: int
     handshake_timeout_ms: int
 
 
@@ -785,14 +788,14 @@ RULES: Final[tuple[Rule, ...]] = (
          f"peer_queue_bytes must be >= {2 * PEER_QUEUE_FRAMES_MIN} * message_bytes_max",
          f"a peer connection's queue must hold {PEER_QUEUE_FRAMES_MIN} frames of the largest size read "
          "(2 x message_bytes_max), or a correct peer at full load would wait on it"),
-    Rule(("networking.heartbeat_timeout_ms", "networking.heartbeat_ivl_ms"),
-         lambda c: c.networking.heartbeat_timeout_ms > c.networking.heartbeat_ivl_ms,
-         "heartbeat_timeout_ms must be > heartbeat_ivl_ms",
-         "a link must be given at least one heartbeat before it is declared dead"),
-    Rule(("networking.handshake_timeout_ms", "networking.heartbeat_timeout_ms"),
-         lambda c: c.networking.handshake_timeout_ms > c.networking.heartbeat_timeout_ms,
-         "handshake_timeout_ms must be > heartbeat_timeout_ms",
-         "a peer's reconnection waits at the handshake while its dead connection is reaped by heartbeats"),
+    Rule(("networking.handshake_timeout_ms", "networking.tcp_keepalive_idle_s",
+          "networking.tcp_keepalive_interval_s", "networking.tcp_keepalive_probe_count"),
+         lambda c: c.networking.handshake_timeout_ms > 1000 * (
+             c.networking.tcp_keepalive_idle_s
+             + c.networking.tcp_keepalive_interval_s * c.networking.tcp_keepalive_probe_count),
+         "handshake_timeout_ms must be > 1000 * (tcp_keepalive_idle_s + tcp_keepalive_interval_s"
+         " * tcp_keepalive_probe_count)",
+         "a peer's reconnection waits at the handshake while its dead link is reaped by TCP keepalive"),
     Rule(("networking.client_ipc_dir",),
          lambda c: c.networking.client_ipc_dir.startswith("/"),
          "client_ipc_dir must be an absolute path",

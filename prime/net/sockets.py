@@ -41,15 +41,22 @@ waits in ``LinkAuth`` (not refused: a refused CURVE client never retries) until 
 slot is free, or until the handshake timeout closes it. One peer can then make us
 hold at most ``peer_connection_count_max * peer_queue_bytes`` (plus one frame being
 decoded per connection), however much it sends and on however many connections.
-ZMTP heartbeats (``heartbeat_ivl_ms``/``heartbeat_timeout_ms``) reap a dead or
-stopped peer's connection, so a correct peer gets its slot back. With
+A peer that restarts closes its old connection (its kernel does), and TCP
+keepalive (``tcp_keepalive_*``) reaps the link of a peer whose host or network
+died, so a correct peer gets its slot back; the spare slot of the default
+``peer_connection_count_max = 2`` lets it in at once meanwhile. Not ZMTP
+heartbeats: libzmq 4.3.5 aborts the process (``Assertion failed: !_io_error``,
+``stream_engine_base.cpp``) when a heartbeat PING is sent, or a peer's PING
+answered, on a connection whose pipe is full (input stopped) and whose TCP
+connection has just failed, which the small RCVHWM makes likely; seen in a
+SIGSTOP/SIGCONT test. With
 ``link_security = "none"`` there is no handshake to hold: each connection is
 bounded by the RCVHWM, but their number only by the file descriptors (trusted
 networks only, as above).
 
 DEALERs only send: a peer could still write to our DEALER's pipe from its ROUTER,
 so their RCVHWM is 1 and their ``MAXMSGSIZE`` ``DEALER_FRAME_MAX`` (a correct
-ROUTER sends them nothing but handshake and heartbeat commands).
+ROUTER sends them nothing but handshake commands).
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by the ZAP specification (RFC 2
 ZAP_DOMAIN_PREFIX = b"prime-peer-"  # + the peer's id: the one key admitted on that socket
 
 OVERSIZE_FACTOR = 2  # frames up to this many times message_bytes_max are read, then dropped
-DEALER_FRAME_MAX = 4096  # a DEALER receives only handshake and heartbeat commands
+DEALER_FRAME_MAX = 4096  # a DEALER receives only handshake commands
 HELD_PER_PEER_MAX = 64  # handshakes waiting for a slot per peer; past this, left to time out
 SLOT_MARGIN_S = 1.0  # added to the handshake timeout: event delivery and loop delays
 
@@ -95,14 +102,18 @@ def _common(sock: zmq.Socket, cfg: Config) -> None:  # type: ignore[type-arg]
     net = cfg.networking
     sock.setsockopt(zmq.LINGER, net.zmq_linger_ms)
     sock.setsockopt(zmq.SNDHWM, net.zmq_sndhwm_messages)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, net.heartbeat_ivl_ms)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, net.heartbeat_timeout_ms)
     sock.setsockopt(zmq.HANDSHAKE_IVL, net.handshake_timeout_ms)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, net.tcp_keepalive_idle_s)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, net.tcp_keepalive_interval_s)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, net.tcp_keepalive_probe_count)
 
 
-def peer_routers(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None = None) -> dict[int, zmq.Socket]:  # type: ignore[type-arg]
-    """One ROUTER per peer (its frames only); with ``curve``, bind a ``LinkAuth`` on
-    ``ctx`` first."""
+def peer_routers(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None = None,  # type: ignore[type-arg]
+                 auth: LinkAuth | None = None) -> dict[int, zmq.Socket]:  # type: ignore[type-arg]
+    """One ROUTER per peer (its frames only); with ``curve``, pass the ``LinkAuth``
+    bound on ``ctx``: it watches each ROUTER before it is bound, so that it sees
+    every connection accepted (a connection it missed would never be counted)."""
     out = {}
     for peer in range(1, cfg.n + 1):
         if peer == me:
@@ -118,6 +129,8 @@ def peer_routers(ctx: zmq.Context, cfg: Config, me: int, curve: CurveKeys | None
             sock.setsockopt(zmq.ZAP_DOMAIN, zap_domain(peer))
             sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler: refuse, never admit
         sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_FACTOR * cfg.system.message_bytes_max)
+        if auth is not None:
+            auth.watch(sock, peer)
         endpoint = peer_endpoint(cfg, me, peer, bind=True)
         try:
             sock.bind(endpoint)
@@ -304,8 +317,10 @@ class LinkAuth:
         self.monitors: list[tuple[int, zmq.Socket]] = []  # type: ignore[type-arg]
 
     def watch(self, router: zmq.Socket, peer: int) -> None:  # type: ignore[type-arg]
-        """Monitor ``peer``'s ROUTER. The monitor's queue is unbounded (RCVHWM 0): a
-        lost event would leave a connection counted for ever, or not at all."""
+        """Monitor ``peer``'s ROUTER; call before it is bound (events before our end
+        of the monitor is connected are lost). The monitor's queue is unbounded
+        (RCVHWM 0): a lost event would leave a connection counted for ever, or not
+        at all."""
         endpoint = f"inproc://prime-link-monitor-{peer}"
         router.monitor(endpoint, self.MONITOR_EVENTS)
         monitor = self.ctx.socket(zmq.PAIR)
@@ -319,8 +334,9 @@ class LinkAuth:
         return [self.zap, *(monitor for _, monitor in self.monitors)]
 
     def waiting(self) -> bool:
-        """Handshakes wait for a slot: ``serve`` again soon, whatever the poller says."""
-        return any(self.held.values())
+        """Handshakes wait for a slot, or a closed connection's pipe may not be read
+        empty yet: ``serve`` again soon, whatever the poller says."""
+        return any(self.held.values()) or any(slots.undrained for slots in self.slots.values())
 
     def serve(self, now: float) -> bool:
         """Take every monitor event, answer every pending ZAP request, and admit what
@@ -357,6 +373,9 @@ class LinkAuth:
             did = True
             self._request(request, now)
         for peer, held in self.held.items():
+            slots = self.slots[peer]
+            if slots.undrained and not self.routers[peer].getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                slots.drained()
             if held:
                 did |= self._admit_held(peer, held, now)
         return did
@@ -390,8 +409,6 @@ class LinkAuth:
             self.counts["link:refused:too_many_connections"] += 1
             did = True
         slots = self.slots[peer]
-        if held and slots.undrained and not self.routers[peer].getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            slots.drained()
         while held and slots.may_admit(now):
             self._admit(peer, held.popleft()[1], now)
             did = True

@@ -90,10 +90,7 @@ class Net:
             self.zctx, self.curve, ctx.me, self.counts, connections_max=net.peer_connection_count_max,
             handshake_timeout_s=net.handshake_timeout_ms / 1000,
         ) if self.curve else None
-        self.routers = sockets.peer_routers(self.zctx, cfg, ctx.me, self.curve)
-        if self.auth is not None:
-            for peer, router in self.routers.items():
-                self.auth.watch(router, peer)
+        self.routers = sockets.peer_routers(self.zctx, cfg, ctx.me, self.curve, self.auth)
         self.peer_order = list(self.routers)  # rotated each round: nobody is always read first
         th = cfg.throttling
         self.budgets = traffic.PeerBudgets(

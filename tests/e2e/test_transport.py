@@ -326,3 +326,66 @@ def test_a_paused_flooder_cannot_fill_the_targets_memory(cluster: Any) -> None:
     assert stats["links_by_peer"]["2"]["used"] == 2, stats["links_by_peer"]
     assert counts.get("peer_in", 0) > 100, counts  # the admitted ones were read, within budget
     assert grown < 32, f"replica 1's net process grew by {grown:.0f} MB"
+
+
+def _links_used(c: LocalCluster, i: int, peer: int) -> int:
+    return int(c.stats(i, "net").get("links_by_peer", {}).get(str(peer), {}).get("used", -1))
+
+
+def _wait_until(what: str, check: Any, timeout_s: float, c: LocalCluster) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            links = {i: (c.stats(i, "net").get("links_by_peer"),
+                         {k: v for k, v in _net_counts(c, i).items() if k.startswith("link")}) for i in c.daemons}
+            raise AssertionError(f"not within {timeout_s} s: {what}; links: {links}")
+        time.sleep(0.1)
+
+
+def test_a_correct_peer_that_drops_its_link_gets_back_in_with_one_slot(cluster: Any) -> None:
+    """The strictest limit, ``peer_connection_count_max = 1``. Replica 4 (not the
+    leader) is stopped (SIGSTOP) for 3 s while the others order on, then continued:
+    it orders its own client's updates again on the link it had (one slot each way,
+    nothing held). Then it is killed (SIGKILL) and restarted: every peer counts its
+    old link closed, frees the slot once that link's frames are read, admits the
+    new one, and replica 4 orders again. The other three keep ordering throughout,
+    exactly once."""
+    import signal
+
+    c = cluster(workers=1, settings={"networking": {"peer_connection_count_max": 1}})
+    c.start_all()
+    loads = [c.load(i, inflight=4, duration=40, linger=1.0, grace=30) for i in (1, 2, 3)]
+    c.wait_ordinal(1, 20, 30)
+    _wait_until("every link in one slot",
+                lambda: all(_links_used(c, i, j) == 1 for i in range(1, 5) for j in range(1, 5) if i != j), 10, c)
+
+    c.kill_group(4, signal.SIGSTOP)
+    try:
+        time.sleep(3.0)
+        at_stop = c.ordinal(1)
+        c.wait_ordinal(1, at_stop + 10, 20)  # the other three order on
+    finally:
+        c.kill_group(4, signal.SIGCONT)
+    after_stop = c.result(c.load(4, inflight=2, duration=6, linger=1.5, grace=30), 60)
+    assert after_stop["own_delivered"] > 0, after_stop
+
+    counts = {i: _net_counts(c, i) for i in (1, 2, 3)}
+    c.daemons[4].send_signal(signal.SIGKILL)  # the supervisor only: children follow it
+    c.daemons[4].wait(5)
+    assert c.wait_daemon_gone(4)["processes"] == []
+    size = len(c.log(4))
+    c.start(4)
+    c.wait_log(4, "started:", 20, after=size)
+    for i in (1, 2, 3):
+        _wait_until(f"replica {i} admitted the restarted replica 4",
+                    lambda: _net_counts(c, i).get("link:admitted", 0) > counts[i].get("link:admitted", 0)
+                    and _links_used(c, i, 4) == 1, 15, c)
+        assert _net_counts(c, i).get("link:closed", 0) > counts[i].get("link:closed", 0)
+    after_kill = c.result(c.load(4, inflight=2, duration=6, linger=1.5, grace=30), 60)
+    assert after_kill["own_delivered"] > 0, after_kill
+    results = [c.result(e, 90) for e in loads]
+    assert all(r["duplicates"] == 0 for r in results)
+    assert all(r["own_delivered"] > 0 for r in results)
+    for i in (1, 2, 3):
+        assert _links_used(c, i, 4) == 1 and _links_used(c, 4, i) == 1, (i, c.stats(i, "net")["links_by_peer"])
+        assert not any(k.startswith("link:refused") for k in _net_counts(c, i)), _net_counts(c, i)

@@ -465,12 +465,9 @@ RULE_CASES = [
         ("peer_queue_bytes = 1048576", "message_bytes_max = 65536"),
     ),
     (
-        [("networking", "heartbeat_timeout_ms", "1000")],
-        ("heartbeat_timeout_ms = 1000", "heartbeat_ivl_ms = 1000"),
-    ),
-    (
         [("networking", "handshake_timeout_ms", "5000")],
-        ("handshake_timeout_ms = 5000", "heartbeat_timeout_ms = 5000"),
+        ("handshake_timeout_ms = 5000", "tcp_keepalive_idle_s = 4", "tcp_keepalive_interval_s = 1",
+         "tcp_keepalive_probe_count = 4"),
     ),
 ]
 
