@@ -389,3 +389,44 @@ def test_a_correct_peer_that_drops_its_link_gets_back_in_with_one_slot(cluster: 
     for i in (1, 2, 3):
         assert _links_used(c, i, 4) == 1 and _links_used(c, 4, i) == 1, (i, c.stats(i, "net")["links_by_peer"])
         assert not any(k.startswith("link:refused") for k in _net_counts(c, i)), _net_counts(c, i)
+
+
+def test_a_peer_cannot_park_frames_in_our_dealer(cluster: Any) -> None:
+    """Replica 2 is Byzantine and plays its own part in replica 1's link to it: it
+    binds a CURVE ROUTER on its port for replica 1's frames, with its real link key,
+    takes replica 1's DEALER connection, and sends frames back on it, 150 of 1 MB.
+    Replica 1 never reads its DEALERs, so each frame would stay in the DEALER's pipe
+    (before: up to 10000 frames of any size). The DEALER takes no frame over 4096
+    bytes and at most one: replica 1's net process grows by less than 16 MB (it grew
+    by 144 MB before)."""
+    c = cluster(workers=1)
+    mine = keyfiles.load_curve_keys(c.keys, 2, c.n)
+    ctx = zmq.Context()
+    try:
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.SNDHWM, 1000)
+        router.setsockopt(zmq.CURVE_SERVER, 1)
+        router.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(mine.secret))
+        router.bind(f"tcp://127.0.0.1:{c.base_port + 10 * 2 + 1 - 1}")  # replica 1's frames at 2
+        c.start(1)
+        c.wait_log(1, "started:", 20)
+        net_pid = c.children(1)["net"]
+        assert router.poll(20_000), "replica 1 sent nothing to replica 2"
+        ident = router.recv_multipart()[0]
+        time.sleep(0.5)
+        before = _rss_mb(net_pid)
+        frame = b"\x96" + b"d" * 1_000_000
+        sent = 0
+        for _ in range(150):
+            try:
+                router.send_multipart([ident, frame], zmq.NOBLOCK, copy=False)
+                sent += 1
+            except zmq.Again:
+                break
+        time.sleep(3.0)
+        grown = _rss_mb(net_pid) - before
+    finally:
+        ctx.destroy(linger=0)
+    assert sent > 0
+    assert grown < 16, f"replica 1's net process grew by {grown:.0f} MB"
