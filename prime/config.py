@@ -60,7 +60,7 @@ def ports_per_replica(n: int) -> int:
 
 RING_FRAME_HEADER_BYTES: Final = 64  # room a ring slot keeps beside one whole message
 UPDATE_OVERHEAD_BYTES: Final = 256  # an update's ids, stamps, Ed25519 signature, framing
-PEER_QUEUE_FRAMES_MIN: Final = 16  # frames a peer connection's ZeroMQ queue holds at least (RCVHWM floor)
+PEER_QUEUE_FRAMES_MIN: Final = 16  # RCVHWM floor: frames a peer connection's queue holds at least
 # A pre-prepare carries N signed PO-ARU rows of N (incarnation, seq) pairs: at most
 # 18 msgpack bytes per pair plus ~200 bytes of row envelope (64-byte signature,
 # header, framing) -- docs/protocol.md section 1.1 notes the same limit on N in the C layout.
@@ -134,7 +134,7 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "replica links: CurveZMQ authenticated encryption, or none (trusted LAN only)",
         choices=("curve", "none")),
     Key("networking", "peer_connection_count_max", int, 2, 1, 16,
-        "connections one peer may hold on its socket (live or not yet read empty); more wait at the handshake"),
+        "connections one peer may hold on its socket (live or not read empty); more wait at the handshake"),
     Key("networking", "peer_queue_bytes", int, 8 << 20, 1 << 16, 1 << 30,
         "bytes ZeroMQ may hold for one peer connection: its RCVHWM = this / (2 * message_bytes_max)"),
     Key("networking", "tcp_keepalive_idle_s", int, 4, 1, 7200,

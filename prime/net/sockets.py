@@ -311,7 +311,8 @@ class LinkAuth:
         self.zap.bind(ZAP_ENDPOINT)
         self.keys = {server: public for public, server in self.ids.items()}
         self.handshake_timeout_s = handshake_timeout_s
-        self.slots = {peer: PeerSlots(connections_max, handshake_timeout_s + SLOT_MARGIN_S) for peer in self.keys}
+        young_s = handshake_timeout_s + SLOT_MARGIN_S
+        self.slots = {peer: PeerSlots(connections_max, young_s) for peer in self.keys}
         self.held: dict[int, deque[tuple[float, list[bytes]]]] = {peer: deque() for peer in self.keys}
         self.routers: dict[int, zmq.Socket] = {}  # type: ignore[type-arg]
         self.monitors: list[tuple[int, zmq.Socket]] = []  # type: ignore[type-arg]

@@ -286,7 +286,8 @@ def test_a_paused_flooder_cannot_fill_the_targets_memory(cluster: Any) -> None:
     ZeroMQ takes frames off TCP into a connection's pipe up to its RCVHWM, inside the
     net process. Replica 1 admits at most ``peer_connection_count_max`` (2) of the 32
     connections (the others wait at the handshake, counted), each holding at most
-    ``peer_queue_bytes`` (8 MiB), so its memory grows by less than 32 MB (it grew by 274 MB before)."""
+    ``peer_queue_bytes`` (8 MiB), so its memory grows by less than 32 MB (it grew by
+    274 MB before)."""
     import zmq
     from zmq.utils import z85
 
@@ -337,7 +338,8 @@ def _wait_until(what: str, check: Any, timeout_s: float, c: LocalCluster) -> Non
     while not check():
         if time.monotonic() > deadline:
             links = {i: (c.stats(i, "net").get("links_by_peer"),
-                         {k: v for k, v in _net_counts(c, i).items() if k.startswith("link")}) for i in c.daemons}
+                         {k: v for k, v in _net_counts(c, i).items() if k.startswith("link")})
+                     for i in c.daemons}
             raise AssertionError(f"not within {timeout_s} s: {what}; links: {links}")
         time.sleep(0.1)
 
@@ -356,8 +358,8 @@ def test_a_correct_peer_that_drops_its_link_gets_back_in_with_one_slot(cluster: 
     c.start_all()
     loads = [c.load(i, inflight=4, duration=40, linger=1.0, grace=30) for i in (1, 2, 3)]
     c.wait_ordinal(1, 20, 30)
-    _wait_until("every link in one slot",
-                lambda: all(_links_used(c, i, j) == 1 for i in range(1, 5) for j in range(1, 5) if i != j), 10, c)
+    pairs = [(i, j) for i in range(1, 5) for j in range(1, 5) if i != j]
+    _wait_until("every link in one slot", lambda: all(_links_used(c, i, j) == 1 for i, j in pairs), 10, c)
 
     c.kill_group(4, signal.SIGSTOP)
     try:
@@ -387,7 +389,7 @@ def test_a_correct_peer_that_drops_its_link_gets_back_in_with_one_slot(cluster: 
     assert all(r["duplicates"] == 0 for r in results)
     assert all(r["own_delivered"] > 0 for r in results)
     for i in (1, 2, 3):
-        assert _links_used(c, i, 4) == 1 and _links_used(c, 4, i) == 1, (i, c.stats(i, "net")["links_by_peer"])
+        assert _links_used(c, i, 4) == 1 and _links_used(c, 4, i) == 1, c.stats(i, "net")["links_by_peer"]
         assert not any(k.startswith("link:refused") for k in _net_counts(c, i)), _net_counts(c, i)
 
 
