@@ -60,6 +60,7 @@ def ports_per_replica(n: int) -> int:
 
 RING_FRAME_HEADER_BYTES: Final = 64  # room a ring slot keeps beside one whole message
 UPDATE_OVERHEAD_BYTES: Final = 256  # an update's ids, stamps, Ed25519 signature, framing
+PEER_QUEUE_FRAMES_MIN: Final = 16  # RCVHWM floor: frames a peer connection's queue holds at least
 # A pre-prepare carries N signed PO-ARU rows of N (incarnation, seq) pairs: at most
 # 18 msgpack bytes per pair plus ~200 bytes of row envelope (64-byte signature,
 # header, framing) -- docs/protocol.md section 1.1 notes the same limit on N in the C layout.
@@ -132,6 +133,18 @@ SCHEMA: Final[tuple[Key, ...]] = (
     Key("networking", "link_security", str, "curve", None, None,
         "replica links: CurveZMQ authenticated encryption, or none (trusted LAN only)",
         choices=("curve", "none")),
+    Key("networking", "peer_connection_count_max", int, 2, 1, 16,
+        "connections one peer may hold on its socket (live or not read empty); more wait at the handshake"),
+    Key("networking", "peer_queue_bytes", int, 8 << 20, 1 << 16, 1 << 30,
+        "bytes ZeroMQ may hold for one peer connection: its RCVHWM = this / (2 * message_bytes_max)"),
+    Key("networking", "tcp_keepalive_idle_s", int, 4, 1, 7200,
+        "TCP keepalive on peer links: idle time before the first probe (a dead peer's link is reaped)"),
+    Key("networking", "tcp_keepalive_interval_s", int, 1, 1, 600,
+        "TCP keepalive: time between probes"),
+    Key("networking", "tcp_keepalive_probe_count", int, 4, 1, 100,
+        "TCP keepalive: unanswered probes before the link is closed"),
+    Key("networking", "handshake_timeout_ms", int, 10_000, 100, 600_000,
+        "a peer connection not through its (CURVE) handshake after this long is closed"),
 
     Key("cryptography", "clients_sign_updates", bool, True, None, None,
         "verify client signatures on updates; false is unsafe (def.h CLIENTS_SIGN_UPDATES)"),
@@ -298,6 +311,12 @@ class NetworkingConfig:
     link_loss: float
     link_bandwidth_bps: int
     link_security: str
+    peer_connection_count_max: int
+    peer_queue_bytes: int
+    tcp_keepalive_idle_s: int
+    tcp_keepalive_interval_s: int
+    tcp_keepalive_probe_count: int
+    handshake_timeout_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -777,6 +796,19 @@ RULES: Final[tuple[Rule, ...]] = (
          lambda c: c.networking.link_jitter_ms <= c.networking.link_delay_ms,
          "link_jitter_ms must be <= link_delay_ms",
          "the emulated delay, link_delay_ms plus or minus the jitter, cannot be negative"),
+    Rule(("networking.peer_queue_bytes", "system.message_bytes_max"),
+         lambda c: c.networking.peer_queue_bytes >= PEER_QUEUE_FRAMES_MIN * 2 * c.system.message_bytes_max,
+         f"peer_queue_bytes must be >= {2 * PEER_QUEUE_FRAMES_MIN} * message_bytes_max",
+         f"a peer connection's queue must hold {PEER_QUEUE_FRAMES_MIN} frames of the largest size read "
+         "(2 x message_bytes_max), or a correct peer at full load would wait on it"),
+    Rule(("networking.handshake_timeout_ms", "networking.tcp_keepalive_idle_s",
+          "networking.tcp_keepalive_interval_s", "networking.tcp_keepalive_probe_count"),
+         lambda c: c.networking.handshake_timeout_ms > 1000 * (
+             c.networking.tcp_keepalive_idle_s
+             + c.networking.tcp_keepalive_interval_s * c.networking.tcp_keepalive_probe_count),
+         "handshake_timeout_ms must be > 1000 * (tcp_keepalive_idle_s + tcp_keepalive_interval_s"
+         " * tcp_keepalive_probe_count)",
+         "a peer's reconnection waits at the handshake while its dead link is reaped by TCP keepalive"),
     Rule(("networking.client_ipc_dir",),
          lambda c: c.networking.client_ipc_dir.startswith("/"),
          "client_ipc_dir must be an absolute path",

@@ -13,7 +13,10 @@ Traffic (``prime.net.transport``): outgoing frames pass the traffic classifier,
 the per-class token buckets and the link emulator; inbound peer frames wait in
 per-(class, peer) queues and enter the rings timely first, peers in turn, at most
 ``PEER_RING_DEPTH`` at a time. With ``link_security = "curve"`` only the replica whose
-CURVE key the ZAP handler admits on a peer's socket can send on it (``sockets.LinkAuth``).
+CURVE key the ZAP handler admits on a peer's socket can send on it, on at most
+``peer_connection_count_max`` connections at a time, each holding at most
+``peer_queue_bytes`` (``sockets.LinkAuth``, ``sockets.PeerSlots``): what one peer can
+make this process hold is bounded, however it sends.
 
 The application (``prime.app.protocol``): one at a time, for as long as its
 connection exists (a dead application's connection closes at once on a unix
@@ -54,6 +57,7 @@ APP_RING_ROOM_MIN = 64  # ring room peers never take: the application's reserve
 # updates under load (issue 14 report): until the core is shown not to depend on
 # per-peer order, peers may fill the ring up to the application's reserve.
 PEER_RING_DEPTH = 1 << 30
+HELD_POLL_MS = 20  # while a peer's handshake waits for a connection slot, look this often
 
 
 def _route(raw: bytes, workers: int) -> int:
@@ -82,11 +86,12 @@ class Net:
         self.zctx = zmq.Context(io_threads=1)
         # link_security = "curve": the ZAP handler is bound before the ROUTER can take a connection
         self.curve = load_curve_keys(ctx.keys_dir, ctx.me, cfg.n) if cfg.networking.link_security == "curve" else None
-        self.auth = sockets.LinkAuth(self.zctx, self.curve, ctx.me, self.counts) if self.curve else None
-        self.routers = sockets.peer_routers(self.zctx, cfg, ctx.me, self.curve)
-        if self.auth is not None:
-            for router in self.routers.values():
-                self.auth.watch(router)
+        net = cfg.networking
+        self.auth = sockets.LinkAuth(
+            self.zctx, self.curve, ctx.me, self.counts, connections_max=net.peer_connection_count_max,
+            handshake_timeout_s=net.handshake_timeout_ms / 1000,
+        ) if self.curve else None
+        self.routers = sockets.peer_routers(self.zctx, cfg, ctx.me, self.curve, self.auth)
         self.peer_order = list(self.routers)  # rotated each round: nobody is always read first
         th = cfg.throttling
         self.budgets = traffic.PeerBudgets(
@@ -140,8 +145,9 @@ class Net:
         ready: set[Any] | None = None
         while True:
             busy = self.read_peers(ready)
-            if self.auth is not None and (ready is None or not auth_sockets.isdisjoint(ready)):
-                busy |= self.auth.serve()
+            if self.auth is not None and (ready is None or self.auth.waiting()
+                                          or not auth_sockets.isdisjoint(ready)):
+                busy |= self.auth.serve(time.monotonic())
             if self.overrun_unsent is not None:
                 rec, self.overrun_unsent = self.overrun_unsent, None
                 if not (self.ctx.to_workers or self.ctx.to_engine)[0].put(rec):
@@ -177,6 +183,8 @@ class Net:
                 inbound_wait = self.inbound.wait_s()
                 if inbound_wait is not None:  # peer frames wait for ring room or their class budget
                     timeout = min(timeout, int(inbound_wait * 1000) + 1)
+                if self.auth is not None and self.auth.waiting():  # handshakes wait for a slot
+                    timeout = min(timeout, HELD_POLL_MS)
                 if self.paused:  # a peer over its budget is read again when it has tokens
                     timeout = min(timeout, int(max(0.0, min(self.paused.values()) - now) * 1000) + 1)
                 ready = {sock for sock, _ in poller.poll(timeout)}
@@ -320,6 +328,7 @@ class Net:
             "in_class_by_peer": {str(p): n for p, n in sorted(self.inbound.by_peer.items())},
             "in_deferred_by_peer": {str(p): n for p, n in sorted(self.lane_budgets.deferred.items())},
             "in_lane_rate_allowed": {lane.name.lower(): round(r) for lane, r in self.lane_budgets.rate_now.items()},
+            "links_by_peer": self.auth.stats(time.monotonic()) if self.auth is not None else {},
         }
 
     # -------------------------------------------------------- application

@@ -286,19 +286,16 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-@pytest.mark.xfail(strict=True, reason="review: a peer left unread (over its inbound budget) "
-                   "fills ZeroMQ's pipe at the target, RCVHWM = 10000 frames of up to 2x "
-                   "message_bytes_max per connection, and CURVE admits any number of its "
-                   "connections: memory at the target is not bounded per sender")
 def test_a_paused_flooder_cannot_fill_the_targets_memory(cluster: Any) -> None:
     """Replica 2 is Byzantine. With its own link key it opens 32 connections to its
-    socket at replica 1 (the ZAP handler admits its key on each) and sends 150 frames of
-    60 kB on each, as fast as they go: 288 MB. Replica 1 reads it only within its budget
-    (50 Mbit/s: ~19 MB in the 3 s the test waits) and leaves the rest unread, which is
-    the design (back-pressure to the flooder). But "unread" is not "not held": ZeroMQ
-    takes frames off TCP into its pipe until that connection's RCVHWM (10000 frames),
-    inside the net process. Its memory must stay bounded per sender (here: grow by less
-    than 64 MB), whatever one peer sends and on however many connections."""
+    socket at replica 1 and sends 150 frames of 60 kB on each, as fast as they go:
+    288 MB. Replica 1 reads it only within its budget (50 Mbit/s) and leaves the rest
+    unread (back-pressure to the flooder); but "unread" must also be "not held":
+    ZeroMQ takes frames off TCP into a connection's pipe up to its RCVHWM, inside the
+    net process. Replica 1 admits at most ``peer_connection_count_max`` (2) of the 32
+    connections (the others wait at the handshake, counted), each holding at most
+    ``peer_queue_bytes`` (8 MiB), so its memory grows by less than 32 MB (it grew by
+    274 MB before)."""
     import zmq
     from zmq.utils import z85
 
@@ -328,8 +325,118 @@ def test_a_paused_flooder_cannot_fill_the_targets_memory(cluster: Any) -> None:
                 s.send(frame, copy=False)
         time.sleep(3.0)
         grown = _rss_mb(net_pid) - before
-        admitted = _net_counts(c, 1).get("link:admitted", 0)
+        time.sleep(0.6)  # a stats line after the flood
+        stats = c.stats(1, "net")
     finally:
         ctx.destroy(linger=0)
-    assert admitted >= 32, admitted  # every connection got through CURVE with 2's key
-    assert grown < 64, f"replica 1's net process grew by {grown:.0f} MB"
+    counts = stats["counts"]
+    assert counts.get("link:admitted", 0) == 2, counts
+    assert counts.get("link:held:too_many_connections", 0) >= 30, counts
+    assert stats["links_by_peer"]["2"]["used"] == 2, stats["links_by_peer"]
+    assert counts.get("peer_in", 0) > 100, counts  # the admitted ones were read, within budget
+    assert grown < 32, f"replica 1's net process grew by {grown:.0f} MB"
+
+
+def _links_used(c: LocalCluster, i: int, peer: int) -> int:
+    return int(c.stats(i, "net").get("links_by_peer", {}).get(str(peer), {}).get("used", -1))
+
+
+def _wait_until(what: str, check: Any, timeout_s: float, c: LocalCluster) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            links = {i: (c.stats(i, "net").get("links_by_peer"),
+                         {k: v for k, v in _net_counts(c, i).items() if k.startswith("link")})
+                     for i in c.daemons}
+            raise AssertionError(f"not within {timeout_s} s: {what}; links: {links}")
+        time.sleep(0.1)
+
+
+def test_a_correct_peer_that_drops_its_link_gets_back_in_with_one_slot(cluster: Any) -> None:
+    """The strictest limit, ``peer_connection_count_max = 1``. Replica 4 (not the
+    leader) is stopped (SIGSTOP) for 3 s while the others order on, then continued:
+    it orders its own client's updates again on the link it had (one slot each way,
+    nothing held). Then it is killed (SIGKILL) and restarted: every peer counts its
+    old link closed, frees the slot once that link's frames are read, admits the
+    new one, and replica 4 orders again. The other three keep ordering throughout,
+    exactly once."""
+    import signal
+
+    c = cluster(workers=1, settings={"networking": {"peer_connection_count_max": 1}})
+    c.start_all()
+    loads = [c.load(i, inflight=4, duration=40, linger=1.0, grace=30) for i in (1, 2, 3)]
+    c.wait_ordinal(1, 20, 30)
+    pairs = [(i, j) for i in range(1, 5) for j in range(1, 5) if i != j]
+    _wait_until("every link in one slot", lambda: all(_links_used(c, i, j) == 1 for i, j in pairs), 10, c)
+
+    c.kill_group(4, signal.SIGSTOP)
+    try:
+        time.sleep(3.0)
+        at_stop = c.ordinal(1)
+        c.wait_ordinal(1, at_stop + 10, 20)  # the other three order on
+    finally:
+        c.kill_group(4, signal.SIGCONT)
+    after_stop = c.result(c.load(4, inflight=2, duration=6, linger=1.5, grace=30), 60)
+    assert after_stop["own_delivered"] > 0, after_stop
+
+    counts = {i: _net_counts(c, i) for i in (1, 2, 3)}
+    c.daemons[4].send_signal(signal.SIGKILL)  # the supervisor only: children follow it
+    c.daemons[4].wait(5)
+    assert c.wait_daemon_gone(4)["processes"] == []
+    size = len(c.log(4))
+    c.start(4)
+    c.wait_log(4, "started:", 20, after=size)
+    for i in (1, 2, 3):
+        _wait_until(f"replica {i} admitted the restarted replica 4",
+                    lambda: _net_counts(c, i).get("link:admitted", 0) > counts[i].get("link:admitted", 0)
+                    and _links_used(c, i, 4) == 1, 15, c)
+        assert _net_counts(c, i).get("link:closed", 0) > counts[i].get("link:closed", 0)
+    after_kill = c.result(c.load(4, inflight=2, duration=6, linger=1.5, grace=30), 60)
+    assert after_kill["own_delivered"] > 0, after_kill
+    results = [c.result(e, 90) for e in loads]
+    assert all(r["duplicates"] == 0 for r in results)
+    assert all(r["own_delivered"] > 0 for r in results)
+    for i in (1, 2, 3):
+        assert _links_used(c, i, 4) == 1 and _links_used(c, 4, i) == 1, c.stats(i, "net")["links_by_peer"]
+        assert not any(k.startswith("link:refused") for k in _net_counts(c, i)), _net_counts(c, i)
+
+
+def test_a_peer_cannot_park_frames_in_our_dealer(cluster: Any) -> None:
+    """Replica 2 is Byzantine and plays its own part in replica 1's link to it: it
+    binds a CURVE ROUTER on its port for replica 1's frames, with its real link key,
+    takes replica 1's DEALER connection, and sends frames back on it, 150 of 1 MB.
+    Replica 1 never reads its DEALERs, so each frame would stay in the DEALER's pipe
+    (before: up to 10000 frames of any size). The DEALER takes no frame over 4096
+    bytes and at most one: replica 1's net process grows by less than 16 MB (it grew
+    by 144 MB before)."""
+    c = cluster(workers=1)
+    mine = keyfiles.load_curve_keys(c.keys, 2, c.n)
+    ctx = zmq.Context()
+    try:
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.SNDHWM, 1000)
+        router.setsockopt(zmq.CURVE_SERVER, 1)
+        router.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(mine.secret))
+        router.bind(f"tcp://127.0.0.1:{c.base_port + 10 * 2 + 1 - 1}")  # replica 1's frames at 2
+        c.start(1)
+        c.wait_log(1, "started:", 20)
+        net_pid = c.children(1)["net"]
+        assert router.poll(20_000), "replica 1 sent nothing to replica 2"
+        ident = router.recv_multipart()[0]
+        time.sleep(0.5)
+        before = _rss_mb(net_pid)
+        frame = b"\x96" + b"d" * 1_000_000
+        sent = 0
+        for _ in range(150):
+            try:
+                router.send_multipart([ident, frame], zmq.NOBLOCK, copy=False)
+                sent += 1
+            except zmq.Again:
+                break
+        time.sleep(3.0)
+        grown = _rss_mb(net_pid) - before
+    finally:
+        ctx.destroy(linger=0)
+    assert sent > 0
+    assert grown < 16, f"replica 1's net process grew by {grown:.0f} MB"

@@ -461,6 +461,15 @@ RULE_CASES = [
         [("periodic", "retrans_period_us", "5000")],
         ("retrans_period_us = 5000", "po_tick_us = 2000", "po_job_spacing_ticks = 3"),
     ),
+    (
+        [("networking", "peer_queue_bytes", "1048576")],
+        ("peer_queue_bytes = 1048576", "message_bytes_max = 65536"),
+    ),
+    (
+        [("networking", "handshake_timeout_ms", "5000")],
+        ("handshake_timeout_ms = 5000", "tcp_keepalive_idle_s = 4", "tcp_keepalive_interval_s = 1",
+         "tcp_keepalive_probe_count = 4"),
+    ),
 ]
 
 
