@@ -531,3 +531,42 @@ def test_a_peers_queue_is_bounded_in_bytes_too() -> None:
     assert sched.pop() == (BOUNDED, 4, "big0")
     assert sched.pop() == (BOUNDED, 2, "small")
     assert sched.push(BOUNDED, 4, "big10", 30_000)  # room again after a pop
+
+
+def test_a_frame_the_classifier_reads_differently_from_the_codec_is_refused_by_the_codec() -> None:
+    """Tag tricks: the net process classifies by ``tag_of`` (header bytes), the worker by
+    decoding. A faulty sender that encodes a PO-Request's tag, its body's array header or
+    the envelope's header in a longer form makes ``tag_of`` read no tag (RECON lane, past
+    the PO-Request lane budget); the codec accepts only the canonical encoding, so such a
+    frame is dropped by the worker, never handled as a PO-Request. On a canonical frame
+    both read the same tag."""
+    import msgpack
+
+    def signed(msg: M.Message, sender: int) -> bytes:  # well-formed (the signature is not checked)
+        return wire.make_envelope(sender=sender, body=wire.encode_body(msg), msg=msg, sig=b"s" * 64).raw
+
+    upd = M.Update(client=7, incarnation=1, seq=1, kind=M.UpdateKind.APP, payload=b"set k v")
+    update_env = wire.decode(signed(upd, 7))
+    assert not isinstance(update_env, str), update_env
+    raw = signed(M.PoRequest((1, 1), (update_env,)), 2)
+    env = wire.decode(raw)
+    assert not isinstance(env, str), env
+    assert tag_of(raw) == M.T_PO_REQUEST and type(env.msg) is M.MESSAGES[M.T_PO_REQUEST]
+    outer = msgpack.unpackb(raw)
+    body = outer[5]
+    assert body[0] == 0x90 | (body[0] & 0x0F) and body[1] == M.T_PO_REQUEST  # fixarray, fixint tag
+    tricks = {
+        "tag as uint8": body[:1] + bytes([0xCC, body[1]]) + body[2:],
+        "tag as int8": body[:1] + bytes([0xD0, body[1]]) + body[2:],
+        "body as array16": bytes([0xDC, 0, body[0] & 0x0F]) + body[1:],
+    }
+    for name, trick in tricks.items():
+        assert msgpack.unpackb(trick)[0] == M.T_PO_REQUEST, name  # msgpack reads a PO-Request
+        forged = msgpack.packb(outer[:5] + [trick], use_bin_type=True)
+        if name.startswith("tag"):  # the classifier reads no tag: RECON, past the PO-Request lane
+            assert tag_of(forged) is None and class_of(forged) is RECON, name
+        else:  # it reads the same tag as msgpack
+            assert tag_of(forged) == M.T_PO_REQUEST, name
+        assert isinstance(wire.decode(forged), str), name  # the worker drops it
+    head = bytes([0xDC, 0, 6]) + raw[1:]  # the envelope as array16
+    assert tag_of(head) == M.T_PO_REQUEST and isinstance(wire.decode(head), str)
