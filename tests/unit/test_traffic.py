@@ -570,3 +570,39 @@ def test_a_frame_the_classifier_reads_differently_from_the_codec_is_refused_by_t
         assert isinstance(wire.decode(forged), str), name  # the worker drops it
     head = bytes([0xDC, 0, 6]) + raw[1:]  # the envelope as array16
     assert tag_of(head) == M.T_PO_REQUEST and isinstance(wire.decode(head), str)
+
+
+def test_inbound_wait_is_the_time_to_the_next_lane_token_when_only_gated_frames_wait() -> None:
+    """The net process sleeps ``Inbound.wait_s()`` when nothing else is due: with only a
+    flooder's over-budget frames waiting it must be the time to its next lane token (no
+    1 ms polls while they wait, no sleep past the moment one may go), and a drain then
+    moves exactly what the budget allows."""
+    from prime.net import transport
+    from prime.net.traffic import InboundBudgets, Lane
+
+    budgets = InboundBudgets([2, 3, 4], {Lane.PO_REQUEST: (2.0, 100), Lane.BOUNDED: (2.0, 200),
+                                         Lane.RECON: (2.0, 100)}, f=1, cap=5000, burst_s=0.2, now=0.0)
+    inbound = transport.Inbound(budgets)
+    assert inbound.wait_s() is None
+    moved: list[int] = []
+    now = 0.0
+    for i in range(1024):  # a second of flood: the budgets re-rate to the floor (100/s)
+        inbound.push(4, _po_request(4, i))
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), 0.0)
+    for i in range(100):
+        inbound.push(4, _po_request(4, 2000 + i))
+    now = 1.0
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), now)
+    assert budgets.rate_now[Lane.PO_REQUEST] == 100
+    waiting = len(inbound.sched)
+    assert waiting > 0
+    wait = inbound.wait_s()
+    assert wait is not None and 0.0 < wait <= 1 / 100 + 1e-9, wait
+    before = len(moved)
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), now + wait * 0.5)
+    assert len(moved) == before  # not yet
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), now + wait)
+    assert len(moved) == before + 1  # exactly then, one
+    # a timely frame of a correct peer waiting only for ring room: look again at once
+    inbound.push(2, _prepare(2, 1))
+    assert inbound.wait_s() == 0.0
