@@ -22,8 +22,6 @@ from prime import wire
 from prime.net import traffic, transport
 from prime.proc import net_main
 
-FLAGS = 0
-
 
 def _po_request(seq: int, pad: int = 0) -> bytes:
     import msgpack
