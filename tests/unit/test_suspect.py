@@ -128,3 +128,22 @@ def test_a_ping_flood_draws_one_pong_per_half_ping_period() -> None:
         h.feed(h.sign(2, msgs.RttPing(1, i + 1)))
     h.flush()
     assert len([m for m in h.sent_messages(msgs.RttPong) if m.dest == 2]) == 4
+
+
+def test_repeated_pongs_for_one_ping_draw_one_measure() -> None:
+    """Each RTT_PONG for one of our pings makes us sign an RTT_MEASURE: a faulty replica
+    repeating its pong for the same ping made us sign one per copy (review: 100 copies
+    drew 100 measures). One measure per peer and ping."""
+    h = Harness(me=3)
+    h.advance(h.p.ping_period_us)  # our ping goes out
+    pings = h.sent_messages(msgs.RttPing)
+    assert pings
+    seq = pings[-1].ping_seq
+    h.advance(1_000)
+    for _ in range(100):
+        h.feed(h.sign(4, msgs.RttPong(3, 1, seq)))
+    h.feed(h.sign(2, msgs.RttPong(3, 1, seq)))  # another peer's pong for it still counts
+    h.flush()
+    measures = h.sent_messages(msgs.RttMeasure)
+    assert len([m for m in measures if m.dest == 4]) == 1, len(measures)
+    assert len([m for m in measures if m.dest == 2]) == 1
