@@ -606,3 +606,24 @@ def test_inbound_wait_is_the_time_to_the_next_lane_token_when_only_gated_frames_
     # a timely frame of a correct peer waiting only for ring room: look again at once
     inbound.push(2, _prepare(2, 1))
     assert inbound.wait_s() == 0.0
+
+
+def test_a_frame_waiting_for_its_lane_budget_is_counted_deferred_once() -> None:
+    """``in_deferred_by_peer`` counts frames that waited, not how often the net process
+    asked (it drains every round, every millisecond or so while frames wait): one frame
+    over its budget through 100 rounds is one (before: 100)."""
+    from prime.net import transport
+    from prime.net.traffic import InboundBudgets, Lane
+
+    budgets = InboundBudgets([2, 3, 4], {Lane.PO_REQUEST: (2.0, 1)}, f=1, cap=1, burst_s=1.0, now=0.0)
+    inbound = transport.Inbound(budgets)
+    inbound.push(4, _po_request(4, 1))
+    inbound.push(4, _po_request(4, 2))
+    moved: list[int] = []
+    for ms in range(100):
+        inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), ms / 10_000)
+    assert moved == [4]  # the first went on the bucket's one token; the second waits
+    assert budgets.deferred[4] == 1, budgets.deferred
+    inbound.push(4, _po_request(4, 3))
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), 0.5)
+    assert budgets.deferred[4] == 1  # still the same frame at the head
