@@ -113,6 +113,12 @@ class SuspectLeader:
         self.tat_leader_us = 0
         self.ping_seq = 0
         self.pings: dict[int, tuple[int, int]] = {}  # slot -> (ping_seq, sent_us)
+        # When we last answered each peer's ping (on_rtt_ping): at most one pong per half
+        # ping period per peer, so a ping flood does not make us sign a pong per ping.
+        self.ponged_us: list[int | None] = [None] * (n + 1)
+        # The newest of our pings each peer's pong was measured for: one RTT_MEASURE per
+        # peer and ping, however often a faulty peer repeats its pong.
+        self.measured_seq = [0] * (n + 1)
         self.rtt_min = [MAX_TAT_US] * (n + 1)
         self.rtt_min[self.r.me] = 0
         self.alpha_us = MAX_TAT_US
@@ -214,19 +220,33 @@ class SuspectLeader:
 
     def on_rtt_ping(self, via: int, env: Envelope) -> None:
         msg: RttPing = env.msg
-        if msg.view != self.r.view or env.sender == self.r.me:
+        j = env.sender
+        if msg.view != self.r.view or j == self.r.me or not 1 <= j <= self.r.n:
             return
-        self.r.sign_and_send(RttPong(env.sender, self.r.view, msg.ping_seq), dest=env.sender)
+        # RTT_PING is timely, in no inbound lane, and each answer is a signed message: a
+        # correct peer pings once per ping_period_us, so one answer per half period per
+        # peer answers all of its pings, and a flood of pings draws no more than that.
+        last = self.ponged_us[j]
+        if last is not None and self.r.now_us - last < self.r.p.ping_period_us // 2:
+            self.r.drop("rtt_ping:rate")
+            return
+        self.ponged_us[j] = self.r.now_us
+        self.r.sign_and_send(RttPong(j, self.r.view, msg.ping_seq), dest=j)
 
     def on_rtt_pong(self, via: int, env: Envelope) -> None:
         msg: RttPong = env.msg
-        if msg.view != self.r.view or msg.dest != self.r.me:
+        j = env.sender
+        if msg.view != self.r.view or msg.dest != self.r.me or not 1 <= j <= self.r.n:
             return
         sent = self.pings.get(msg.ping_seq % self.r.p.ping_history)
         if sent is None or sent[0] != msg.ping_seq:
             return  # stale: the window moved on
+        if msg.ping_seq <= self.measured_seq[j]:
+            self.r.drop("rtt_pong:repeat")  # measured already (or a newer ping was)
+            return
+        self.measured_seq[j] = msg.ping_seq
         rtt = self.r.now_us - sent[1]
-        self.r.sign_and_send(RttMeasure(env.sender, self.r.view, rtt), dest=env.sender)
+        self.r.sign_and_send(RttMeasure(j, self.r.view, rtt), dest=j)
 
     def on_rtt_measure(self, via: int, env: Envelope) -> None:
         msg: RttMeasure = env.msg

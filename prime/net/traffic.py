@@ -442,7 +442,8 @@ class InboundBudgets:
         self.window: dict[Lane, Counter[int]] = {lane: Counter() for lane in self.limits}
         self.window_start = now
         self.rate_now: dict[Lane, float] = {lane: self.cap for lane in self.limits}
-        self.deferred: Counter[int] = Counter()  # times a peer's next frame waited for its lane budget
+        self.deferred: Counter[int] = Counter()  # frames of a peer that waited for their lane budget
+        self._deferred_head: dict[tuple[Lane, int], object] = {}  # the frame last counted, per lane
         self.now = now
 
     def arrived(self, peer: int, lane: Lane | None) -> None:
@@ -456,8 +457,10 @@ class InboundBudgets:
         if now - self.window_start >= self.WINDOW_S:
             self._rerate(now)
 
-    def take(self, lane: Lane | None, peer: int) -> bool:
-        """Whether one frame of ``lane`` from ``peer`` may go on now (charged if so)."""
+    def take(self, lane: Lane | None, peer: int, item: object = None) -> bool:
+        """Whether one frame of ``lane`` from ``peer`` may go on now (charged if so). A
+        refused ``item`` is counted in ``deferred`` once, however often it is asked for
+        (the net process asks every round while it waits)."""
         buckets = self.buckets.get(lane) if lane is not None else None
         if buckets is None:
             return True
@@ -466,7 +469,10 @@ class InboundBudgets:
         if bucket.tokens >= 1:
             bucket.tokens -= 1
             return True
-        self.deferred[peer] += 1
+        if item is None or self._deferred_head.get((lane, peer)) is not item:
+            self.deferred[peer] += 1
+            if item is not None:
+                self._deferred_head[(lane, peer)] = item
         return False
 
     def ready_in(self, lane: Lane | None, peer: int) -> float:

@@ -121,7 +121,7 @@ class Inbound:
             take = self.budgets.take
 
             def gate(peer: int, item: tuple[TR.Lane | None, bytes]) -> bool:
-                return take(item[0], peer)
+                return take(item[0], peer, item)
 
         while budget > 0 and len(sched):
             got = sched.pop(gate)

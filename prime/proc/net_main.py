@@ -32,7 +32,7 @@ an application.
 from __future__ import annotations
 
 import secrets
-from collections import deque
+from collections import Counter, deque
 import signal
 import time
 from typing import Any
@@ -100,6 +100,7 @@ class Net:
             floor_msgs_per_s=th.inbound_peer_floor_msgs_per_s,
         )
         self.paused: dict[int, float] = {}  # peer -> when its budget allows reading it again
+        self.class_paused: Counter[int] = Counter()  # times a peer was left unread for a full queue
         self.poller = zmq.Poller()
         self.dealers = sockets.peer_dealers(self.zctx, cfg, ctx.me, self.curve)
         self.dealer_list = list(self.dealers.values())
@@ -273,7 +274,12 @@ class Net:
                 if not raw:
                     counts["drop:peer:empty"] += 1
                     continue
-                push(via, raw)  # a full per-peer queue refuses, counted per class
+                push(via, raw)
+                if full(via):
+                    # One of its queues reached its bound (frames) or half of it (bytes):
+                    # read no more of it this round, so nothing it sent is refused (the
+                    # rest waits in its socket; next round pauses it, ``_class_wait``).
+                    break
             if frames:
                 counts["peer_in"] += frames
                 budgets.charge(via, frames, nbytes)
@@ -286,8 +292,12 @@ class Net:
         until its read budget has tokens again)."""
         self.paused[via] = now + (self.budgets.ready_in(via) if wait is None else wait)
         self.poller.unregister(self.routers[via])
-        self.counts["in:throttled_peer"] += 1
-        self.budgets.paused[via] += 1
+        if wait is None:  # out of read budget
+            self.counts["in:throttled_peer"] += 1
+            self.budgets.paused[via] += 1
+        else:  # a queue full (counted as in:class_queue_full): apart, so a correct peer
+            # whose frames wait for ring room is not shown as throttled like a flooder
+            self.class_paused[via] += 1
 
     def _class_wait(self, via: int) -> float:
         """Seconds until ``via``'s full queue has drained a quarter at its lane's rate
@@ -326,6 +336,7 @@ class Net:
             "in_rate_allowed": round(max(self.budgets.rate_now.values(), default=0)),
             "in_frames_by_peer": {str(p): n for p, n in sorted(self.budgets.read.items())},
             "in_class_by_peer": {str(p): n for p, n in sorted(self.inbound.by_peer.items())},
+            "in_class_paused_by_peer": {str(p): n for p, n in sorted(self.class_paused.items())},
             "in_deferred_by_peer": {str(p): n for p, n in sorted(self.lane_budgets.deferred.items())},
             "in_lane_rate_allowed": {lane.name.lower(): round(r) for lane, r in self.lane_budgets.rate_now.items()},
             "links_by_peer": self.auth.stats(time.monotonic()) if self.auth is not None else {},

@@ -107,3 +107,43 @@ def test_no_suspicion_before_tat_acceptable_is_known() -> None:
     for j in (1, 2, 4):
         h.feed(h.sign(j, msgs.TatMeasure(1, 5_000_000)))
     assert not h.replica.suspect.leader_suspected
+
+
+def test_a_ping_flood_draws_one_pong_per_half_ping_period() -> None:
+    """RTT_PING is timely (no inbound lane), and each one answered costs us a signed
+    RTT_PONG: a faulty replica flooding pings at its whole read budget made us sign and
+    send a pong for each (review: 200 pings in 10 ms drew 200 pongs). A correct peer
+    pings once per ``ping_period_us``, so answering a sender at most once per half
+    period answers every correct ping and bounds the flood's pongs."""
+    h = Harness(me=3)
+    period = h.p.ping_period_us
+    for i in range(200):
+        h.feed(h.sign(4, msgs.RttPing(1, 1000 + i)))
+    h.flush()
+    pongs = [m for m in h.sent_messages(msgs.RttPong) if m.dest == 4]
+    assert len(pongs) == 1, len(pongs)
+    # a correct pinger, one ping per period: every ping answered
+    for i in range(4):
+        h.advance(period)
+        h.feed(h.sign(2, msgs.RttPing(1, i + 1)))
+    h.flush()
+    assert len([m for m in h.sent_messages(msgs.RttPong) if m.dest == 2]) == 4
+
+
+def test_repeated_pongs_for_one_ping_draw_one_measure() -> None:
+    """Each RTT_PONG for one of our pings makes us sign an RTT_MEASURE: a faulty replica
+    repeating its pong for the same ping made us sign one per copy (review: 100 copies
+    drew 100 measures). One measure per peer and ping."""
+    h = Harness(me=3)
+    h.advance(h.p.ping_period_us)  # our ping goes out
+    pings = h.sent_messages(msgs.RttPing)
+    assert pings
+    seq = pings[-1].ping_seq
+    h.advance(1_000)
+    for _ in range(100):
+        h.feed(h.sign(4, msgs.RttPong(3, 1, seq)))
+    h.feed(h.sign(2, msgs.RttPong(3, 1, seq)))  # another peer's pong for it still counts
+    h.flush()
+    measures = h.sent_messages(msgs.RttMeasure)
+    assert len([m for m in measures if m.dest == 4]) == 1, len(measures)
+    assert len([m for m in measures if m.dest == 2]) == 1

@@ -531,3 +531,99 @@ def test_a_peers_queue_is_bounded_in_bytes_too() -> None:
     assert sched.pop() == (BOUNDED, 4, "big0")
     assert sched.pop() == (BOUNDED, 2, "small")
     assert sched.push(BOUNDED, 4, "big10", 30_000)  # room again after a pop
+
+
+def test_a_frame_the_classifier_reads_differently_from_the_codec_is_refused_by_the_codec() -> None:
+    """Tag tricks: the net process classifies by ``tag_of`` (header bytes), the worker by
+    decoding. A faulty sender that encodes a PO-Request's tag, its body's array header or
+    the envelope's header in a longer form makes ``tag_of`` read no tag (RECON lane, past
+    the PO-Request lane budget); the codec accepts only the canonical encoding, so such a
+    frame is dropped by the worker, never handled as a PO-Request. On a canonical frame
+    both read the same tag."""
+    import msgpack
+
+    def signed(msg: M.Message, sender: int) -> bytes:  # well-formed (the signature is not checked)
+        return wire.make_envelope(sender=sender, body=wire.encode_body(msg), msg=msg, sig=b"s" * 64).raw
+
+    upd = M.Update(client=7, incarnation=1, seq=1, kind=M.UpdateKind.APP, payload=b"set k v")
+    update_env = wire.decode(signed(upd, 7))
+    assert not isinstance(update_env, str), update_env
+    raw = signed(M.PoRequest((1, 1), (update_env,)), 2)
+    env = wire.decode(raw)
+    assert not isinstance(env, str), env
+    assert tag_of(raw) == M.T_PO_REQUEST and type(env.msg) is M.MESSAGES[M.T_PO_REQUEST]
+    outer = msgpack.unpackb(raw)
+    body = outer[5]
+    assert body[0] == 0x90 | (body[0] & 0x0F) and body[1] == M.T_PO_REQUEST  # fixarray, fixint tag
+    tricks = {
+        "tag as uint8": body[:1] + bytes([0xCC, body[1]]) + body[2:],
+        "tag as int8": body[:1] + bytes([0xD0, body[1]]) + body[2:],
+        "body as array16": bytes([0xDC, 0, body[0] & 0x0F]) + body[1:],
+    }
+    for name, trick in tricks.items():
+        assert msgpack.unpackb(trick)[0] == M.T_PO_REQUEST, name  # msgpack reads a PO-Request
+        forged = msgpack.packb(outer[:5] + [trick], use_bin_type=True)
+        if name.startswith("tag"):  # the classifier reads no tag: RECON, past the PO-Request lane
+            assert tag_of(forged) is None and class_of(forged) is RECON, name
+        else:  # it reads the same tag as msgpack
+            assert tag_of(forged) == M.T_PO_REQUEST, name
+        assert isinstance(wire.decode(forged), str), name  # the worker drops it
+    head = bytes([0xDC, 0, 6]) + raw[1:]  # the envelope as array16
+    assert tag_of(head) == M.T_PO_REQUEST and isinstance(wire.decode(head), str)
+
+
+def test_inbound_wait_is_the_time_to_the_next_lane_token_when_only_gated_frames_wait() -> None:
+    """The net process sleeps ``Inbound.wait_s()`` when nothing else is due: with only a
+    flooder's over-budget frames waiting it must be the time to its next lane token (no
+    1 ms polls while they wait, no sleep past the moment one may go), and a drain then
+    moves exactly what the budget allows."""
+    from prime.net import transport
+    from prime.net.traffic import InboundBudgets, Lane
+
+    budgets = InboundBudgets([2, 3, 4], {Lane.PO_REQUEST: (2.0, 100), Lane.BOUNDED: (2.0, 200),
+                                         Lane.RECON: (2.0, 100)}, f=1, cap=5000, burst_s=0.2, now=0.0)
+    inbound = transport.Inbound(budgets)
+    assert inbound.wait_s() is None
+    moved: list[int] = []
+    now = 0.0
+    for i in range(1024):  # a second of flood: the budgets re-rate to the floor (100/s)
+        inbound.push(4, _po_request(4, i))
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), 0.0)
+    for i in range(100):
+        inbound.push(4, _po_request(4, 2000 + i))
+    now = 1.0
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), now)
+    assert budgets.rate_now[Lane.PO_REQUEST] == 100
+    waiting = len(inbound.sched)
+    assert waiting > 0
+    wait = inbound.wait_s()
+    assert wait is not None and 0.0 < wait <= 1 / 100 + 1e-9, wait
+    before = len(moved)
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), now + wait * 0.5)
+    assert len(moved) == before  # not yet
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), now + wait)
+    assert len(moved) == before + 1  # exactly then, one
+    # a timely frame of a correct peer waiting only for ring room: look again at once
+    inbound.push(2, _prepare(2, 1))
+    assert inbound.wait_s() == 0.0
+
+
+def test_a_frame_waiting_for_its_lane_budget_is_counted_deferred_once() -> None:
+    """``in_deferred_by_peer`` counts frames that waited, not how often the net process
+    asked (it drains every round, every millisecond or so while frames wait): one frame
+    over its budget through 100 rounds is one (before: 100)."""
+    from prime.net import transport
+    from prime.net.traffic import InboundBudgets, Lane
+
+    budgets = InboundBudgets([2, 3, 4], {Lane.PO_REQUEST: (2.0, 1)}, f=1, cap=1, burst_s=1.0, now=0.0)
+    inbound = transport.Inbound(budgets)
+    inbound.push(4, _po_request(4, 1))
+    inbound.push(4, _po_request(4, 2))
+    moved: list[int] = []
+    for ms in range(100):
+        inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), ms / 10_000)
+    assert moved == [4]  # the first went on the bucket's one token; the second waits
+    assert budgets.deferred[4] == 1, budgets.deferred
+    inbound.push(4, _po_request(4, 3))
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), 0.5)
+    assert budgets.deferred[4] == 1  # still the same frame at the head
