@@ -87,7 +87,14 @@ class Outbound:
 
 class Inbound:
     """Peer frames waiting for ring room, served class first, peers in turn, each
-    sender within its per-lane budgets (``traffic.InboundBudgets``)."""
+    sender within its per-lane budgets (``traffic.InboundBudgets``).
+
+    A sender's PO-Requests wait in a queue of their own (keyed ``-via`` in the
+    scheduler, served in turn with the senders' other pre-ordering queues), so its
+    acks and ARUs never wait behind PO-Requests held for their lane budget: a correct
+    replica that alone has clients sends PO-Requests above the floor the others'
+    silence sets, and its acks must not pay for that. The core takes one peer's
+    messages in any order (the simulator reorders every link)."""
 
     def __init__(self, budgets: TR.InboundBudgets | None = None) -> None:
         self.sched: TR.FairScheduler[tuple[TR.Lane | None, bytes]] = TR.FairScheduler(
@@ -105,7 +112,28 @@ class Inbound:
         lane = TR.lane_of(tag, cls)
         if self.budgets is not None:
             self.budgets.arrived(via, lane)
-        return self.sched.push(cls, via, (lane, raw), len(raw))
+        return self.sched.push(cls, -via if lane == TR.Lane.PO_REQUEST else via, (lane, raw), len(raw))
+
+    def full(self, via: int) -> bool:
+        """Whether one of ``via``'s queues is at its bound."""
+        return self.sched.full(via) or self.sched.full(-via)
+
+    def class_wait(self, via: int) -> float:
+        """Seconds until ``via``'s full queues have drained a quarter at their lanes'
+        rates (at most a second): reading it sooner would only refuse its frames."""
+        sched, lanes = self.sched, self.budgets
+        waits = []
+        for key in (via, -via):
+            for cls in TR.CLASSES:
+                if not sched.class_full(cls, key):
+                    continue
+                lane = sched.head(cls, key)[0]
+                if lanes is None or lane is None:
+                    waits.append(0.001)  # waiting for ring room only
+                    continue
+                rate = lanes.rate_now.get(lane, lanes.cap)
+                waits.append(lanes.ready_in(lane, via) + sched.waiting(cls, key) / 4 / rate)
+        return min(1.0, max(0.001, min(waits, default=0.001)))
 
     def drain(self, room: Callable[[], int], forward: Callable[[int, TR.TrafficClass, bytes], None],
               now: float = 0.0) -> bool:
@@ -120,16 +148,16 @@ class Inbound:
             self.budgets.tick(now)
             take = self.budgets.take
 
-            def gate(peer: int, item: tuple[TR.Lane | None, bytes]) -> bool:
-                return take(item[0], peer, item)
+            def gate(key: int, item: tuple[TR.Lane | None, bytes]) -> bool:
+                return take(item[0], abs(key), item)
 
         while budget > 0 and len(sched):
             got = sched.pop(gate)
             if got is None:
                 break  # what waits is over its senders' lane budgets
             budget -= 1
-            cls, via, (_, raw) = got
-            forward(via, cls, raw)
+            cls, key, (_, raw) = got
+            forward(abs(key), cls, raw)
             moved = True
         return moved
 
@@ -143,8 +171,8 @@ class Inbound:
             return 0.0
         wait = None
         for cls in TR.CLASSES:
-            for peer in sched.waiting_peers(cls):
-                w = budgets.ready_in(sched.head(cls, peer)[0], peer)
+            for key in sched.waiting_peers(cls):
+                w = budgets.ready_in(sched.head(cls, key)[0], abs(key))
                 wait = w if wait is None else min(wait, w)
                 if wait == 0.0:
                     return 0.0

@@ -231,7 +231,7 @@ class Net:
         counts = self.counts
         size_max = self.size_max
         push = self.inbound.push
-        full = self.inbound.sched.full
+        full = self.inbound.full
         budgets = self.budgets
         now = time.monotonic()
         if self.paused:
@@ -249,7 +249,7 @@ class Net:
                 continue
             if full(via):  # its frames wait for their class budget: read no more of it
                 counts["in:class_queue_full"] += 1
-                self._pause(via, now, self._class_wait(via))
+                self._pause(via, now, self.inbound.class_wait(via))
                 continue
             sock = routers[via]
             frames = nbytes = 0
@@ -278,7 +278,7 @@ class Net:
                 if full(via):
                     # One of its queues reached its bound (frames) or half of it (bytes):
                     # read no more of it this round, so nothing it sent is refused (the
-                    # rest waits in its socket; next round pauses it, ``_class_wait``).
+                    # rest waits in its socket; next round pauses it, ``Inbound.class_wait``).
                     break
             if frames:
                 counts["peer_in"] += frames
@@ -298,18 +298,6 @@ class Net:
         else:  # a queue full (counted as in:class_queue_full): apart, so a correct peer
             # whose frames wait for ring room is not shown as throttled like a flooder
             self.class_paused[via] += 1
-
-    def _class_wait(self, via: int) -> float:
-        """Seconds until ``via``'s full queue has drained a quarter at its lane's rate
-        (at most a second): reading it sooner would only refuse its frames."""
-        sched, lanes = self.inbound.sched, self.lane_budgets
-        waits = []
-        for cls in traffic.CLASSES:
-            if sched.class_full(cls, via):
-                lane = sched.head(cls, via)[0]
-                rate = lanes.rate_now.get(lane, lanes.cap) if lane is not None else lanes.cap
-                waits.append(lanes.ready_in(lane, via) + sched.waiting(cls, via) / 4 / rate)
-        return min(1.0, max(0.001, min(waits, default=0.001)))
 
     def _resume(self, now: float) -> None:
         for via, at in list(self.paused.items()):

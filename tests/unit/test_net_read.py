@@ -76,13 +76,13 @@ def test_a_sender_near_its_frame_bound_is_read_only_up_to_it(net: tuple[Any, zmq
     bound = transport.INBOUND_PER_PEER_MAX
     for i in range(bound - 24):
         assert n.inbound.push(4, _po_request(i))
-    assert not n.inbound.sched.full(4)
+    assert not n.inbound.full(4)
     _send(dealer, [_po_request(10_000 + i) for i in range(net_main.PEER_BATCH_EACH)])
     n.read_peers(None)
     sched = n.inbound.sched
     assert sched.dropped[traffic.TrafficClass.BOUNDED] == 0, sched.dropped
-    assert sched.waiting(traffic.TrafficClass.BOUNDED, 4) == bound
-    assert sched.full(4)
+    assert sched.waiting(traffic.TrafficClass.BOUNDED, -4) == bound  # its PO-Request queue
+    assert n.inbound.full(4)
     n.read_peers(None)  # full: not read at all now, paused until its queue drains
     assert sched.dropped[traffic.TrafficClass.BOUNDED] == 0
     assert 4 in n.paused
@@ -103,6 +103,6 @@ def test_a_sender_is_not_read_past_half_its_byte_bound(net: tuple[Any, zmq.Socke
     n.read_peers(None)
     sched = n.inbound.sched
     assert sched.dropped[traffic.TrafficClass.BOUNDED] == 0, sched.dropped
-    assert sched.full(4)
-    held = sched._bytes[traffic.TrafficClass.BOUNDED][4]
+    assert n.inbound.full(4)
+    held = sched._bytes[traffic.TrafficClass.BOUNDED][-4]
     assert transport.INBOUND_PER_PEER_BYTES_MAX // 2 <= held < transport.INBOUND_PER_PEER_BYTES_MAX // 2 + 70_000

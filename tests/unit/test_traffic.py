@@ -481,7 +481,7 @@ def test_a_po_request_flood_is_held_to_twice_a_correct_peers_rate_and_timely_pas
                 cursor[p] += 1
                 offered[p] += ms >= 1000
         for _ in range(4):
-            if not inbound.sched.full(4):
+            if not inbound.full(4):
                 inbound.push(4, flood[cursor[4] % len(flood)])
                 cursor[4] += 1
         got = Counter()
@@ -489,7 +489,7 @@ def test_a_po_request_flood_is_held_to_twice_a_correct_peers_rate_and_timely_pas
         if ms >= 1000:  # after the first window
             total.update(got)
         for p in (2, 3):  # nothing of a correct peer waits
-            assert sum(inbound.sched.waiting(c, p) for c in TrafficClass) == 0
+            assert sum(inbound.sched.waiting(c, k) for c in TrafficClass for k in (p, -p)) == 0
     for p in (2, 3):
         assert total[(p, M.T_PO_REQUEST)] + total[(p, M.T_PREPARE)] == offered[p]
         assert budgets.deferred[p] == 0
@@ -501,7 +501,7 @@ def test_a_po_request_flood_is_held_to_twice_a_correct_peers_rate_and_timely_pas
     assert budgets.rate_now[Lane.PO_REQUEST] == pytest.approx(200, rel=0.05)
     assert budgets.rate_now[Lane.RECON] == 100
     assert budgets.deferred[4] > 0
-    assert inbound.sched.full(4)  # its queue is at its bound: the net stops reading it
+    assert inbound.full(4)  # its queue is at its bound: the net stops reading it
 
 
 def test_a_gated_peer_does_not_block_others_of_its_class() -> None:
@@ -627,3 +627,27 @@ def test_a_frame_waiting_for_its_lane_budget_is_counted_deferred_once() -> None:
     inbound.push(4, _po_request(4, 3))
     inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), 0.5)
     assert budgets.deferred[4] == 1  # still the same frame at the head
+
+
+def test_a_senders_acks_do_not_wait_behind_its_po_requests() -> None:
+    """A correct replica that alone has clients sends PO-Requests above the floor its
+    silent peers set; they wait for their lane budget, but its acks and ARUs, queued
+    after them, go on at once (they have a queue of their own). (Review of issue 14:
+    with one queue its PO_ACK waited 0.2 s behind 40 PO-Requests.)"""
+    from collections import Counter
+
+    from prime.net import transport
+    from prime.net.traffic import InboundBudgets, Lane
+
+    budgets = InboundBudgets([2, 3, 4], {Lane.PO_REQUEST: (2.0, 100), Lane.BOUNDED: (2.0, 200),
+                                         Lane.RECON: (2.0, 100)}, f=1, cap=5000, burst_s=0.2, now=0.0)
+    inbound = transport.Inbound(budgets)
+    ack = _envelope(M.PoAck((M.AckPart(1, (1, 1), b"d" * 32),)), sig=b"2" + b"s" * 63)
+    budgets.tick(1.5)  # a window of silence: the PO-Request lane is at its floor
+    for i in range(200):
+        inbound.push(2, _po_request(2, i))
+    inbound.push(2, ack)
+    got: Counter[int | None] = Counter()
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: got.update([tag_of(raw)]), 1.5)
+    assert got[M.T_PO_ACK] == 1
+    assert 0 < got[M.T_PO_REQUEST] < 200  # the rest wait for their budget
