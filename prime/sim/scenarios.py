@@ -56,6 +56,12 @@ def random_scenario(seed: int, *, f: int, k: int, duration: float = 1.0) -> SimC
         clean_stop = [r for r in restart if rng.random() < 0.5]
         if byz and rng.random() < 0.3:
             byz[rng.choice(sorted(byz))] = "amnesia-edge"
+    # Half the request floods send each request to a different subset of the others
+    # (issue 14), from a generator of their own so no other draw of the seed changes.
+    gapped = random.Random(f"scenario/{seed}/{f}/{k}/gapped")
+    for rid in sorted(byz):
+        if byz[rid] == "request-flood" and gapped.random() < 0.5:
+            byz[rid] = "gapped-flood"
     return SimConfig(
         f=f,
         k=k,
