@@ -359,6 +359,7 @@ def test_kv_service_restarted_alone_orders_a_sync_and_takes_the_state(kv_cluster
             assert k.get(i, key) == value.encode(), (i, key)
 
 
+@pytest.mark.xdist_group("timing")  # with the other timing-sensitive e2e tests, one at a time
 @pytest.mark.timeout(180)
 def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The README's "The key-value service, by hand" commands, as written, on a private
@@ -392,7 +393,7 @@ def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-de
     for old, new in rewrites:
         assert old in block, (old, block)
         block = block.replace(old, new)
-    script = f"cd {ROOT}\nset -e\n{block}\necho readme-kv-done\n"
+    script = f"cd {ROOT}\nset -e\nset -x\n{block}\necho readme-kv-done\n"  # -x: the failure names its step
     shm = Path("/dev/shm")
     before = {p.name for p in shm.glob("prime-r*")}
     proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -402,7 +403,9 @@ def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-de
             out, err = proc.communicate(timeout=150)
         except subprocess.TimeoutExpired as timeout:
             tail = timeout.stderr or b""
-            tail = (tail.decode(errors="replace") if isinstance(tail, bytes) else tail)[-4000:]
+            tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+            # the steps (bash -x) and what the commands said, without the daemons' stats lines
+            tail = "\n".join(line for line in tail.splitlines() if not line.startswith("stats "))[-6000:]
             pytest.fail(f"README kv section still running after 150 s; stdout {timeout.output!r}; "
                         f"stderr ends:\n{tail}")
     finally:
