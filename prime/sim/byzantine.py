@@ -1019,8 +1019,10 @@ class RequestFlooder(Node):
             self.inc, self.seq = inc, 0
         self.seq += 1
         upd = Update(self.rid, inc, 10**6 + self.seq, int(UpdateKind.CLIENT_NO_OP), self.rng.randbytes(200))
-        req = PoRequest((inc, self.seq), (self.signer.sign_one(upd),))
-        self.cluster.transmit_all(self.rid, self.signer.sign_one(req))
+        self.send_request(self.signer.sign_one(PoRequest((inc, self.seq), (self.signer.sign_one(upd),))))
+
+    def send_request(self, req: Envelope) -> None:
+        self.cluster.transmit_all(self.rid, req)
 
 
 class GappedRequestFlooder(RequestFlooder):
@@ -1036,19 +1038,7 @@ class GappedRequestFlooder(RequestFlooder):
 
     behaviour = "gapped-flood"
 
-    def outgoing(self, action: A.Send | A.Broadcast) -> None:
-        if not isinstance(action.env.msg, PoRequest):
-            Node.outgoing(self, action)
-        now = self.cluster.now_us
-        if now < self.next_us:
-            return
-        self.next_us = now + self.PERIOD_US
-        inc = self.replica.incarnation
-        if inc != self.inc:
-            self.inc, self.seq = inc, 0
-        self.seq += 1
-        upd = Update(self.rid, inc, 10**6 + self.seq, int(UpdateKind.CLIENT_NO_OP), self.rng.randbytes(200))
-        req = self.signer.sign_one(PoRequest((inc, self.seq), (self.signer.sign_one(upd),)))
+    def send_request(self, req: Envelope) -> None:
         others = [r for r in range(1, self.cluster.cfg.n + 1) if r != self.rid]
         for dst in self.rng.sample(others, self.rng.randint(1, len(others) - 1)):
             self.cluster.transmit(self.rid, dst, req)
