@@ -359,7 +359,6 @@ def test_kv_service_restarted_alone_orders_a_sync_and_takes_the_state(kv_cluster
             assert k.get(i, key) == value.encode(), (i, key)
 
 
-@pytest.mark.xdist_group("timing")  # with the other timing-sensitive e2e tests, one at a time
 @pytest.mark.timeout(180)
 def test_readme_kv_section_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The README's "The key-value service, by hand" commands, as written, on a private

@@ -148,15 +148,9 @@ def test_suspect_leader_rtt_matches_the_emulated_delays(cluster: Any) -> None:
             assert abs(ms - emulated[pair] - base) <= 4.0, (pair, ms, emulated[pair], base)
 
 
-# Timing-sensitive (a leader's turnaround against its bound, a flood's cost): these run
-# one after another on one xdist worker (bin/test: --dist loadgroup), never two at once.
-TIMING = pytest.mark.xdist_group("timing")
-
-
 SITES_MS = {(1, 2): 10.0, (1, 3): 20.0, (1, 4): 30.0, (2, 3): 40.0, (2, 4): 50.0, (3, 4): 25.0}
 
 
-@TIMING
 def test_four_emulated_sites_suspect_no_correct_leader(cluster: Any) -> None:
     """Four emulated sites 10 to 50 ms apart, 1 ms jitter, clients submitting on every
     replica (2 in flight each) for 60 s: the view never changes (the leader's
@@ -235,7 +229,6 @@ def test_throttled_bounded_class_keeps_its_rate_and_counts_everything(cluster: A
         ), cls
 
 
-@TIMING
 def test_a_flooding_replica_is_held_to_its_share_and_the_others_keep_ordering(cluster: Any) -> None:
     """Replica 4 is Byzantine: with its real signing and link keys it floods replicas 1..3
     with validly signed PO-Requests and reconciliation messages, as fast as their
