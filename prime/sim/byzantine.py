@@ -391,6 +391,14 @@ class MuteAfterReplay(Node):
         super().outgoing(action)
 
 
+def _restart_victim(cluster: SimCluster, rid: int) -> int:
+    """The first correct replica the scenario restarts (0: none): what the
+    restart-targeted behaviours attack."""
+    cfg = cluster.cfg
+    victims = sorted(r for r in cfg.restart if r != rid and r not in cfg.byz)
+    return victims[0] if victims else 0
+
+
 class AmnesiaEquivocator(Node):
     """Issue 11 item 3: exploit a correct replica's restart to certify a second version.
 
@@ -406,8 +414,7 @@ class AmnesiaEquivocator(Node):
     def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
         super().__init__(cluster, rid, replica, signer)
         cfg = cluster.cfg
-        victims = sorted(r for r in cfg.restart if r != rid and r not in cfg.byz)
-        self.victim = victims[0] if victims else 0
+        self.victim = _restart_victim(cluster, rid)
         self.restart_us = int(cfg.restart[self.victim] * 1_000_000) if self.victim else 0
         others = [r for r in range(1, cluster.n + 1) if r not in (rid, self.victim) and r not in cfg.byz]
         need = 2 * cfg.f + cfg.k - 1
@@ -498,8 +505,7 @@ class AmnesiaEdge(Node):
     def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
         super().__init__(cluster, rid, replica, signer)
         cfg = cluster.cfg
-        victims = sorted(r for r in cfg.restart if r != rid and r not in cfg.byz)
-        self.victim = victims[0] if victims else 0
+        self.victim = _restart_victim(cluster, rid)
         self.restart_us = int(cfg.restart[self.victim] * 1_000_000) if self.victim else 0
         self.stop_us = int(cfg.crash.get(self.victim, cfg.restart.get(self.victim, 0)) * 1_000_000)
         others = [r for r in range(1, cluster.n + 1) if r not in (rid, self.victim) and r not in cfg.byz]
@@ -1064,8 +1070,7 @@ class OldTail(Node):
     def __init__(self, cluster: SimCluster, rid: int, replica: Replica, signer: Signer) -> None:
         super().__init__(cluster, rid, replica, signer)
         cfg = cluster.cfg
-        victims = sorted(r for r in cfg.restart if r != rid and r not in cfg.byz)
-        self.victim = victims[0] if victims else 0
+        self.victim = _restart_victim(cluster, rid)
         others = range(cluster.n, 0, -1)
         frozen = [r for r in others if r not in (rid, self.victim) and r not in cfg.byz]
         self.frozen_rid = frozen[0] if self.victim and frozen else 0
