@@ -145,6 +145,8 @@ SCHEMA: Final[tuple[Key, ...]] = (
         "TCP keepalive: unanswered probes before the link is closed"),
     Key("networking", "handshake_timeout_ms", int, 10_000, 100, 600_000,
         "a peer connection not through its (CURVE) handshake after this long is closed"),
+    Key("networking", "libzmq_unpatched_ok", bool, False, None, None,
+        "run on a libzmq without native/libzmq's patch, which a peer can abort (trusted networks only)"),
 
     Key("cryptography", "clients_sign_updates", bool, True, None, None,
         "verify client signatures on updates; false is unsafe (def.h CLIENTS_SIGN_UPDATES)"),
@@ -317,6 +319,7 @@ class NetworkingConfig:
     tcp_keepalive_interval_s: int
     tcp_keepalive_probe_count: int
     handshake_timeout_ms: int
+    libzmq_unpatched_ok: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     problem = unsupported(cfg)
     if problem:
         return _fail(problem)
+    if not cfg.networking.libzmq_unpatched_ok:
+        from prime.net import libzmq
+
+        problem = libzmq.problem()
+        if problem:
+            return _fail(f"replica {args.server_id}: {problem}")
     from prime.net.sockets import PORTS_HINT, ports_in_use
 
     busy = ports_in_use(cfg, args.server_id)

@@ -45,11 +45,12 @@ A peer that restarts closes its old connection (its kernel does), and TCP
 keepalive (``tcp_keepalive_*``) reaps the link of a peer whose host or network
 died, so a correct peer gets its slot back; the spare slot of the default
 ``peer_connection_count_max = 2`` lets it in at once meanwhile. Not ZMTP
-heartbeats: libzmq 4.3.5 aborts the process (``Assertion failed: !_io_error``,
+heartbeats: libzmq as released aborts the process (``Assertion failed: !_io_error``,
 ``stream_engine_base.cpp``) when a heartbeat PING is sent, or a peer's PING
 answered, on a connection whose pipe is full (input stopped) and whose TCP
 connection has just failed, which the small RCVHWM makes likely; seen in a
-SIGSTOP/SIGCONT test. With
+SIGSTOP/SIGCONT test. A peer can do that on purpose, so we run on a patched
+libzmq (``prime/net/libzmq.py``, ``native/libzmq/``). With
 ``link_security = "none"`` there is no handshake to hold: each connection is
 bounded by the RCVHWM, but their number only by the file descriptors (trusted
 networks only, as above).

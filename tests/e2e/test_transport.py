@@ -442,3 +442,50 @@ def test_a_peer_cannot_park_frames_in_our_dealer(cluster: Any) -> None:
         ctx.destroy(linger=0)
     assert sent > 0
     assert grown < 16, f"replica 1's net process grew by {grown:.0f} MB"
+
+
+def test_a_peer_cannot_abort_the_net_process_with_a_ping_behind_a_full_pipe(cluster: Any) -> None:
+    """Replica 4 is Byzantine (no daemon; f = 1). On one connection to its socket at
+    replica 1 it floods, so replica 1 reads that socket only within replica 4's budget;
+    on a second connection it sends frames until that connection's pipe is full, a ZMTP
+    PING behind them and more frames in the same segment, and resets the connection,
+    five times over. libzmq as released then aborts replica 1's net process when it
+    reads that pipe (``Assertion failed: !_io_error``) and the supervisor stops the
+    whole replica; with native/libzmq's patch the connection is just closed. Replica 1's
+    processes stay the same and its client's updates are all ordered. Links are plain,
+    so the hand-written ZMTP peer needs no CURVE; the bug is below the mechanism (a
+    replica's own link key gets it past CURVE)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from rawzmtp import ping_and_reset
+
+    c = cluster(settings={"networking": {"link_security": "none"}})
+    c.start_all([1, 2, 3])
+    before = c.children(1)
+    load = c.load(1, inflight=4, count=200, duration=60, linger=0.5)
+    c.wait_ordinal(1, 3, 20)
+    port = c.base_port + 10 * 1 + 4 - 1  # replica 1's socket for replica 4's frames
+    ctx = zmq.Context()
+    flood = ctx.socket(zmq.DEALER)
+    flood.setsockopt(zmq.LINGER, 0)
+    flood.setsockopt(zmq.SNDHWM, 100_000)
+    flood.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        for _ in range(20_000):
+            flood.send(b"junk")
+        time.sleep(0.5)  # replica 1 is now reading this socket at replica 4's budget
+        for _ in range(5):
+            ping_and_reset("127.0.0.1", port, frames=200, payload=b"", settle_s=0.1)
+        time.sleep(3.0)  # replica 1 reads on, the pipes of the reset connections included
+    finally:
+        ctx.destroy(linger=0)
+    assert c.daemons[1].poll() is None, c.log(1)[-2000:]
+    assert "Assertion failed" not in c.log(1), c.log(1)[-2000:]
+    assert c.children(1) == before
+    for name, pid in before.items():
+        assert Path(f"/proc/{pid}").exists(), f"replica 1's {name} ({pid}) is gone"
+    result = c.result(load, 90)
+    assert result["own_delivered"] == 200
+    net = c.stats(1, "net")["counts"]
+    assert net.get("in:throttled_peer", 0) > 0, net  # the flood was read within its budget
