@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,19 @@ def _ephemeral_low() -> int:
         return 32_768
 
 
+def _renice(increment: int) -> Callable[[], None]:
+    """A preexec_fn adding ``increment`` to the child's nice value; a raise it may not
+    make (not root) is skipped, as the child then simply runs at the usual priority."""
+
+    def apply() -> None:
+        try:
+            os.nice(increment)
+        except OSError:
+            pass
+
+    return apply
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -107,11 +121,17 @@ def make_test_keys(f: int, k: int, clients: int) -> Path:
 class LocalCluster:
     def __init__(self, f: int = 1, k: int = 0, *, workers: int = 1, settings: dict[str, dict[str, Any]] | None = None,
                  clients: int = 8, base_conf: Path | None = None, keys: Path | None = None,
-                 prefix: str = "pe2e-") -> None:
+                 prefix: str = "pe2e-", priority: int = 0) -> None:
         """``base_conf`` (a def.toml; its address.config beside it) is the starting point
         (bin/cluster passes the user's); the cluster's own port range, ipc folder, f, k,
         workers, num_clients and ``settings`` override it. ``keys`` is a folder of keys
-        made for this configuration (default: the cached deterministic test keys)."""
+        made for this configuration (default: the cached deterministic test keys).
+
+        ``priority`` < 0 starts the daemons at that nice value (if we may: root), above
+        other work on the machine: a test that measures timing (suspect-leader's
+        turnaround bound) stands for replicas on machines of their own, and must not
+        measure the CPU contention of a test running beside it."""
+        self.priority = priority
         self.f, self.k = f, k
         self.n = 3 * f + 2 * k + 1
         self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -154,6 +174,7 @@ class LocalCluster:
             [str(PRIME), "-i", str(i), "--conf", str(self.conf), "--keys", str(self.keys),
              "--log-dir", str(self.logs)],
             start_new_session=True, stdin=subprocess.DEVNULL,
+            preexec_fn=_renice(self.priority) if self.priority else None,
         )
         self.daemons[i] = proc
         self.pgids.add(proc.pid)
@@ -180,6 +201,11 @@ class LocalCluster:
             if at >= 0:
                 end = log.find("\n", at)
                 return log[at:end if end >= 0 else None]
+            daemon = self.daemons.get(i)
+            if daemon is not None and daemon.poll() is not None and text not in self.log(i)[after:]:
+                raise AssertionError(  # it will not say it now
+                    f"replica {i} exited ({daemon.returncode}) before {text!r}; "
+                    f"log tail:\n{self.log(i)[-3000:]}")
             time.sleep(0.05)
         raise AssertionError(f"replica {i}: no {text!r} in {timeout_s} s; log tail:\n{self.log(i)[-3000:]}")
 
