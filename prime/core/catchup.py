@@ -81,6 +81,10 @@ class Catchup:
     def __init__(self, replica: Replica) -> None:
         self.r = replica
         self.last_ord_cert: OrdCert | None = None  # our own newest (unsigned body)
+        # ...and the envelope we signed it in, once back from signing: while no newer
+        # ordinal executes, the broadcast repeats that envelope instead of signing the
+        # same certificate again (an idle replica's only periodic message).
+        self.last_ord_cert_env: Envelope | None = None
         # Our newest certificates and replayed ordinals, to answer requests.
         self.recent: dict[int, OrdCert | Replayed] = {}
         self.recent_at: dict[int, int] = {}  # when each kept ordinal was executed
@@ -129,9 +133,18 @@ class Catchup:
         if not self.r.timer_armed("ord_cert"):
             self.r.set_timer("ord_cert", self.r.now_us + self.r.p.ord_cert_period_us)
 
+    def quiescent(self) -> bool:
+        """No certificate or replayed record waits to fill an ordinal, and no catch-up
+        is under way (its timer runs while a peer's certificate is ahead of us)."""
+        return not self.fills and not self.vouches and not self.r.timer_armed("catchup")
+
     def on_ord_cert_timeout(self) -> None:
         if self.last_ord_cert is not None:
-            self.r.sign_and_send(self.last_ord_cert)
+            env = self.last_ord_cert_env
+            if env is not None and env.msg is self.last_ord_cert:
+                self.r.forward(env)  # unchanged: the signed copy, as retransmissions do
+            else:
+                self.r.sign_and_send(self.last_ord_cert)
             self.r.set_timer("ord_cert", self.r.now_us + self.r.p.ord_cert_period_us)
 
     def on_stale_vote(self, peer: int, seq: int) -> None:
@@ -219,6 +232,8 @@ class Catchup:
 
     def on_ord_cert(self, via: int, env: Envelope) -> None:
         sender = env.sender
+        if sender == self.r.me and via == self.r.me and env.msg is self.last_ord_cert:
+            self.last_ord_cert_env = env  # our broadcast, back from signing
         if sender == self.r.me or not 1 <= sender <= self.r.n:
             return
         cert: OrdCert = env.msg

@@ -485,6 +485,15 @@ class Order:
 
     # ------------------------------------------------------ retransmission (2.8)
 
+    def quiescent(self) -> bool:
+        """Nothing of ordering is pending here: no ordinal slot above the ARU (a
+        pre-prepare or vote not executed), nothing new for a leader to propose, no
+        executed ordinal waiting for requests."""
+        if (self.should_send_pp and self.r.is_leader) or self.blocked_on:
+            return False  # (the flag outlives a view we led: it counts only as leader)
+        aru = self.aru
+        return not any(seq > aru for seq in self.history)
+
     def retrans_due(self) -> int | None:
         """Ordering retransmission runs while an accepted pre-prepare is not executed."""
         history = self.history

@@ -30,11 +30,14 @@ from prime.core.quorum import Quorums
 # "EAGER" re-arms every periodic job whether or not it has work, as the C code does (an
 # idle replica then wakes every 6 ms); a run with it sends exactly what a run without it
 # sends, at the same times (replica.Periodic; tests/unit/test_idle_timers.py).
+# "KEEPALIVE" keeps the keep-alives (ping, TAT_UB, the TAT_MEASURE resend, the PO
+# retransmission) running while the replica is quiescent, as the C code does
+# (Replica.quiescent; tests/unit/test_idle_timers.py).
 # "OLDTAIL" drops the incarnation clause of the proof ARU (quorum.matrix_pop): entries of
 # an originator's new incarnation vouch for any sequence number of its old one.
 LEGACY_ITEMS = frozenset(
     {"H1", "H2", "H3", "H4", "H5", "H6", "H7", "H8", "H11", "H12", "H13", "EVIDENCE", "RB"}
-    | {"AMNESIA", "JUNK", "CERTSHIP", "NOOPGC", "REBUILD", "FETCH", "EAGER", "OLDTAIL"}
+    | {"AMNESIA", "JUNK", "CERTSHIP", "NOOPGC", "REBUILD", "FETCH", "EAGER", "OLDTAIL", "KEEPALIVE"}
 )
 
 

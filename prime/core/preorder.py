@@ -883,8 +883,35 @@ class PreOrder:
 
     # -------------------------------------------------------- retransmission (2.8)
 
+    def quiescent(self) -> bool:
+        """Nothing of pre-ordering is pending here: no update queued, every request of
+        ours executed, nothing received, acked or certified beyond what is executed (per
+        originator, and no slot above it, however it was made), and the restart record
+        cut back to what was acked (``tighten_idle_reservations``, which the
+        retransmission tick makes). The cheap tests first: a busy replica fails them."""
+        if self.update_queue:
+            return False
+        me = self.r.me
+        last = self.last_executed
+        if self.po_seq > last[me] and self.po_seq > self.po_seq_executed:
+            return False
+        for s in range(1, self.r.n + 1):
+            done = last[s]
+            if self.aru[s] > done or self.max_acked[s] > done or self.cum_aru[s] > done:
+                return False
+            if self.reserved[s] > self.acked_hi[s]:
+                return False
+        return not any(po > last[s] for s in range(1, self.r.n + 1) for po in self.history[s])
+
+    def retrans_due(self) -> int | None:
+        """The retransmission job (``replica.Periodic``) runs every period unless the
+        replica is quiescent: then there is nothing to retransmit, no PO_ARU anyone
+        lacks that would order anything, and no reservation to cut back."""
+        return None if self.r.quiescent() else self.r.now_us
+
     def on_retrans_timeout(self) -> None:
-        self.r.set_timer("po_retrans", self.r.now_us + self.r.p.retrans_period_us)
+        if self.r.quiescent():  # a firing armed while there was work may find none left
+            return
         me = self.r.me
         for po, slot in sorted(self.history[me].items()):
             if po > self.last_executed[me] and slot.request is not None:

@@ -375,6 +375,11 @@ class Recon:
                 if size is not None:
                     self.bytes_by[sender] -= size
 
+    def quiescent(self) -> bool:
+        """No parts held and no rebuild pending (the retransmission tick collects parts
+        of what was executed: until then the replica is not quiescent)."""
+        return not self.slots and not self.pending
+
     def collection_sizes(self) -> dict[str, int]:
         return {
             "recon_slots": len(self.slots),

@@ -84,7 +84,14 @@ class Periodic:
     sends the same messages at the same times as before: only firings that would
     have done nothing are skipped. The "EAGER" legacy switch re-arms every period
     as before, and tests/unit/test_idle_timers.py checks that both replay the same
-    runs."""
+    runs.
+
+    The keep-alives (ping, TAT_UB, the PO retransmission) are jobs of this kind too:
+    their work is "every period unless the replica is quiescent" (``Replica.quiescent``),
+    so they rest while it is, and resume on their grids, at the times they would have
+    fired, once it has work again. Their handlers check the same condition, so a
+    firing armed while there was work skips its sending if none is left, as the
+    "EAGER" runs do."""
 
     period_us: int
     work_due: Callable[[], int | None]
@@ -192,9 +199,10 @@ class Replica:
             "vc_deadline": self.vc.on_deadline,
         }
         # The jobs that repeat only while they have work (Periodic); the others re-arm
-        # themselves: sign_batch and fetch only exist with work, ping, TAT_UB, the PO
-        # retransmission (its PO_ARU is a keep-alive) and the ORD certificate are
-        # genuinely periodic, and the view-change timers last only as long as one.
+        # themselves: sign_batch and fetch only exist with work, the ORD certificate is
+        # genuinely periodic (catch-up relies on it), and the view-change timers last
+        # only as long as one. Ping, TAT_UB and the PO retransmission (its PO_ARU is a
+        # keep-alive) run while there is work and rest while the replica is quiescent.
         spacing = params.po_tick_us * params.po_job_spacing_ticks
         self._periodic: dict[str, Periodic] = {
             "po_ack": Periodic(spacing, self.po.ack_due),
@@ -203,8 +211,14 @@ class Replica:
             "pre_prepare": Periodic(params.pre_prepare_period_us, self.ord.pre_prepare_due),
             "ord_retrans": Periodic(params.retrans_period_us, self.ord.retrans_due),
             "tat_measure": Periodic(params.tat_measure_period_us, self.suspect.tat_measure_due),
+            # The keep-alives: every period while there is work, asleep while the replica
+            # is quiescent (``quiescent``; docs/design.md section 10).
+            "ping": Periodic(params.ping_period_us, self.suspect.keepalive_due),
+            "tat_ub": Periodic(params.tat_ub_period_us, self.suspect.keepalive_due),
+            "po_retrans": Periodic(params.retrans_period_us, self.po.retrans_due),
         }
         self._eager = "EAGER" in params.legacy
+        self._keepalive_always = "KEEPALIVE" in params.legacy
         # Running jobs not armed at the earliest point of their grid (asleep, or armed for
         # a later point): the only ones _wake_periodic asks, so a busy replica asks few.
         self._sleeping: dict[str, Periodic] = {}
@@ -292,12 +306,34 @@ class Replica:
     def next_deadline_us(self) -> int | None:
         """When the driver must next ``Tick`` this replica (None: no timer).
 
-        Idle, that is only the genuinely periodic timers (every 500 ms or slower)."""
+        Idle, that is only the ORD certificate broadcast (every ``ord_cert_period_us``)
+        once the replica is quiescent, and the keep-alives (every 500 ms or slower)
+        until then."""
         if self._wake_stale:
             self._wake_periodic((self.now_us, _AFTER_ALL))
         self._drop_stale_timer_entries()
         heap = self._timer_heap
         return heap[0][0] if heap else None
+
+    def quiescent(self) -> bool:
+        """Nothing to order anywhere this replica can see: no update queued or request in
+        flight of its own, nothing received, acked or certified that is not executed, no
+        ordinal above its ARU, no TAT stopwatch running, no reconciliation, fetch or
+        catch-up under way, the view installed, and the restart record cut back to what
+        was acked. Then its keep-alives (ping, TAT_UB, the TAT_MEASURE resend and the PO
+        retransmission with its PO_ARU) have nothing to keep alive and rest; the first
+        event that gives it work ends this, and they resume on their grids (``Periodic``).
+        A function of state only (no clock), so the simulator replays it exactly.
+
+        What ends it: a peer's request, ack, recon part, pre-prepare or vote, a
+        certificate ahead of us, a client update. Junk a faulty peer leaves behind (a
+        slot its acks created, a vote for an ordinal nobody orders) keeps a replica out
+        of it until that is evicted: that costs the keep-alives, as before, never
+        correctness. "KEEPALIVE" (legacy) keeps them running always, as the C code does."""
+        if self._keepalive_always or not self.view_change_done:
+            return False
+        return (self.suspect.quiescent() and self.po.quiescent() and self.ord.quiescent()
+                and self.recon.quiescent() and self.catchup.quiescent())
 
     @property
     def leader(self) -> int:

@@ -147,6 +147,8 @@ class SuspectLeader:
             return None
         if self.tat_max_change:
             return r.now_us
+        if r.quiescent():
+            return None  # the resend is a keep-alive: it rests with the others
         due = self.last_tat_measure_sent_us + r.p.tat_measure_resend_us
         if not r.view_change_done:
             started = r.vc.proof_sent_us
@@ -155,6 +157,30 @@ class SuspectLeader:
         if started is not None:
             due = min(due, started + self.max_tat_us + 1)  # _sample raises the maximum
         return due
+
+    def quiescent(self) -> bool:
+        """No TAT stopwatch runs (no challenge waits for a pre-prepare), no changed
+        maximum waits to be sent, and we do not suspect the leader."""
+        return not self.challenges and not self.tat_max_change and not self.leader_suspected
+
+    def primed(self) -> bool:
+        """We can evaluate the suspicion rule (Q12): enough TAT_UB reports came in for a
+        finite ``TAT_acceptable``. The RTT figures behind it are kept for the whole view,
+        so a replica that rests keeps them for the moment load returns."""
+        return self.tat_acceptable_us < MAX_TAT_US
+
+    def keepalive_paused(self) -> bool:
+        """Ping and TAT_UB rest while the replica is quiescent and primed: they measure
+        and report round-trip minima over the view, which resting loses nothing of, and
+        nothing is ordered meanwhile that a leader could delay. An unprimed replica keeps
+        pinging (after start-up or a view change), and the resting ones answer its pings
+        with their TAT_UB as well (``on_rtt_ping``), so it gets primed and rests too."""
+        return self.primed() and self.r.quiescent()
+
+    def keepalive_due(self) -> int | None:
+        """The ping and TAT_UB jobs (``replica.Periodic``): due at every firing unless
+        paused."""
+        return None if self.keepalive_paused() else self.r.now_us
 
     def on_tat_measure_timeout(self) -> None:
         p = self.r.p
@@ -167,19 +193,21 @@ class SuspectLeader:
         elif self.challenges:
             self._sample(self.r.now_us - self.challenges[0][1])  # oldest unanswered counts too
         due = self.r.now_us - self.last_tat_measure_sent_us >= p.tat_measure_resend_us
-        if self.tat_max_change or due:
+        if self.tat_max_change or (due and not self.r.quiescent()):
             self.tat_max_change = False
             self.last_tat_measure_sent_us = self.r.now_us
             self.r.sign_and_send(TatMeasure(self.r.view, self.max_tat_us))
 
     def on_ping_timeout(self) -> None:
-        self.r.set_timer("ping", self.r.now_us + self.r.p.ping_period_us)
+        if self.keepalive_paused():  # a firing armed while there was work may find none left
+            return
         self.ping_seq += 1
         self.pings[self.ping_seq % self.r.p.ping_history] = (self.ping_seq, self.r.now_us)
         self.r.sign_and_send(RttPing(self.r.view, self.ping_seq))
 
     def on_tat_ub_timeout(self) -> None:
-        self.r.set_timer("tat_ub", self.r.now_us + self.r.p.tat_ub_period_us)
+        if self.keepalive_paused():  # a firing armed while there was work may find none left
+            return
         self.r.sign_and_send(TatUb(self.r.view, self.alpha_us))
 
     def on_new_leader_timeout(self) -> None:
@@ -232,6 +260,10 @@ class SuspectLeader:
             return
         self.ponged_us[j] = self.r.now_us
         self.r.sign_and_send(RttPong(j, self.r.view, msg.ping_seq), dest=j)
+        if self.alpha_us < MAX_TAT_US and self.keepalive_paused():
+            # We rest, so our TAT_UB is not broadcast: a peer still pinging may lack it
+            # (it started, or lost our last one) and cannot get primed without it.
+            self.r.sign_and_send(TatUb(self.r.view, self.alpha_us), dest=j)
 
     def on_rtt_pong(self, via: int, env: Envelope) -> None:
         msg: RttPong = env.msg

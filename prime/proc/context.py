@@ -57,7 +57,13 @@ class ReplicaContext:
 @dataclass
 class ProcStats:
     """Counters of one process, written as one JSON line to stderr every
-    ``[logging] stats_interval_ms`` (and on demand): ``stats {...}``."""
+    ``[logging] stats_interval_ms`` (and on demand): ``stats {...}``.
+
+    A line falls due every interval and is written at the process's first wake-up
+    after that; a process with nothing else to wake for sleeps until the line is a
+    whole interval overdue (``wake_in_s``), so an idle one writes a line every one to
+    two intervals, mostly at wake-ups it has anyway, and never wakes every interval
+    for the line alone (docs/design.md section 10)."""
 
     replica: int
     proc: str
@@ -67,6 +73,13 @@ class ProcStats:
 
     def due(self, now_s: float) -> bool:
         return self.interval_s > 0 and now_s >= self._next_s
+
+    def wake_in_s(self, now_s: float) -> float | None:
+        """How long the process may sleep before it must wake to write the line (the
+        line a whole interval overdue); None when lines are off."""
+        if self.interval_s <= 0:
+            return None
+        return max(0.0, self._next_s + self.interval_s - now_s)
 
     def emit(self, now_s: float, extra: dict[str, object] | None = None) -> None:
         self._next_s = now_s + self.interval_s

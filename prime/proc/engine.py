@@ -49,7 +49,7 @@ from prime.proc.ring import Doorbell
 DELIVER_CHUNK_BYTES = 16_384  # payload bytes per DELIVER record (an ordinal may be larger)
 CLIENT_BACKLOG_MAX = 65_536  # client updates held while the core's own queue is full
 OUT_BACKLOG_MAX = 100_000  # records waiting for room on the ring to the net process
-SLEEP_MAX_S = 1.0
+SLEEP_MAX_S = 60.0  # a cap only: an idle engine wakes for the core's timers and its stats line
 KEEP_TIME_EVERY = 16  # records stepped between looks at the clock within a round
 KEEP_TIME_US = 1000  # a Tick (and the actions so far sent) at least this often within a round
 
@@ -158,7 +158,8 @@ class Engine:
             deadline = r.next_deadline_us()
             now = clock.now_us()
             timeout_s = SLEEP_MAX_S if deadline is None else max(0.0, (deadline - now) / 1e6)
-            timeout_s = min(timeout_s, SLEEP_MAX_S)
+            stats_s = self.stats.wake_in_s(time.monotonic())
+            timeout_s = min(timeout_s, SLEEP_MAX_S, SLEEP_MAX_S if stats_s is None else stats_s)
             if timeout_s <= 0:
                 continue
             if all(ring.sleep_ready() for ring in self.inputs):
@@ -365,6 +366,10 @@ class Engine:
                 # suspect-leader view of the links: RTT each peer measured to us, suspicions
                 "rtt_min_us": {j: v for j, v in enumerate(r.suspect.rtt_min) if j and j != r.me and v < 10**13},
                 "suspicions": r.suspect.suspicions,
+                # an idle replica's keep-alives rest (docs/design.md section 10)
+                "quiescent": r.quiescent(),
+                "keepalive_paused": r.suspect.keepalive_paused(),
+                "timers_fired": dict(sorted(r.stats.timers_fired.items())),
                 "tat_leader_us": r.suspect.tat_leader_us,
                 "tat_bound_us": r.suspect.threshold_us() if r.suspect.tat_acceptable_us < 10**13 else None,
                 "gc_max_pause_ms": [round(x, 2) for x in self.gc_watch.max_ms] if self.gc_watch else None,

@@ -226,6 +226,38 @@ class LocalCluster:
         pids = line.split("pids ", 1)[1]
         return {name: int(pid) for name, pid in (p.split("=") for p in pids.split(", "))}
 
+    def processes_by_kind(self, i: int) -> dict[str, list[int]]:
+        """Every process of daemon ``i`` by kind: ``supervisor``, ``net``, ``engine``,
+        ``worker`` (all of them), and ``other`` for the rest of its process group (the
+        ``multiprocessing`` resource tracker), so nothing of the daemon goes uncounted."""
+        from prime.proc.cpuacct import group_pids
+
+        sup = self.daemons[i].pid
+        named = {pid: ("worker" if name.startswith("worker") else name) for name, pid in self.children(i).items()}
+        out: dict[str, list[int]] = {"supervisor": [sup]}
+        for pid in group_pids(sup):
+            if pid == sup:
+                continue
+            out.setdefault(named.get(pid, "other"), []).append(pid)
+        return out
+
+    def measure_cpu(self, window_s: float, ids: list[int] | None = None) -> dict[int, dict[str, dict[str, float]]]:
+        """CPU each process kind of each daemon used over the next ``window_s`` seconds:
+        replica -> kind -> {"cpu_ticks_s", "run_s"} (``prime.proc.cpuacct``), plus the
+        kind "total" (the daemon's processes summed). Sleeps through the window."""
+        from prime.proc import cpuacct
+
+        ids = ids or list(range(1, self.n + 1))
+        kinds = {i: self.processes_by_kind(i) for i in ids}
+        before = {i: cpuacct.sample(kinds[i]) for i in ids}
+        time.sleep(window_s)
+        out: dict[int, dict[str, dict[str, float]]] = {}
+        for i in ids:
+            d = cpuacct.delta(before[i], cpuacct.sample(kinds[i]))
+            d["total"] = {k: sum(v[k] for v in d.values()) for k in ("cpu_ticks_s", "run_s")}
+            out[i] = d
+        return out
+
     def kill_group(self, i: int, sig: int) -> None:
         os.killpg(self.daemons[i].pid, sig)
 

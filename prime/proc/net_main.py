@@ -63,6 +63,7 @@ PEER_RING_DEPTH = 1 << 30
 # which is what bounds a flooder, is the same.
 LANE_BURST_S = 1.0
 HELD_POLL_MS = 20  # while a peer's handshake waits for a connection slot, look this often
+IDLE_POLL_MAX_MS = 60_000  # a cap only: an idle net process wakes for its sockets and its stats line
 
 
 def _route(raw: bytes, workers: int) -> int:
@@ -182,7 +183,11 @@ class Net:
                 ready = {sock for sock, _ in poller.poll(0)}
                 continue
             if self.from_engine.sleep_ready():
-                timeout = 100 if not want_app else 1000
+                # Idle: sleep until a socket, the engine or the stats line needs us.
+                stats_wait = self.stats.wake_in_s(now)
+                timeout = IDLE_POLL_MAX_MS if stats_wait is None else min(IDLE_POLL_MAX_MS, int(stats_wait * 1000) + 1)
+                if not want_app:
+                    timeout = min(timeout, 100)
                 wait = self.out.wait_s(now)
                 if wait is not None:  # throttled or emulated frames fall due
                     timeout = min(timeout, int(wait * 1000) + 1)

@@ -42,6 +42,7 @@ from prime.proc.context import ReplicaContext, write_durably
 from prime.proc.ring import Ring
 
 STOP_GRACE_S = 0.5
+WATCH_POLL_S = 30.0
 EXIT_CHILD_DIED = 1
 _PR_SET_PDEATHSIG = 1
 
@@ -256,7 +257,9 @@ class Supervisor:
     def _watch(self, read_fd: int, pending: list[int]) -> int:
         while True:
             try:
-                select.select([read_fd], [], [], 1.0)
+                # Signals (SIGCHLD too) write to the wake-up fd: the timeout is only a
+                # safety net, long so an idle daemon's supervisor does not wake each second.
+                select.select([read_fd], [], [], WATCH_POLL_S)
             except InterruptedError:
                 pass
             try:

@@ -145,5 +145,7 @@ def _work(src: Any, dst: Any, checker: RecordVerifier, stats: ProcStats, batch_m
             dst.flush()
             continue
         if src.sleep_ready():
-            poller.poll(1000)
+            # Nothing else to wake for: only the stats line (none when lines are off).
+            wait = stats.wake_in_s(time.monotonic())
+            poller.poll(-1 if wait is None else int(wait * 1000) + 1)
         src.awake()
