@@ -453,6 +453,19 @@ class Engine:
     def ring_backlog_pending(self) -> bool:
         return bool(self.backlog)
 
+    def gapped_requests(self) -> dict[int, list[int]]:
+        """Originator -> [requests held above its ARU, its ARU's sequence number]. One
+        pass over the PO window per stats line (bounded by ``po_window_max`` per
+        originator)."""
+        po = self.replica.po
+        out: dict[int, list[int]] = {}
+        for s in range(1, self.replica.n + 1):
+            aru = po.aru[s]
+            held = sum(1 for q, slot in po.history[s].items() if q > aru and slot.request is not None)
+            if held:
+                out[s] = [held, aru[1]]
+        return out
+
     def emit_stats(self) -> None:
         r = self.replica
         self.stats.emit(
@@ -474,6 +487,9 @@ class Engine:
                 "tat_bound_us": r.suspect.threshold_us() if r.suspect.tat_acceptable_us < 10**13 else None,
                 "gc_max_pause_ms": [round(x, 2) for x in self.gc_watch.max_ms] if self.gc_watch else None,
                 "gc_collections": list(self.gc_watch.count) if self.gc_watch else None,
+                # Per originator with any: requests held beyond the last one received in
+                # sequence (what a gapped flood leaves: held, not yet acked), and the ARU.
+                "po_gapped": self.gapped_requests(),
             },
         )
 
