@@ -75,7 +75,8 @@ class StateTransferNeeded:
 
 @dataclass(frozen=True, slots=True)
 class Persist:
-    """Write to stable storage, before performing any later action: per originator
+    """Write to stable storage before any later PO_ACK of ours leaves (other actions need
+    not wait: the engine writes on a thread of its own and holds only those): per originator
     (index ``s``; index 0 unused) a bound on every PO id this replica has acknowledged,
     in this life or an earlier one, ``(lo_inc, lo_seq, band_inc, band_seq)``: the ids
     at most ``(lo_inc, lo_seq)``, and those of incarnations up to ``band_inc`` with

@@ -97,8 +97,8 @@ if TYPE_CHECKING:
     from prime.core.replica import Replica
 
 PoId = tuple[int, int, int]  # (originator, incarnation, seq)
-# A.Persist is synced to disk before the next action (the engine: an fsync in its own
-# thread). An originator chooses its incarnations and how fast it sends, so a faulty one
+# A.Persist is synced to disk before any later PO_ACK of ours leaves (the engine writes it
+# on a thread of its own and holds only those acks meanwhile). An originator chooses its incarnations and how fast it sends, so a faulty one
 # could make a replica sync every round. Writes are paced instead: a burst of N (every
 # originator's first acks at start-up go at once), then one per PERSIST_INTERVAL_US; an
 # ack beyond the record's reservation waits for the next allowed write (one write covers

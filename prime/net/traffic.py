@@ -347,6 +347,7 @@ class PeerBudgets:
     """
 
     WINDOW_S = 1.0
+    PAUSE_QUANTUM_S = 0.02  # a peer out of budget is read again once it has this much
 
     def __init__(self, peers: list[int], msgs_per_s: float, bps: float, burst_s: float, now: float, *,
                  f: int = 0, vs_others: float = 0.0, floor_msgs_per_s: float = 0.0) -> None:
@@ -385,9 +386,13 @@ class PeerBudgets:
         self.read[peer] += frames
 
     def ready_in(self, peer: int) -> float:
-        """Seconds until ``peer`` has a frame's worth of both budgets again."""
+        """Seconds until ``peer`` has ``PAUSE_QUANTUM_S`` of frames in its budget again
+        (at least one frame's worth of both), so that a peer held to its budget is read
+        in batches: read a frame at a time as its tokens trickle in, a flooder woke the
+        net process, then a worker and the engine, once per frame it got through."""
         msgs, bits = self.msgs[peer], self.bits[peer]
-        wait_msgs = max(0.0, (1 - msgs.tokens) / msgs.rate_bps)
+        need = min(msgs.depth_bits, max(1.0, msgs.rate_bps * self.PAUSE_QUANTUM_S))
+        wait_msgs = max(0.0, (need - msgs.tokens) / msgs.rate_bps)
         wait_bits = max(0.0, (1 - bits.tokens) / bits.rate_bps)
         return max(wait_msgs, wait_bits)
 
@@ -429,6 +434,7 @@ class InboundBudgets:
     """
 
     WINDOW_S = 1.0
+    QUANTUM_S = 0.05  # a sender held to a lane budget is passed on in batches of this much
 
     def __init__(self, peers: list[int], limits: dict[Lane, tuple[float, float]], *, f: int,
                  cap: float, burst_s: float, now: float) -> None:
@@ -476,12 +482,15 @@ class InboundBudgets:
         return False
 
     def ready_in(self, lane: Lane | None, peer: int) -> float:
-        """Seconds until ``peer`` may pass on one frame of ``lane`` again."""
+        """Seconds until ``peer`` may pass on ``QUANTUM_S`` of ``lane``'s frames again (at
+        least one): the net process wakes for a sender held to its lane budget once per
+        batch, not once per frame (a worker and the engine then wake once per batch too)."""
         buckets = self.buckets.get(lane) if lane is not None else None
         if buckets is None:
             return 0.0
         bucket = buckets[peer]
-        return max(0.0, (1 - bucket.tokens) / bucket.rate_bps)
+        need = min(bucket.depth_bits, max(1.0, bucket.rate_bps * self.QUANTUM_S))
+        return max(0.0, (need - bucket.tokens) / bucket.rate_bps)
 
     def _rerate(self, now: float) -> None:
         elapsed = now - self.window_start

@@ -435,10 +435,17 @@ class Flooder(threading.Thread):
     (``rate`` 0) or at ``rate`` frames per second to each target. When every target's
     queue is full it waits for room (no busy spin: its own CPU is not the attack).
     ``nice`` > 0 runs it, with its ZeroMQ I/O thread, at that lower CPU priority: it
-    stands for another machine, whose CPU the targets would not share."""
+    stands for another machine, whose CPU the targets would not share.
+
+    A frame a target's socket refuses (its queue full) is skipped for that target, not
+    retried: each target holds a different, gapped part of the flooder's PO sequence.
+    ``sndhwm`` is each socket's send queue in frames; with ZeroMQ's default (1,000) the
+    first thousand frames queue before the link is up and reach every target alike
+    (in order, no gaps, the first 500 PO-Requests of the pool); a small one makes the
+    flood gapped from its first frames, as a flooder that wants gaps would."""
 
     def __init__(self, c: LocalCluster, flooder: int, targets: tuple[int, ...], pool: list[bytes],
-                 rate: float = 0.0, nice: int = 0) -> None:
+                 rate: float = 0.0, nice: int = 0, sndhwm: int = 1000) -> None:
         from prime.crypto import keys as keyfiles
 
         super().__init__(daemon=True)
@@ -452,6 +459,7 @@ class Flooder(threading.Thread):
         self.endpoints = {t: f"tcp://127.0.0.1:{c.base_port + ports_per_replica(c.n) * t + flooder - 1}"
                           for t in targets}  # its socket at each target
         self.pool = pool
+        self.sndhwm = sndhwm
 
     def _connect(self) -> list[Any]:
         import zmq
@@ -462,6 +470,7 @@ class Flooder(threading.Thread):
         for target, endpoint in self.endpoints.items():
             s = self.ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, self.sndhwm)
             s.setsockopt(zmq.CURVE_SECRETKEY, z85.encode(self.keys.secret))
             s.setsockopt(zmq.CURVE_PUBLICKEY, z85.encode(self.keys.public))
             s.setsockopt(zmq.CURVE_SERVERKEY, z85.encode(self.keys.peers[target]))

@@ -243,14 +243,17 @@ def test_a_flooding_replica_is_held_to_its_share_and_the_others_keep_ordering(cl
     CPU; it passes on replica 4's PO-Requests and reconciliation only within their lane
     budgets (``inbound_class_*``), holding the rest in replica 4's own queue; the
     correct peers are never held back; every update is delivered exactly once. (The
-    clients and the flooder run at a lower CPU priority: they stand for other machines.)"""
+    clients and the flooder run at a lower CPU priority: they stand for other machines.)
+    The flood is the gapped kind from its first frame (the flooder skips a frame for a
+    target whose queue is full, and its send queues are short): each target holds a
+    different part of replica 4's PO sequence, most of it beyond a gap."""
     from prime.proc.localcluster import Flooder, flood_pool
 
     c = cluster(workers=1)
     pool = flood_pool(c.keys, 4, 1000)
     c.start_all([1, 2, 3])
     c.wait_ordinal(1, 0, 20)
-    flood = Flooder(c, 4, (1, 2, 3), pool, nice=10)
+    flood = Flooder(c, 4, (1, 2, 3), pool, nice=10, sndhwm=16)
     try:
         loads = [c.load(i, inflight=4, count=400, duration=90, linger=1.0, grace=30, nice=10) for i in (1, 2, 3)]
         time.sleep(2)  # the budgets have re-rated from the cap to the relative bound
@@ -258,12 +261,18 @@ def test_a_flooding_replica_is_held_to_its_share_and_the_others_keep_ordering(cl
         flood.start()
         time.sleep(8)
         after = {i: c.stats(i, "net") for i in (1, 2, 3)}
+        gapped = {i: c.stats(i, "engine").get("po_gapped", {}).get("4") for i in (1, 2, 3)}
         results = [c.result(e, 120) for e in loads]
     finally:
         flood.close()
     assert sum(r["own_delivered"] for r in results) == 3 * 400
     assert all(r["duplicates"] == 0 for r in results)
     assert flood.full > 0  # back-pressure reached the flooder
+    # Gapped: every target holds many of replica 4's requests beyond the first one it
+    # lacks (not acked: acks are for requests received in sequence), and the gaps begin
+    # well before the 500 that a long send queue delivers to all alike.
+    assert all(g is not None and g[0] >= 100 for g in gapped.values()), gapped
+    assert min(g[1] for g in gapped.values()) < 400, gapped
     floor = 500  # conf/def.toml inbound_peer_floor_msgs_per_s
     for i in (1, 2, 3):
         span = after[i]["t"] - before[i]["t"]

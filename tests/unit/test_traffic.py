@@ -572,11 +572,12 @@ def test_a_frame_the_classifier_reads_differently_from_the_codec_is_refused_by_t
     assert tag_of(head) == M.T_PO_REQUEST and isinstance(wire.decode(head), str)
 
 
-def test_inbound_wait_is_the_time_to_the_next_lane_token_when_only_gated_frames_wait() -> None:
+def test_inbound_wait_is_the_time_to_the_next_lane_batch_when_only_gated_frames_wait() -> None:
     """The net process sleeps ``Inbound.wait_s()`` when nothing else is due: with only a
-    flooder's over-budget frames waiting it must be the time to its next lane token (no
-    1 ms polls while they wait, no sleep past the moment one may go), and a drain then
-    moves exactly what the budget allows."""
+    flooder's over-budget frames waiting it must be the time until its lane budget holds
+    a batch (``InboundBudgets.QUANTUM_S`` of its rate: no 1 ms polls while they wait, and
+    not one wake-up per frame, which woke the net process, a worker and the engine once
+    per flooded frame), and a drain then moves exactly what the budget allows."""
     from prime.net import transport
     from prime.net.traffic import InboundBudgets, Lane
 
@@ -597,12 +598,14 @@ def test_inbound_wait_is_the_time_to_the_next_lane_token_when_only_gated_frames_
     waiting = len(inbound.sched)
     assert waiting > 0
     wait = inbound.wait_s()
-    assert wait is not None and 0.0 < wait <= 1 / 100 + 1e-9, wait
+    batch = round(100 * InboundBudgets.QUANTUM_S)  # 5 frames at 100 a second
+    assert wait is not None and 1 / 100 < wait <= InboundBudgets.QUANTUM_S + 1e-9, wait
     before = len(moved)
     inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), now + wait * 0.5)
-    assert len(moved) == before  # not yet
-    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), now + wait)
-    assert len(moved) == before + 1  # exactly then, one
+    assert len(moved) == before + batch // 2  # a frame whose token came goes when the net is awake
+    inbound.drain(lambda: 10**6, lambda via, cls, raw: moved.append(via), now + wait + 1e-9)
+    assert len(moved) == before + batch  # and by then the batch, at the lane's rate
+    assert inbound.wait_s() == pytest.approx(InboundBudgets.QUANTUM_S)  # next batch
     # a timely frame of a correct peer waiting only for ring room: look again at once
     inbound.push(2, _prepare(2, 1))
     assert inbound.wait_s() == 0.0
@@ -651,3 +654,21 @@ def test_a_senders_acks_do_not_wait_behind_its_po_requests() -> None:
     inbound.drain(lambda: 10**6, lambda via, cls, raw: got.update([tag_of(raw)]), 1.5)
     assert got[M.T_PO_ACK] == 1
     assert 0 < got[M.T_PO_REQUEST] < 200  # the rest wait for their budget
+
+
+def test_a_peer_out_of_read_budget_is_read_again_in_a_batch_not_a_frame_at_a_time() -> None:
+    """A peer held to its read budget (``PeerBudgets``) is left unread until it has
+    ``PAUSE_QUANTUM_S`` of its rate in tokens: at a flooder's 500 frames a second, one
+    wake-up of the net process per 10 frames, where it was one per frame (the net
+    process then handed each frame on alone, waking a worker and the engine for it)."""
+    from prime.net.traffic import PeerBudgets
+
+    b = PeerBudgets([2, 3, 4], msgs_per_s=500, bps=10**9, burst_s=1.0, now=0.0)
+    allowed, _ = b.allowed(4, 0.0)
+    b.charge(4, allowed, 100 * allowed)  # it spent its budget
+    assert b.allowed(4, 0.0)[0] == 0
+    wait = b.ready_in(4)
+    assert wait == pytest.approx(PeerBudgets.PAUSE_QUANTUM_S)
+    assert b.allowed(4, wait + 1e-9)[0] == round(500 * PeerBudgets.PAUSE_QUANTUM_S)  # a batch of 10
+    b.charge(4, 10, 1000)
+    assert b.ready_in(4) == pytest.approx(PeerBudgets.PAUSE_QUANTUM_S)
