@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from prime.app.load import percentile
+from prime.proc.cpuacct import cpu_ticks_s
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRESS_TTY_S = 0.5
@@ -198,16 +199,6 @@ def _ensure_keys(conf: Path, out: Path) -> bool:
     return True
 
 
-def _cpu_ticks(pid: int) -> int | None:
-    """utime + stime of ``pid`` in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def _kind(name: str) -> str:
     return "workers" if name.startswith("worker") else name
 
@@ -344,12 +335,12 @@ def _drive(cluster: Any, n: int, inflight: int, size: int, duration: float) -> i
                      extra=["--latencies"])
     pids["load generators"] = [p.pid for p, _ in cluster.loads]
     t0 = time.monotonic()
-    cpu0 = {kind: sum(_cpu_ticks(p) or 0 for p in ps) for kind, ps in pids.items()}
+    cpu0 = {kind: sum(cpu_ticks_s(p) or 0.0 for p in ps) for kind, ps in pids.items()}
 
     tty = sys.stdout.isatty()
     step = PROGRESS_TTY_S if tty else PROGRESS_PLAIN_S
     next_line = t0 + step
-    cpu1: dict[str, int] = {}
+    cpu1: dict[str, float] = {}
     limit = duration + LINGER_S + GRACE_S + 10
     while True:
         _check_children(cluster, loads_done_ok=True)
@@ -359,7 +350,7 @@ def _drive(cluster: Any, n: int, inflight: int, size: int, duration: float) -> i
         if now - t0 > limit:
             raise ChildFailed(f"load generators still running {limit:g} s after start")
         if now - t0 >= duration and not cpu1:
-            cpu1 = {kind: sum(_cpu_ticks(p) or 0 for p in ps) for kind, ps in pids.items()}
+            cpu1 = {kind: sum(cpu_ticks_s(p) or 0.0 for p in ps) for kind, ps in pids.items()}
             cpu_t = now - t0
         if now >= next_line:
             next_line += step
@@ -369,7 +360,7 @@ def _drive(cluster: Any, n: int, inflight: int, size: int, duration: float) -> i
             print(("\r" + line + "   ") if tty else line, end="" if tty else "\n", flush=True)
         time.sleep(0.1)
     if not cpu1:
-        cpu1 = {kind: sum(_cpu_ticks(p) or 0 for p in ps) for kind, ps in pids.items()}
+        cpu1 = {kind: sum(cpu_ticks_s(p) or 0.0 for p in ps) for kind, ps in pids.items()}
         cpu_t = time.monotonic() - t0
     if tty:
         print()
@@ -377,7 +368,7 @@ def _drive(cluster: Any, n: int, inflight: int, size: int, duration: float) -> i
     return _report(results, cpu0, cpu1, cpu_t, {k: len(v) for k, v in pids.items()})
 
 
-def _report(results: list[dict[str, Any]], cpu0: dict[str, int], cpu1: dict[str, int], cpu_t: float,
+def _report(results: list[dict[str, Any]], cpu0: dict[str, float], cpu1: dict[str, float], cpu_t: float,
             counts: dict[str, int]) -> int:
     hashes, common = stream_hashes(results)
     print(f"{'replica':>7} {'updates':>8} {'upd/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
@@ -396,11 +387,10 @@ def _report(results: list[dict[str, Any]], cpu0: dict[str, int], cpu1: dict[str,
     every.sort()
     print(f"{'total':>7} {total_updates:>8} {total_rate:>8.0f} {_ms(percentile(every, .5)):>8} "
           f"{_ms(percentile(every, .9)):>8} {_ms(percentile(every, .99)):>8}")
-    tick = os.sysconf("SC_CLK_TCK")
     parts = []
     for kind in ("engine", "net", "workers", "supervisor", "load generators"):
         if kind in cpu1:
-            secs = (cpu1[kind] - cpu0.get(kind, 0)) / tick
+            secs = cpu1[kind] - cpu0.get(kind, 0.0)
             parts.append(f"{kind} ({counts[kind]}) {secs:.1f} s = {100 * secs / cpu_t:.0f}% of a core")
     print(f"CPU over {cpu_t:.1f} s of load: " + ", ".join(parts))
     status = 0
