@@ -517,10 +517,7 @@ def test_a_peer_cannot_abort_the_net_process_with_a_ping_behind_a_full_pipe(clus
     processes stay the same and its client's updates are all ordered. Links are plain,
     so the hand-written ZMTP peer needs no CURVE; the bug is below the mechanism (a
     replica's own link key gets it past CURVE)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from rawzmtp import ping_and_reset
+    from tests.rawzmtp import ping_and_reset
 
     c = cluster(settings={"networking": {"link_security": "none"}})
     c.start_all([1, 2, 3])
